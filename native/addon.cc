@@ -1,0 +1,30 @@
+// Module entry: per-environment state, init(SysError), and the primitives.
+#include "addon.h"
+
+namespace tcpproxy {
+namespace {
+
+Napi::Value Init(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsFunction()) ThrowType(info.Env(), "init(SysError)");
+  Addon::From(info.Env()).sys_error = Napi::Persistent(info[0].As<Napi::Function>());
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+Napi::Object Register(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new Addon());
+  exports.Set("abiVersion", Napi::Number::New(env, kAbiVersion));
+  exports.Set("init", Napi::Function::New(env, Init, "init"));
+  InitFd(env, exports);
+  InitSyslog(env, exports);
+  return exports;
+}
+
+}  // namespace tcpproxy
+
+static Napi::Object RegisterModule(Napi::Env env, Napi::Object exports) {
+  return tcpproxy::Register(env, exports);
+}
+
+NODE_API_MODULE(tcpproxy, RegisterModule)

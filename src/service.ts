@@ -1,0 +1,81 @@
+/**
+ * The service table: what tcpproxy does for a connection on (local address,
+ * local port). Built from the config file or the command line; looked up by
+ * standalone mode for each accepted connection and by inetd mode for fd 0.
+ */
+import { normalizeIp, plainAddress, type ServerAddress } from './address';
+
+export type Target =
+  | { readonly kind: 'server'; readonly server: ServerAddress }
+  /** A request handler: the command line split on blanks, argv[0] as written. */
+  | { readonly kind: 'exec'; readonly argv: readonly string[] };
+
+/** Where a service was defined, for messages. */
+export interface Origin {
+  readonly file: string;
+  readonly line: number;
+}
+
+export interface Service {
+  readonly port: number;
+  /** Normalised IP literal, or null: any interface. */
+  readonly iface: string | null;
+  readonly target: Target;
+  /** Access control program command line, or null. */
+  readonly acp: string | null;
+  /** Idle timeout in seconds; 0 = none. */
+  readonly timeoutSec: number;
+  /** Prefix of the handler's environment variables. */
+  readonly prefix: string;
+  /** Transcript base name, or null. */
+  readonly writefile: string | null;
+  /** Configured ids (null: the default for the invoking user). */
+  readonly uid: number | null;
+  readonly gid: number | null;
+  readonly origin: Origin;
+}
+
+export const DEFAULT_TIMEOUT_SEC = 60;
+export const DEFAULT_PREFIX = 'PROXY_';
+
+/**
+ * The service for a connection: the entry of the exact local address first,
+ * then the port's any-interface entry; null when neither exists.
+ */
+export function lookupService(
+  services: readonly Service[],
+  localAddress: string,
+  localPort: number,
+): Service | null {
+  const addr = normalizeIp(plainAddress(localAddress)) ?? localAddress;
+  let any: Service | null = null;
+  for (const s of services) {
+    if (s.port !== localPort) continue;
+    if (s.iface === addr) return s;
+    if (s.iface === null) any = s;
+  }
+  return any;
+}
+
+/** What to listen on: one wildcard per port with an any-interface entry, else each interface. */
+export function listenAddresses(services: readonly Service[]): { iface: string | null; port: number }[] {
+  const wildcard = new Set(services.filter((s) => s.iface === null).map((s) => s.port));
+  const seen = new Set<string>();
+  const out: { iface: string | null; port: number }[] = [];
+  for (const s of services) {
+    const iface = wildcard.has(s.port) ? null : s.iface;
+    const key = `${iface ?? '*'} ${s.port}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ iface, port: s.port });
+  }
+  return out;
+}
+
+/** A short description for log lines: `server host:port` or `exec /path`. */
+export function describeTarget(t: Target): string {
+  if (t.kind === 'exec') return `exec ${t.argv.join(' ')}`;
+  const { host, port } = t.server;
+  const h = host.includes(':') ? `[${host}]` : host;
+  return port === null ? `server ${h}` : `server ${h}:${port}`;
+}
