@@ -40,12 +40,11 @@ export class UsageError extends Error {
 
 /** A failure at start (bind, pidfile, unreadable config): message, exit 1 or 2. */
 export class StartError extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: number = 1,
-  ) {
+  readonly exitCode: number;
+  constructor(message: string, exitCode = 1) {
     super(message);
     this.name = 'StartError';
+    this.exitCode = exitCode;
   }
 }
 

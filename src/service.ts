@@ -3,7 +3,7 @@
  * local port). Built from the config file or the command line; looked up by
  * standalone mode for each accepted connection and by inetd mode for fd 0.
  */
-import { normalizeIp, plainAddress, type ServerAddress } from './address';
+import { normalizeIp, parseServer, plainAddress, type Parsed, type PortResolver, type ServerAddress } from './address';
 
 export type Target =
   | { readonly kind: 'server'; readonly server: ServerAddress }
@@ -78,4 +78,23 @@ export function describeTarget(t: Target): string {
   const { host, port } = t.server;
   const h = host.includes(':') ? `[${host}]` : host;
   return port === null ? `server ${h}` : `server ${h}:${port}`;
+}
+
+/** Splits a handler or ACP command line on runs of blanks: no shell, no quoting. */
+export function splitCommand(text: string): string[] {
+  return text.split(/[ \t]+/).filter((w) => w !== '');
+}
+
+/**
+ * A server argument or `server` value: a program when it starts with `/` or
+ * `.` (the rest of the words are its arguments), else `host[:port]`.
+ */
+export function parseTarget(text: string, resolve: PortResolver): Parsed<Target> {
+  const trimmed = text.trim();
+  if (trimmed.startsWith('/') || trimmed.startsWith('.')) {
+    return { ok: true, value: { kind: 'exec', argv: splitCommand(trimmed) } };
+  }
+  if (/[ \t]/.test(trimmed)) return { ok: false, error: `invalid server "${trimmed}": expected host[:port]` };
+  const server = parseServer(trimmed, resolve);
+  return server.ok ? { ok: true, value: { kind: 'server', server: server.value } } : server;
 }
