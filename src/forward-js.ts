@@ -1,0 +1,80 @@
+/**
+ * The JS forwarding engine: Node streams with allowHalfOpen on both sockets.
+ * The portable reference for the splice engine; both run the same tests.
+ */
+import type * as net from 'node:net';
+import type { Forwarding, ForwardResult } from './forward';
+
+type Side = 'client' | 'server';
+
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
+
+export function forwardJs(
+  client: net.Socket,
+  server: net.Socket,
+  idleMs: number,
+  done: (r: ForwardResult) => void,
+): Forwarding {
+  const started = Date.now();
+  let end: ForwardResult['end'] | null = null;
+  let error: string | undefined;
+  let side: Side | undefined;
+  let closed = 0;
+
+  const finish = (): void => {
+    if (++closed < 2) return;
+    clearInterval(idleTimer);
+    const r: ForwardResult = {
+      end: end ?? 'eof',
+      bytesUp: client.bytesRead,
+      bytesDown: client.bytesWritten,
+      durationMs: Date.now() - started,
+      path: 'js',
+      ...(error === undefined ? {} : { error }),
+      ...(side === undefined ? {} : { side }),
+    };
+    done(r);
+  };
+
+  // Abort both sockets with RST: a transparent proxy never turns a reset into a FIN.
+  const abort = (why: ForwardResult['end'], where?: Side, err?: Error): void => {
+    if (end === null) {
+      end = why;
+      if (where) side = where;
+      if (err) error = err.message;
+    }
+    for (const s of [client, server]) if (!s.destroyed) s.resetAndDestroy();
+  };
+
+  const wire = (from: net.Socket, to: net.Socket, name: Side): void => {
+    from.on('error', (err: NodeJS.ErrnoException) => {
+      abort(err.code !== undefined && RESET_CODES.has(err.code) ? 'reset' : 'error', name, err);
+    });
+    from.on('close', finish);
+    // pipe() ends `to` (shutdown SHUT_WR) once `from` has ended and everything is written.
+    from.pipe(to);
+  };
+
+  let lastActive = Date.now();
+  const touch = (): void => {
+    lastActive = Date.now();
+  };
+  client.on('data', touch);
+  server.on('data', touch);
+  // One coarse timer per session instead of re-arming a timer per chunk.
+  const idleTimer = setInterval(
+    () => {
+      if (idleMs > 0 && Date.now() - lastActive >= idleMs) abort('idle-timeout');
+    },
+    Math.max(50, Math.min(1000, Math.floor(idleMs / 4))),
+  );
+  if (idleMs === 0) clearInterval(idleTimer);
+  idleTimer.unref();
+
+  wire(client, server, 'client');
+  wire(server, client, 'server');
+  client.resume();
+  server.resume();
+
+  return { abort: () => abort('aborted') };
+}

@@ -1,0 +1,43 @@
+/**
+ * Logging: syslog(3) through the addon (facility daemon, LOG_PID), and in the
+ * foreground the same lines on stderr as `tcpproxy: message`. In inetd mode
+ * stderr is the client socket, so it is never written there.
+ */
+import { loadNative } from './native';
+
+const LOG_DAEMON = 3 << 3;
+const LOG_ERR = 3;
+const LOG_WARNING = 4;
+const LOG_INFO = 6;
+
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export interface LogOptions {
+  /** syslog ident (`-l` / `logname`). */
+  readonly ident: string;
+  /** Also write every line to stderr. */
+  readonly stderr: boolean;
+  /** Write to syslog (off only in tests of the parser-level paths). */
+  readonly syslog: boolean;
+}
+
+export function createLogger(opts: LogOptions): Logger {
+  const addon = opts.syslog ? loadNative().addon : null;
+  addon?.openLog(opts.ident, LOG_DAEMON);
+  const emit = (priority: number, message: string): void => {
+    addon?.syslog(priority, message);
+    if (opts.stderr) process.stderr.write(`tcpproxy: ${message}\n`);
+  };
+  return {
+    info: (m) => emit(LOG_INFO, m),
+    warn: (m) => emit(LOG_WARNING, m),
+    error: (m) => emit(LOG_ERR, m),
+  };
+}
+
+/** A logger that drops everything (for code paths run before logging is set up, and tests). */
+export const nullLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
