@@ -5,6 +5,7 @@
  */
 import type * as net from 'node:net';
 import { forwardJs } from './forward-js';
+import { plainAddress } from './address';
 import { loadNative, type Addon, type PumpEnd } from './native';
 
 export type EngineName = 'splice' | 'js';
@@ -24,48 +25,125 @@ export interface Forwarding {
   abort(): void;
 }
 
-export type Forwarder = (
-  client: net.Socket,
-  server: net.Socket,
-  idleMs: number,
-  done: (r: ForwardResult) => void,
-) => Forwarding;
+/** Where a connection comes from and arrived, read before the socket is handed to an engine. */
+export interface Endpoints {
+  readonly clientAddress: string;
+  readonly clientPort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+}
 
 /**
- * Takes the kernel socket out of a paused net.Socket: dups its fd
- * (close-on-exec) and destroys the JS socket, so native owns the duplicate
- * and libuv has never read a byte from it. The only reader of `_handle.fd`.
+ * A client connection an engine has taken hold of: either a net.Socket whose
+ * reading is stopped, or a raw fd owned by native code.
+ */
+export type HeldClient =
+  | { readonly kind: 'socket'; readonly sock: net.Socket; readonly endpoints: Endpoints }
+  | { readonly kind: 'fd'; readonly fd: number; readonly endpoints: Endpoints };
+
+export interface Engine {
+  readonly name: EngineName;
+  /**
+   * Takes the client over, synchronously: a socket received over IPC starts
+   * reading at once, so this must run in the same tick it arrives.
+   */
+  hold(sock: net.Socket): HeldClient;
+  /** Forwards until both directions are done; `done` runs once. Owns both from now on. */
+  forward(client: HeldClient, server: net.Socket, idleMs: number, done: (r: ForwardResult) => void): Forwarding;
+  /** Closes a held client that will not be forwarded. */
+  release(client: HeldClient): void;
+}
+
+export function endpointsOf(sock: net.Socket): Endpoints {
+  return {
+    clientAddress: plainAddress(sock.remoteAddress),
+    clientPort: sock.remotePort ?? 0,
+    localAddress: plainAddress(sock.localAddress),
+    localPort: sock.localPort ?? 0,
+  };
+}
+
+interface SocketHandle {
+  fd?: number;
+  reading?: boolean;
+  readStop?: () => number;
+}
+
+function handleOf(sock: net.Socket): SocketHandle | undefined {
+  return (sock as unknown as { _handle?: SocketHandle })._handle;
+}
+
+/**
+ * Takes the kernel socket out of a net.Socket: dups its fd (close-on-exec)
+ * and destroys the JS socket, so native owns the duplicate. Together with
+ * `stopReading` the only code that touches Node's socket internals.
  */
 export function detachFd(addon: Addon, sock: net.Socket): number {
-  const handle = (sock as unknown as { _handle?: { fd?: number } })._handle;
-  const fd = handle?.fd;
+  const fd = handleOf(sock)?.fd;
   if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');
   const dup = addon.dupCloexec(fd);
   sock.destroy();
   return dup;
 }
 
-function spliceForwarder(addon: Addon & { pump: NonNullable<Addon['pump']> }): Forwarder {
-  return (client, server, idleMs, done) => {
-    const c = detachFd(addon, client);
-    let s: number;
-    try {
-      s = detachFd(addon, server);
-    } catch (err) {
-      addon.close(c);
-      throw err;
-    }
-    return addon.pump({ client: c, server: s, idleMs }, (r) =>
-      done({
-        end: r.end,
-        bytesUp: r.bytesUp,
-        bytesDown: r.bytesDown,
-        durationMs: r.durationMs,
-        path: r.path,
-        ...(r.error ? { error: r.error.message } : {}),
-        ...(r.side ? { side: r.side } : {}),
-      }),
-    );
+/** Stops libuv reading a socket, as net.Socket's own pauseOnCreate does; `resume()` restarts it. */
+export function stopReading(sock: net.Socket): void {
+  sock.pause();
+  const h = handleOf(sock);
+  if (h?.readStop && h.reading !== false) {
+    h.reading = false;
+    h.readStop();
+  }
+}
+
+const jsEngine: Engine = {
+  name: 'js',
+  hold(sock) {
+    stopReading(sock);
+    // Nothing is read until forwarding starts; an error meanwhile must not go unhandled.
+    sock.on('error', () => {});
+    return { kind: 'socket', sock, endpoints: endpointsOf(sock) };
+  },
+  forward(client, server, idleMs, done) {
+    if (client.kind !== 'socket') throw new Error('js engine given a raw fd');
+    return forwardJs(client.sock, server, idleMs, done);
+  },
+  release(client) {
+    if (client.kind === 'socket') client.sock.destroy();
+  },
+};
+
+function spliceEngine(addon: Addon, pump: NonNullable<Addon['pump']>): Engine {
+  return {
+    name: 'splice',
+    hold(sock) {
+      const endpoints = endpointsOf(sock);
+      return { kind: 'fd', fd: detachFd(addon, sock), endpoints };
+    },
+    forward(client, server, idleMs, done) {
+      if (client.kind !== 'fd') throw new Error('splice engine given a socket');
+      let s: number;
+      try {
+        s = detachFd(addon, server);
+      } catch (err) {
+        addon.close(client.fd);
+        throw err;
+      }
+      return pump({ client: client.fd, server: s, idleMs }, (r) =>
+        done({
+          end: r.end,
+          bytesUp: r.bytesUp,
+          bytesDown: r.bytesDown,
+          durationMs: r.durationMs,
+          path: r.path,
+          ...(r.error ? { error: r.error.message } : {}),
+          ...(r.side ? { side: r.side } : {}),
+        }),
+      );
+    },
+    release(client) {
+      if (client.kind === 'fd') addon.close(client.fd);
+    },
   };
 }
 
@@ -73,16 +151,11 @@ function spliceForwarder(addon: Addon & { pump: NonNullable<Addon['pump']> }): F
  * The engine for this process. `warn` is told once, loudly, when the splice
  * engine was wanted (by default or by name) but the addon cannot provide it.
  */
-export function selectEngine(warn: (message: string) => void): { name: EngineName; forward: Forwarder } {
+export function selectEngine(warn: (message: string) => void): Engine {
   const wanted = process.env['TCPPROXY_ENGINE'];
-  if (wanted === 'js') return { name: 'js', forward: forwardJs };
+  if (wanted === 'js') return jsEngine;
   const { addon, reason } = loadNative();
-  if (addon?.pump) {
-    const pump = addon.pump.bind(addon);
-    return { name: 'splice', forward: spliceForwarder({ ...addon, pump }) };
-  }
-  warn(
-    `warning: splice engine unavailable (${addon ? 'addon has no pump' : reason}); forwarding with the slower JS engine`,
-  );
-  return { name: 'js', forward: forwardJs };
+  if (addon?.pump) return spliceEngine(addon, addon.pump.bind(addon));
+  warn(`warning: splice engine unavailable (${addon ? 'addon has no pump' : reason}); forwarding with the slower JS engine`);
+  return jsEngine;
 }

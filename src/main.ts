@@ -105,7 +105,7 @@ async function standalone(configured: readonly Service[], logname: string): Prom
       client.destroy();
       return;
     }
-    void runSession({ id, client, service, forward: engine.forward, log });
+    void runSession({ id, client: engine.hold(client), service, engine, log });
   };
   const wanted = listenAddresses(configured);
   let servers: net.Server[];

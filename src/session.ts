@@ -1,11 +1,11 @@
 /**
  * One client connection, from hand-over to its end record. Independent of
- * the process that runs it: standalone workers and inetd mode both call
- * `runSession` with a paused client socket and the service found for it.
+ * the process that runs it: the standalone master (and later each worker)
+ * and inetd mode call `runSession` with a client the engine already holds.
  */
 import type * as net from 'node:net';
-import { formatHostPort, plainAddress } from './address';
-import type { Forwarder, ForwardResult } from './forward';
+import { formatHostPort } from './address';
+import type { Engine, ForwardResult, HeldClient } from './forward';
 import type { Logger } from './log';
 import { describeTarget, type Service } from './service';
 import { connectUpstream } from './upstream';
@@ -13,9 +13,9 @@ import { connectUpstream } from './upstream';
 export interface SessionContext {
   /** Connection number, unique in this daemon; shown in every line of the connection. */
   readonly id: number;
-  readonly client: net.Socket;
+  readonly client: HeldClient;
   readonly service: Service;
-  readonly forward: Forwarder;
+  readonly engine: Engine;
   readonly log: Logger;
 }
 
@@ -23,59 +23,44 @@ export interface SessionEnd {
   readonly result: ForwardResult | null;
 }
 
-function peer(sock: net.Socket): string {
-  return formatHostPort(plainAddress(sock.remoteAddress), sock.remotePort ?? 0);
-}
-
-function local(sock: net.Socket): string {
-  return formatHostPort(plainAddress(sock.localAddress), sock.localPort ?? 0);
-}
-
 /** Formats the end record of a connection for the log. */
 export function describeEnd(r: ForwardResult): string {
-  const why = r.error === undefined ? r.end : `${r.end} (${r.side ?? ''} ${r.error})`.replace('( ', '(');
+  const why = r.error === undefined ? r.end : `${r.end} (${r.side === undefined ? '' : `${r.side}: `}${r.error})`;
   return `${r.bytesUp} bytes up, ${r.bytesDown} down, ${r.durationMs} ms, ${why}, ${r.path}`;
 }
 
 /** Runs the connection to its end; never rejects. */
 export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
-  const { client, service, log, id } = ctx;
+  const { client, service, log, id, engine } = ctx;
   const tag = `connection ${id}`;
-  const localPort = client.localPort ?? 0;
-  log.info(`${tag}: client ${peer(client)} on ${local(client)}: ${describeTarget(service.target)}`);
+  const e = client.endpoints;
+  log.info(
+    `${tag}: client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}: ${describeTarget(service.target)}`,
+  );
   if (service.target.kind !== 'server') {
     log.error(`${tag}: exec handlers are not implemented yet`);
-    client.destroy();
+    engine.release(client);
     return { result: null };
   }
   const { host, port } = service.target.server;
-  const upstreamPort = port ?? localPort;
-  // A client that resets while we connect must not crash the process.
-  const early = (err: Error): void => log.info(`${tag}: client gone while connecting: ${err.message}`);
-  client.on('error', early);
+  const upstreamPort = port ?? e.localPort;
   let server: net.Socket;
   try {
     server = await connectUpstream(host, upstreamPort);
   } catch (err) {
     log.error(`${tag}: server ${formatHostPort(host, upstreamPort)}: ${(err as Error).message}`);
-    client.destroy();
-    return { result: null };
-  }
-  client.off('error', early);
-  if (client.destroyed) {
-    server.destroy();
-    log.info(`${tag}: client closed before the server answered`);
+    engine.release(client);
     return { result: null };
   }
   return new Promise((resolve) => {
     try {
-      ctx.forward(client, server, service.timeoutSec * 1000, (r) => {
+      engine.forward(client, server, service.timeoutSec * 1000, (r) => {
         log.info(`${tag}: end: ${describeEnd(r)}`);
         resolve({ result: r });
       });
     } catch (err) {
       log.error(`${tag}: cannot forward: ${(err as Error).message}`);
-      client.destroy();
+      engine.release(client);
       server.destroy();
       resolve({ result: null });
     }
