@@ -67,8 +67,11 @@ export interface ServerAddress {
 export function parseServer(text: string, resolve: PortResolver): Parsed<ServerAddress> {
   const hp = splitHostPort(text);
   if (!hp || hp.host === '') return { ok: false, error: `invalid server "${text}": expected host[:port]` };
-  if (!/^[A-Za-z0-9._:%-]+$/.test(hp.host)) return { ok: false, error: `invalid server host "${hp.host}"` };
-  const host = normalizeIp(hp.host) ?? hp.host.toLowerCase();
+  const ip = normalizeIp(hp.host);
+  if (ip === null && !/^[A-Za-z0-9._-]+$/.test(hp.host)) {
+    return { ok: false, error: `invalid server host "${hp.host}"` };
+  }
+  const host = ip ?? hp.host.toLowerCase();
   if (hp.port === null) return { ok: true, value: { host, port: null } };
   const port = parsePort(hp.port, resolve);
   if (!port.ok) return { ok: false, error: `server "${text}": ${port.error}` };

@@ -50,7 +50,8 @@ export class StartError extends Error {
 
 /** Node's errors carry `code`; this narrows `unknown` to them. */
 export function isErrnoException(err: unknown): err is NodeJS.ErrnoException {
-  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string';
+  // Not `instanceof Error`: errors from another realm (jest's vm contexts) fail that test.
+  return typeof err === 'object' && err !== null && typeof (err as NodeJS.ErrnoException).code === 'string';
 }
 
 /** The short text of an error for a log line: Node's `syscall CODE address:port` where available. */

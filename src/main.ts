@@ -7,12 +7,13 @@ import { parseArgs, DEFAULT_CONFIG, HELP, USAGE, type CliOptions } from './cli';
 import { readConfig, type CommandLineDefaults, type Config } from './config';
 import { formatConfigError, StartError } from './errors';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes';
-import { selectEngine } from './forward';
+import { runningAsRoot } from './identity';
 import { boundAddress, formatListen, listenAll } from './listener';
 import { createLogger } from './log';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, describeTarget, listenAddresses, lookupService, type Service } from './service';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, describeTarget, listenAddresses, lookupServiceIndex, type Service } from './service';
 import { etcServices } from './services-db';
-import { runSession } from './session';
+import { resolvePrograms } from './programs';
+import { Supervisor } from './supervisor';
 import { VERSION } from './version';
 
 export interface Io {
@@ -27,21 +28,14 @@ const processIo: Io = {
 
 /** Options whose behaviour has not landed yet: refused, never silently ignored. */
 function notImplemented(o: CliOptions): string | null {
-  if (o.acp !== null) return 'option -a (access control) is not implemented yet';
   if (o.pidfile !== null) return 'option -p (pidfile) is not implemented yet';
   if (o.writefile !== null) return 'option -w (transcripts) is not implemented yet';
-  if (o.clearEnv) return 'option -y (request handlers) is not implemented yet';
-  if (o.prefix !== null) return 'option -v (request handlers) is not implemented yet';
-  if (o.server?.kind === 'exec') return 'request handlers (a server starting with "/" or ".") are not implemented yet';
   return null;
 }
 
 function serviceNotImplemented(services: readonly Service[]): string | null {
   for (const s of services) {
-    const at = `tcpproxy:${s.origin.file}:${s.origin.line}`;
-    if (s.target.kind === 'exec') return `${at}: request handlers ("exec") are not implemented yet`;
-    if (s.acp !== null) return `${at}: access control ("acp") is not implemented yet`;
-    if (s.writefile !== null) return `${at}: transcripts ("writefile") are not implemented yet`;
+    if (s.writefile !== null) return `tcpproxy:${s.origin.file}:${s.origin.line}: transcripts ("writefile") are not implemented yet`;
   }
   return null;
 }
@@ -92,20 +86,24 @@ function listing(services: readonly Service[], level: 1 | 2): string {
     .join('');
 }
 
-async function standalone(configured: readonly Service[], logname: string): Promise<number> {
+async function standalone(configured: readonly Service[], o: CliOptions, logname: string): Promise<number> {
   const log = createLogger({ ident: logname, stderr: true, syslog: true });
-  const engine = selectEngine((m) => log.warn(m));
+  const asRoot = runningAsRoot();
+  if (!asRoot && configured.some((s) => s.uid !== null || s.gid !== null)) {
+    log.warn(`warning: not started as root: "uid" and "gid" are ignored, every service runs as uid ${process.getuid?.()}`);
+  }
+  let supervisor: Supervisor | null = null;
   let services = configured;
   let nextId = 1;
   const onConnection = (client: net.Socket): void => {
     const id = nextId++;
-    const service = lookupService(services, client.localAddress ?? '', client.localPort ?? 0);
-    if (service === null) {
+    const index = lookupServiceIndex(services, client.localAddress ?? '', client.localPort ?? 0);
+    if (index < 0 || supervisor === null) {
       log.error(`connection ${id}: no service for ${client.localAddress ?? '?'} port ${client.localPort ?? 0}`);
       client.destroy();
       return;
     }
-    void runSession({ id, client: engine.hold(client), service, engine, log });
+    supervisor.dispatch(id, index, client);
   };
   const wanted = listenAddresses(configured);
   let servers: net.Server[];
@@ -119,19 +117,22 @@ async function standalone(configured: readonly Service[], logname: string): Prom
     throw err;
   }
   const bound = servers.map((s, i) => boundAddress(s, wanted[i] ?? { iface: null, port: 0 }));
-  for (const b of bound) log.info(`listening on ${formatListen(b)}`);
   // `-b ...:0` asks for an ephemeral port: the service takes the port the kernel chose.
   services = services.map((s) => {
     if (s.port !== 0) return s;
     const b = bound.find((x) => x.iface === s.iface);
     return b ? { ...s, port: b.port } : s;
   });
-  log.info(`tcpproxy ${VERSION} serving ${services.length} service(s) with the ${engine.name} engine`);
+  supervisor = new Supervisor({ services, clearEnv: o.clearEnv, logname, stderr: true, asRoot, log });
+  supervisor.start();
+  for (const b of bound) log.info(`listening on ${formatListen(b)}`);
+  log.info(`tcpproxy ${VERSION} serving ${services.length} service(s)`);
+  const running = supervisor;
   return new Promise((resolve) => {
     const stop = (sig: string): void => {
       log.info(`${sig}: terminating`);
       for (const s of servers) s.close();
-      resolve(EXIT_OK);
+      void running.stop().then(() => resolve(EXIT_OK));
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
@@ -177,12 +178,18 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
     }
     config = r.config;
     services = config.services;
-    const notYet = serviceNotImplemented(services);
-    if (notYet !== null) {
-      io.stderr(`${notYet}\n`);
-      return EXIT_USAGE;
-    }
   }
+  const notYet = serviceNotImplemented(services);
+  if (notYet !== null) {
+    io.stderr(`${notYet}\n`);
+    return EXIT_USAGE;
+  }
+  const programs = resolvePrograms(services, process.cwd(), process.env['PATH'] ?? '');
+  if (programs.errors.length > 0) {
+    for (const e of programs.errors) io.stderr(`${formatConfigError(e)}\n`);
+    return EXIT_USAGE;
+  }
+  services = programs.services;
 
   if (o.list > 0) {
     io.stdout(listing(services, o.list === 1 ? 1 : 2));
@@ -195,6 +202,6 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
     return EXIT_USAGE;
   }
   const logname = o.logname ?? config?.logname ?? 'tcpproxy';
-  return standalone(services, logname);
+  return standalone(services, o, logname);
 }
 

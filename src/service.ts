@@ -47,12 +47,17 @@ export function lookupService(
   localAddress: string,
   localPort: number,
 ): Service | null {
+  return services[lookupServiceIndex(services, localAddress, localPort)] ?? null;
+}
+
+/** The index of `lookupService`'s answer, -1 for none (workers are told services by index). */
+export function lookupServiceIndex(services: readonly Service[], localAddress: string, localPort: number): number {
   const addr = normalizeIp(plainAddress(localAddress)) ?? localAddress;
-  let any: Service | null = null;
-  for (const s of services) {
+  let any = -1;
+  for (const [i, s] of services.entries()) {
     if (s.port !== localPort) continue;
-    if (s.iface === addr) return s;
-    if (s.iface === null) any = s;
+    if (s.iface === addr) return i;
+    if (s.iface === null && any < 0) any = i;
   }
   return any;
 }

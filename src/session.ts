@@ -1,11 +1,13 @@
 /**
- * One client connection, from hand-over to its end record. Independent of
- * the process that runs it: the standalone master (and later each worker)
- * and inetd mode call `runSession` with a client the engine already holds.
+ * One client connection, from hand-over to its end record: access control,
+ * then a request handler or the upstream connection and forwarding.
+ * Independent of the process that runs it: a standalone worker and inetd
+ * mode call `runSession` with a client the engine already holds.
  */
 import type * as net from 'node:net';
 import { formatHostPort } from './address';
 import type { Engine, ForwardResult, HeldClient } from './forward';
+import { clientName, handlerEnv, runAcp, runHandler } from './handler';
 import type { Logger } from './log';
 import { describeTarget, type Service } from './service';
 import { connectUpstream } from './upstream';
@@ -17,9 +19,14 @@ export interface SessionContext {
   readonly service: Service;
   readonly engine: Engine;
   readonly log: Logger;
+  /** `-y`: handlers and ACPs start from an empty environment. */
+  readonly clearEnv: boolean;
+  /** Ids this process runs with, for the log. */
+  readonly ids: { readonly uid: number; readonly gid: number };
 }
 
 export interface SessionEnd {
+  /** The forwarding record, or null when the connection was not forwarded. */
   readonly result: ForwardResult | null;
 }
 
@@ -35,13 +42,45 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
   const tag = `connection ${id}`;
   const e = client.endpoints;
   log.info(
-    `${tag}: client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}: ${describeTarget(service.target)}`,
+    `${tag}: client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}: ` +
+      `${describeTarget(service.target)}, uid ${ctx.ids.uid} gid ${ctx.ids.gid}`,
   );
-  if (service.target.kind !== 'server') {
-    log.error(`${tag}: exec handlers are not implemented yet`);
-    engine.release(client);
+  const needEnv = service.acp !== null || service.target.kind === 'exec';
+  const env = needEnv
+    ? handlerEnv({
+        prefix: service.prefix,
+        endpoints: e,
+        clientName: await clientName(e.clientAddress),
+        clearEnv: ctx.clearEnv,
+        base: process.env,
+      })
+    : {};
+
+  if (service.acp !== null) {
+    const v = await runAcp(service.acp, client, env, service.timeoutSec * 1000);
+    const text = `${tag}: acp ${service.acp}: ${v.granted ? 'granted' : 'denied'} (${v.status})${v.message ? `: ${v.message}` : ''}`;
+    if (v.granted) log.info(text);
+    else {
+      log.warn(text);
+      engine.release(client);
+      return { result: null };
+    }
+  }
+
+  if (service.target.kind === 'exec') {
+    const argv = service.target.argv;
+    const started = Date.now();
+    const exit = await runHandler(argv, client, env, {
+      stderr: (line) => log.info(`${tag}: ${argv[0] ?? ''}: ${line}`),
+      // The handler holds the connection now; our copy must not keep it open.
+      spawned: () => engine.release(client),
+    });
+    const text = `${tag}: end: handler ${argv[0] ?? ''} pid ${exit.pid ?? '-'} ${exit.status}, ${Date.now() - started} ms`;
+    if (exit.status.startsWith('spawn')) log.error(text);
+    else log.info(text);
     return { result: null };
   }
+
   const { host, port } = service.target.server;
   const upstreamPort = port ?? e.localPort;
   let server: net.Socket;

@@ -1,0 +1,143 @@
+/**
+ * Request handlers and access control programs: their environment, and
+ * running them with the client socket on their standard input/output.
+ * Both run in the process of the service's identity (never root).
+ */
+import { spawn, type StdioOptions } from 'node:child_process';
+import * as dns from 'node:dns';
+import type { Socket } from 'node:net';
+import type { Endpoints, HeldClient } from './forward';
+import { splitCommand } from './service';
+
+/** PATH of a handler started with `-y` (cleared environment). */
+export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
+/** Bound on the reverse lookup of the client's name. */
+export const CLIENTNAME_TIMEOUT_MS = 2000;
+/** Bytes of an ACP's stderr kept for the log. */
+export const ACP_MESSAGE_MAX = 1024;
+
+/** Variables Node puts into a forked worker's environment: never passed on. */
+const NODE_INTERNAL = ['NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NODE_UNIQUE_ID'];
+
+/** Reverse DNS of the client (getnameinfo, so /etc/hosts counts), lower-cased; the address when there is none. */
+export function clientName(address: string, timeoutMs = CLIENTNAME_TIMEOUT_MS): Promise<string> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(address), timeoutMs);
+    dns.lookupService(address, 0, (err, hostname) => {
+      clearTimeout(timer);
+      resolve(err || !hostname ? address : hostname.toLowerCase());
+    });
+  });
+}
+
+export interface EnvRequest {
+  readonly prefix: string;
+  readonly endpoints: Endpoints;
+  readonly clientName: string;
+  /** `-y`: start from an empty environment (plus PATH=SAFE_PATH). */
+  readonly clearEnv: boolean;
+  readonly base: NodeJS.ProcessEnv;
+}
+
+export function handlerEnv(r: EnvRequest): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = r.clearEnv ? { PATH: SAFE_PATH } : { ...r.base };
+  for (const k of NODE_INTERNAL) delete env[k];
+  env[`${r.prefix}PORT`] = String(r.endpoints.localPort);
+  env[`${r.prefix}INTERFACE`] = r.endpoints.localAddress;
+  env[`${r.prefix}CLIENT`] = r.endpoints.clientAddress;
+  env[`${r.prefix}CLIENTNAME`] = r.clientName;
+  return env;
+}
+
+/** What a child gets as the client: the raw fd or the (non-reading) socket. */
+function clientStdio(client: HeldClient): number | Socket {
+  return client.kind === 'fd' ? client.fd : client.sock;
+}
+
+export interface AcpVerdict {
+  readonly granted: boolean;
+  /** `exit 0`, `exit 1`, `signal SIGKILL`, `timeout`, or `spawn ENOENT`. */
+  readonly status: string;
+  /** What the ACP wrote to stderr (bounded, control characters removed). */
+  readonly message: string;
+}
+
+/**
+ * Runs the access control program: stdin /dev/null, stdout the client,
+ * stderr read for the log. Exit 0 grants; anything else, or running past
+ * `timeoutMs`, denies.
+ */
+export function runAcp(command: string, client: HeldClient, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<AcpVerdict> {
+  const argv = splitCommand(command);
+  return new Promise((resolve) => {
+    const stdio: StdioOptions = ['ignore', clientStdio(client), 'pipe'];
+    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env });
+    let message = '';
+    let timedOut = false;
+    child.stderr?.on('data', (chunk: Buffer) => {
+      if (message.length < ACP_MESSAGE_MAX) message += chunk.toString('utf8');
+    });
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            child.kill('SIGKILL');
+          }, timeoutMs)
+        : null;
+    const clean = (): string =>
+      message
+        .slice(0, ACP_MESSAGE_MAX)
+        // eslint-disable-next-line no-control-regex
+        .replace(/[\x00-\x1f\x7f]+/g, ' ')
+        .trim();
+    child.once('error', (err: NodeJS.ErrnoException) => {
+      if (timer) clearTimeout(timer);
+      resolve({ granted: false, status: `spawn ${err.code ?? err.message}`, message: '' });
+    });
+    child.once('close', (code, signal) => {
+      if (timer) clearTimeout(timer);
+      const status = timedOut ? 'timeout' : signal !== null ? `signal ${signal}` : `exit ${code ?? '?'}`;
+      resolve({ granted: !timedOut && code === 0, status, message: clean() });
+    });
+  });
+}
+
+export interface HandlerExit {
+  readonly status: string;
+  readonly pid: number | undefined;
+}
+
+/**
+ * Starts the request handler with the client on fds 0 and 1 and its stderr
+ * going to the log, line by line. The caller releases its own copy of the
+ * client at once (`spawned`), so the handler alone holds the connection.
+ */
+export function runHandler(
+  argv: readonly string[],
+  client: HeldClient,
+  env: NodeJS.ProcessEnv,
+  log: { stderr: (line: string) => void; spawned: () => void },
+): Promise<HandlerExit> {
+  return new Promise((resolve) => {
+    const stdio: StdioOptions = [clientStdio(client), clientStdio(client), 'pipe'];
+    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env });
+    log.spawned();
+    let pending = '';
+    child.stderr?.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const l of lines) log.stderr(l);
+      if (pending.length > 4096) {
+        log.stderr(pending);
+        pending = '';
+      }
+    });
+    child.once('error', (err: NodeJS.ErrnoException) => resolve({ status: `spawn ${err.code ?? err.message}`, pid: child.pid }));
+    child.once('close', (code, signal) => {
+      if (pending !== '') log.stderr(pending);
+      resolve({ status: signal !== null ? `signal ${signal}` : `exit ${code ?? '?'}`, pid: child.pid });
+    });
+  });
+}
+

@@ -1,0 +1,75 @@
+/**
+ * Handler and ACP programs are checked once, at start: a relative path is
+ * resolved against the directory tcpproxy was started in (a bare name
+ * through PATH, as execvp would), and a program that is missing or not
+ * executable is a configuration error at the line that names it.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { ConfigError } from './errors';
+import { splitCommand, type Service } from './service';
+
+function executable(file: string): string | null {
+  try {
+    const st = fs.statSync(file);
+    if (!st.isFile()) return 'is not a regular file';
+    fs.accessSync(file, fs.constants.X_OK);
+    return null;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not executable' : `cannot be used (${code ?? 'error'})`;
+  }
+}
+
+/** Absolute path of a program name, or an error text. */
+export function resolveProgram(name: string, cwd: string, searchPath: string): { file: string } | { error: string } {
+  if (name.includes('/')) {
+    const file = path.resolve(cwd, name);
+    const problem = executable(file);
+    return problem === null ? { file } : { error: `program "${name}" ${problem}` };
+  }
+  for (const dir of searchPath.split(':').filter((d) => d !== '')) {
+    const file = path.resolve(cwd, dir, name);
+    if (executable(file) === null) return { file };
+  }
+  return { error: `program "${name}" not found in PATH` };
+}
+
+/** The services with absolute program paths, or the errors found. */
+export function resolvePrograms(
+  services: readonly Service[],
+  cwd: string,
+  searchPath: string,
+): { services: Service[]; errors: ConfigError[] } {
+  const errors: ConfigError[] = [];
+  const out = services.map((s): Service => {
+    let next: Service = s;
+    const at = (message: string): void => {
+      errors.push({ file: s.origin.file, line: s.origin.line, message });
+    };
+    if (s.target.kind === 'exec') {
+      const [prog, ...args] = s.target.argv;
+      const r = resolveProgram(prog ?? '', cwd, searchPath);
+      if ('error' in r) at(r.error);
+      else next = { ...next, target: { kind: 'exec', argv: [r.file, ...args] } };
+    }
+    if (s.acp !== null) {
+      const [prog, ...args] = splitCommand(s.acp);
+      const r = resolveProgram(prog ?? '', cwd, searchPath);
+      if ('error' in r) at(`acp: ${r.error}`);
+      else next = { ...next, acp: [r.file, ...args].join(' ') };
+    }
+    return next;
+  });
+  // One message per program and line, however many services share it.
+  const seen = new Set<string>();
+  return {
+    services: out,
+    errors: errors.filter((e) => {
+      const k = `${e.line} ${e.message}`;
+      if (seen.has(k)) return false;
+      seen.add(k);
+      return true;
+    }),
+  };
+}

@@ -1,0 +1,31 @@
+/** Messages between the master and its workers (child_process IPC, JSON). */
+import type { Identity } from './identity';
+import type { Service } from './service';
+
+export interface InitMessage {
+  readonly type: 'init';
+  readonly services: readonly Service[];
+  readonly clearEnv: boolean;
+  readonly logname: string;
+  readonly stderr: boolean;
+  /** The ids the worker must run with (started by root), or null (no drop asked). */
+  readonly expect: Identity | null;
+}
+
+/** Sent with the client socket as handle. */
+export interface ConnMessage {
+  readonly type: 'conn';
+  readonly id: number;
+  /** Index into the init message's services. */
+  readonly service: number;
+}
+
+export type ToWorker = InitMessage | ConnMessage;
+
+export interface ReadyMessage {
+  readonly type: 'ready';
+  readonly uid: number;
+  readonly gid: number;
+}
+
+export type ToMaster = ReadyMessage;

@@ -1,0 +1,822 @@
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { PortResolver } from '../../src/address';
+import {
+  DIRECTIVES,
+  parseConfig,
+  readConfig,
+  type CommandLineDefaults,
+  type Config,
+  type ConfigResult,
+} from '../../src/config';
+import { formatConfigError } from '../../src/errors';
+import { etcServices } from '../../src/services-db';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service, type Target } from '../../src/service';
+
+const FILE = 'test.conf';
+const FIXTURES = path.join(__dirname, '..', 'fixtures', 'configs');
+
+const NAMES = new Map([
+  ['smtp', 25],
+  ['pop3', 110],
+  ['nntp', 119],
+  ['http-alt', 8080],
+]);
+/** A fixed resolver, so the tests do not depend on the machine's /etc/services. */
+const fakeServices: PortResolver = (name) => NAMES.get(name) ?? null;
+
+const conf = (...lines: string[]): string => lines.join('\n') + '\n';
+
+function parse(text: string, cli?: CommandLineDefaults): ConfigResult {
+  return parseConfig(text, FILE, fakeServices, cli);
+}
+
+/** The formatted errors of a config that must fail. */
+function errorsOf(text: string, cli?: CommandLineDefaults): string[] {
+  const r = parse(text, cli);
+  if (r.ok) throw new Error(`expected errors, got ${JSON.stringify(r.config)}`);
+  return r.errors.map(formatConfigError);
+}
+
+function configOf(text: string, cli?: CommandLineDefaults): Config {
+  const r = parse(text, cli);
+  if (!r.ok) throw new Error(`unexpected errors:\n${r.errors.map(formatConfigError).join('\n')}`);
+  return r.config;
+}
+
+function onlyService(text: string, cli?: CommandLineDefaults): Service {
+  const { services } = configOf(text, cli);
+  expect(services).toHaveLength(1);
+  return services[0] as Service;
+}
+
+const server = (host: string, port: number | null = null): Target => ({ kind: 'server', server: { host, port } });
+const exec = (...argv: string[]): Target => ({ kind: 'exec', argv });
+
+/** A service with the built-in defaults, overridden by `s`. */
+function svc(s: Pick<Service, 'port' | 'target'> & Partial<Omit<Service, 'origin'>> & { line: number }): Service {
+  const { line, ...rest } = s;
+  return {
+    iface: null,
+    acp: null,
+    timeoutSec: DEFAULT_TIMEOUT_SEC,
+    prefix: DEFAULT_PREFIX,
+    writefile: null,
+    uid: null,
+    gid: null,
+    ...rest,
+    origin: { file: FILE, line },
+  };
+}
+
+describe('the man page sample', () => {
+  const expected = (file: string): Service[] =>
+    [
+      svc({ port: 25, iface: '127.0.0.2', target: server('mailrelay.provider.com'), line: 17 }),
+      svc({ port: 25, iface: '127.0.0.3', target: server('mail.domain.com'), line: 23 }),
+      svc({ port: 119, iface: '127.0.0.2', target: server('nntp.provider.com'), line: 33 }),
+      svc({ port: 119, iface: '127.0.0.4', target: server('nntp.other-provider.com'), line: 36 }),
+      svc({ port: 110, iface: '127.0.0.3', target: exec('/usr/local/sbin/pop3.proxy', 'mail.domain.com'), line: 47 }),
+    ].map((s) => ({ ...s, origin: { file, line: s.origin.line } }));
+
+  it('reads into the expected service table', () => {
+    const file = path.join(FIXTURES, 'sample.conf');
+    const r = readConfig(file, fakeServices);
+    expect(r).toEqual({
+      ok: true,
+      config: { file, standalone: null, logname: null, services: expected(file) },
+    });
+  });
+
+  it('parses the same with CRLF line ends', () => {
+    const text = fs.readFileSync(path.join(FIXTURES, 'sample.conf'), 'utf8').replace(/\n/g, '\r\n');
+    expect(configOf(text).services).toEqual(expected(FILE));
+  });
+});
+
+describe('bad config fixtures', () => {
+  const cases = fs
+    .readdirSync(FIXTURES)
+    .filter((f) => f.endsWith('.expected'))
+    .map((f) => f.replace(/\.expected$/, ''));
+
+  it('exist', () => {
+    expect(cases.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it.each(cases)('%s.conf gives exactly the errors of %s.expected', (name) => {
+    const r = readConfig(path.join(FIXTURES, `${name}.conf`), fakeServices);
+    expect(r.ok).toBe(false);
+    const got = r.ok ? [] : r.errors.map((e) => formatConfigError({ ...e, file: path.basename(e.file) }));
+    const want = fs.readFileSync(path.join(FIXTURES, `${name}.expected`), 'utf8').trimEnd().split('\n');
+    expect(got).toEqual(want);
+  });
+});
+
+describe('lines, comments and case', () => {
+  it('ignores blank lines, comment lines and trailing comments', () => {
+    const s = onlyService(conf('', '# a comment', '   # indented', '\t', 'port 25 # smtp', '  server 127.0.0.1 #relay', ''));
+    expect(s).toEqual(svc({ port: 25, target: server('127.0.0.1'), line: 5 }));
+  });
+
+  it('keeps a "#" inside a word', () => {
+    const s = onlyService(conf('port 25', 'exec /bin/handler a#b c #d'));
+    expect(s.target).toEqual(exec('/bin/handler', 'a#b', 'c'));
+    expect(errorsOf(conf('port 25', 'server host#1'))).toEqual(['tcpproxy:test.conf:2: invalid server host "host#1"']);
+  });
+
+  it('treats a comment right after the directive as a missing argument', () => {
+    expect(errorsOf(conf('port # 25', 'server 127.0.0.1'))).toEqual(['tcpproxy:test.conf:1: "port" needs an argument']);
+  });
+
+  it('accepts keywords in any case', () => {
+    const c = configOf(conf('STANDALONE Yes', 'LogName Proxy', 'Port 25', ' INTERFACE 127.0.0.2', '  SeRvEr 127.0.0.1', '  TIMEOUT 5'));
+    expect(c.standalone).toBe(true);
+    expect(c.logname).toBe('Proxy');
+    expect(c.services).toEqual([svc({ port: 25, iface: '127.0.0.2', target: server('127.0.0.1'), timeoutSec: 5, line: 4 })]);
+  });
+
+  it('splits on tabs and runs of blanks, and indentation is cosmetic', () => {
+    const s = onlyService('port\t\t25\n\t\t\t\texec \t /bin/cat  \t -u   \n');
+    expect(s.target).toEqual(exec('/bin/cat', '-u'));
+  });
+
+  it('reads CRLF line ends and counts lines the same', () => {
+    expect(onlyService('port 25\r\nserver 127.0.0.1:2525\r\n').target).toEqual(server('127.0.0.1', 2525));
+    expect(errorsOf('port 25\r\n\r\nsever 127.0.0.1\r\n')).toEqual([
+      'tcpproxy:test.conf:1: port 25 has neither "server" nor "exec"',
+      'tcpproxy:test.conf:3: unknown directive "sever" (did you mean "server"?)',
+    ]);
+  });
+
+  it('accepts a file without a final newline and one with a UTF-8 byte order mark', () => {
+    expect(onlyService('port 25\nserver 127.0.0.1').port).toBe(25);
+    expect(onlyService('\uFEFFport 25\nserver 127.0.0.1\n').port).toBe(25);
+  });
+});
+
+describe('line checks', () => {
+  it('rejects a line with a NUL byte and goes on with the next ones', () => {
+    expect(errorsOf(conf('port 25', 'server 127.0.0.1\0', 'sever x'))).toEqual([
+      'tcpproxy:test.conf:1: port 25 has neither "server" nor "exec"',
+      'tcpproxy:test.conf:2: line contains a NUL byte',
+      'tcpproxy:test.conf:3: unknown directive "sever" (did you mean "server"?)',
+    ]);
+  });
+
+  it('rejects a line with U+FFFD (invalid UTF-8 after decoding)', () => {
+    expect(errorsOf(conf('port 25', '# caf\uFFFD', 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:2: line is not valid UTF-8',
+    ]);
+  });
+
+  it('accepts a line of 4096 characters and rejects one of 4097', () => {
+    const padded = (n: number): string => {
+      const head = 'server 127.0.0.1 #';
+      return head + 'x'.repeat(n - head.length);
+    };
+    expect(onlyService(conf('port 25', padded(4096))).target).toEqual(server('127.0.0.1'));
+    expect(errorsOf(conf('port 25', padded(4097), 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:2: line is longer than 4096 characters',
+    ]);
+  });
+
+  it('counts characters, not UTF-16 units', () => {
+    const emoji = '\u{1F600}';
+    expect(onlyService(conf('port 25', 'server 127.0.0.1', `#${emoji.repeat(4095)}`)).port).toBe(25);
+    expect(errorsOf(conf('port 25', 'server 127.0.0.1', `#${emoji.repeat(4096)}`))).toEqual([
+      'tcpproxy:test.conf:3: line is longer than 4096 characters',
+    ]);
+  });
+
+  it('rejects a 1 MB line quickly, with one error', () => {
+    const start = process.hrtime.bigint();
+    const errors = errorsOf(conf('port 25', `server ${'a'.repeat(1 << 20)}`, 'server 127.0.0.1'));
+    const ms = Number(process.hrtime.bigint() - start) / 1e6;
+    expect(errors).toEqual(['tcpproxy:test.conf:2: line is longer than 4096 characters']);
+    expect(ms).toBeLessThan(1000);
+  });
+
+  it('stays fast on pathological lines under the limit', () => {
+    const start = process.hrtime.bigint();
+    const lines: string[] = ['port 25', 'server 127.0.0.1'];
+    for (let i = 0; i < 200; i++) {
+      lines.push(`${' '.repeat(4000)}x`, `x${' '.repeat(4000)}#`, `x${'#'.repeat(4000)}`, `timeout ${'\t'.repeat(4000)}x y`);
+    }
+    const r = parse(conf(...lines));
+    const ms = Number(process.hrtime.bigint() - start) / 1e6;
+    expect(r.ok).toBe(false);
+    expect(ms).toBeLessThan(2000);
+  });
+});
+
+describe('global directives', () => {
+  it('leaves standalone and logname null when absent', () => {
+    const c = configOf(conf('port 25', 'server 127.0.0.1'));
+    expect(c).toEqual({ file: FILE, standalone: null, logname: null, services: [expect.anything()] });
+  });
+
+  it.each([
+    ['yes', true],
+    ['no', false],
+    ['YES', true],
+    ['No', false],
+  ])('standalone %s', (value, expected) => {
+    expect(configOf(conf(`standalone ${value}`, 'port 25', 'server 127.0.0.1')).standalone).toBe(expected);
+  });
+
+  it('takes standalone and logname anywhere, even inside a port block', () => {
+    const c = configOf(conf('port 25', '  interface 127.0.0.2', '  standalone no', '  logname smtp-proxy', '  server 127.0.0.1'));
+    expect(c.standalone).toBe(false);
+    expect(c.logname).toBe('smtp-proxy');
+    expect(c.services).toHaveLength(1);
+  });
+
+  it('rejects bad, missing and extra standalone values', () => {
+    expect(errorsOf(conf('standalone maybe', 'standalone', 'standalone yes no', 'port 25', 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:1: standalone must be "yes" or "no", not "maybe"',
+      'tcpproxy:test.conf:2: duplicate "standalone" (first on line 1)',
+      'tcpproxy:test.conf:2: "standalone" needs an argument',
+      'tcpproxy:test.conf:3: duplicate "standalone" (first on line 1)',
+      'tcpproxy:test.conf:3: "standalone" takes one argument',
+    ]);
+  });
+
+  it('rejects a second standalone or logname', () => {
+    expect(errorsOf(conf('standalone yes', 'logname a', 'port 25', 'server 127.0.0.1', 'standalone yes', 'logname b'))).toEqual([
+      'tcpproxy:test.conf:5: duplicate "standalone" (first on line 1)',
+      'tcpproxy:test.conf:6: duplicate "logname" (first on line 2)',
+    ]);
+  });
+
+  it('rejects a missing or multi-word logname', () => {
+    expect(errorsOf(conf('logname', 'port 25', 'server 127.0.0.1'))).toEqual(['tcpproxy:test.conf:1: "logname" needs an argument']);
+    expect(errorsOf(conf('logname my proxy', 'port 25', 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:1: "logname" takes one argument',
+    ]);
+  });
+});
+
+describe('port', () => {
+  it('takes a number', () => {
+    expect(onlyService(conf('port 65535', 'server 127.0.0.1')).port).toBe(65535);
+    expect(onlyService(conf('port 1', 'server 127.0.0.1')).port).toBe(1);
+  });
+
+  it('takes a service name through the resolver', () => {
+    expect(onlyService(conf('port pop3', 'exec /bin/true')).port).toBe(110);
+    expect(onlyService(conf('port http-alt', 'server 127.0.0.1')).port).toBe(8080);
+  });
+
+  it('resolves "smtp" through the real /etc/services', () => {
+    const r = parseConfig(conf('port smtp', 'server 127.0.0.1:smtp'), FILE, etcServices);
+    expect(r.ok && r.config.services[0]).toEqual(svc({ port: 25, target: server('127.0.0.1', 25), line: 1 }));
+  });
+
+  it.each([
+    ['0', 'port 0 is out of range (1-65535)'],
+    ['65536', 'port 65536 is out of range (1-65535)'],
+    ['99999999999999999999', 'port 99999999999999999999 is out of range (1-65535)'],
+    ['foo', 'unknown service name "foo"'],
+    ['constructor', 'unknown service name "constructor"'],
+    ['25x', 'invalid port "25x"'],
+    ['-1', 'invalid port "-1"'],
+    ['25 26', '"port" takes one argument'],
+    ['', '"port" needs an argument'],
+  ])('rejects "port %s"', (value, message) => {
+    expect(errorsOf(conf(`port ${value}`, 'server 127.0.0.1'))).toEqual([`tcpproxy:test.conf:1: ${message}`]);
+  });
+
+  it('rejects the same port twice, also when one is written as a name', () => {
+    expect(errorsOf(conf('port 25', 'server 127.0.0.1', 'port 110', 'exec /bin/true', 'port smtp', 'server 127.0.0.2'))).toEqual([
+      'tcpproxy:test.conf:5: port 25 is already defined on line 1',
+    ]);
+  });
+
+  it('rejects a port block with no entry, and one with settings only', () => {
+    expect(errorsOf(conf('port 25', 'port 26', '  timeout 5', '  acp /bin/true', 'port 27', 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:1: port 25 has neither "server" nor "exec"',
+      'tcpproxy:test.conf:2: port 26 has neither "server" nor "exec"',
+    ]);
+  });
+
+  it('needs at least one port in the file', () => {
+    expect(errorsOf('')).toEqual(['tcpproxy:test.conf: no service defined (add a "port" block)']);
+    expect(errorsOf(conf('# only comments', 'standalone yes', 'timeout 5'))).toEqual([
+      'tcpproxy:test.conf: no service defined (add a "port" block)',
+    ]);
+  });
+
+  it('does not pile "neither" errors onto an invalid port line', () => {
+    expect(errorsOf(conf('port 0', 'port 70000', '  interface 127.0.0.2', 'port 25', 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:1: port 0 is out of range (1-65535)',
+      'tcpproxy:test.conf:2: port 70000 is out of range (1-65535)',
+    ]);
+  });
+});
+
+describe('interface', () => {
+  it('opens an entry of the current port, with its address normalised', () => {
+    const c = configOf(
+      conf('port 25', 'interface 127.0.0.2', 'server 127.0.0.1', 'interface ::1', 'server [::1]:2525', 'interface [0:0::2]', 'exec /bin/true'),
+    );
+    expect(c.services).toEqual([
+      svc({ port: 25, iface: '127.0.0.2', target: server('127.0.0.1'), line: 2 }),
+      svc({ port: 25, iface: '::1', target: server('::1', 2525), line: 4 }),
+      svc({ port: 25, iface: '::2', target: exec('/bin/true'), line: 6 }),
+    ]);
+  });
+
+  it('allows the same interface in different ports', () => {
+    const c = configOf(conf('port 25', 'interface 127.0.0.2', 'server a', 'port 26', 'interface 127.0.0.2', 'server b'));
+    expect(c.services.map((s) => [s.port, s.iface])).toEqual([
+      [25, '127.0.0.2'],
+      [26, '127.0.0.2'],
+    ]);
+  });
+
+  it('rejects the same interface twice in a port, also when spelled differently', () => {
+    expect(
+      errorsOf(conf('port 25', 'interface ::1', 'server a', 'interface 0:0:0:0:0:0:0:1', 'server b', 'interface 127.0.0.2', 'server c', 'interface 127.0.0.2', 'server d')),
+    ).toEqual([
+      'tcpproxy:test.conf:4: port 25 interface ::1 is already defined on line 2',
+      'tcpproxy:test.conf:8: port 25 interface 127.0.0.2 is already defined on line 6',
+    ]);
+  });
+
+  it.each([
+    ['localhost', 'interface "localhost" is not an IP address'],
+    ['127.0.0.256', 'interface "127.0.0.256" is not an IP address'],
+    ['127.0.0.1:25', 'interface "127.0.0.1:25" is not an IP address'],
+    ['', '"interface" needs an argument'],
+    ['127.0.0.1 127.0.0.2', '"interface" takes one argument'],
+  ])('rejects "interface %s" (and adds no "neither" error for it)', (value, message) => {
+    expect(errorsOf(conf('port 25', `interface ${value}`))).toEqual([`tcpproxy:test.conf:2: ${message}`]);
+  });
+
+  it('must follow a port line', () => {
+    expect(errorsOf(conf('interface 127.0.0.2', 'interface nowhere', 'port 25', 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:1: "interface" outside a port block (add a "port" line before it)',
+      'tcpproxy:test.conf:2: "interface" outside a port block (add a "port" line before it)',
+      'tcpproxy:test.conf:2: interface "nowhere" is not an IP address',
+    ]);
+  });
+
+  it('needs a server or exec in each entry, reported at its interface line', () => {
+    expect(errorsOf(conf('port 25', '  interface 127.0.0.2', '  interface 127.0.0.3', '    server a', '  interface ::1', '    timeout 5'))).toEqual([
+      'tcpproxy:test.conf:2: port 25 interface 127.0.0.2 has neither "server" nor "exec"',
+      'tcpproxy:test.conf:5: port 25 interface ::1 has neither "server" nor "exec"',
+    ]);
+  });
+
+  it('can follow an any-interface entry of the same port', () => {
+    const c = configOf(conf('port 25', 'server 127.0.0.1', 'interface 127.0.0.2', 'server 127.0.0.9'));
+    expect(c.services).toEqual([
+      svc({ port: 25, target: server('127.0.0.1'), line: 1 }),
+      svc({ port: 25, iface: '127.0.0.2', target: server('127.0.0.9'), line: 3 }),
+    ]);
+  });
+});
+
+describe('server', () => {
+  it.each([
+    ['mail.example.org', server('mail.example.org')],
+    ['Mail.Example.ORG:2525', server('mail.example.org', 2525)],
+    ['127.0.0.1:smtp', server('127.0.0.1', 25)],
+    ['[::1]:8080', server('::1', 8080)],
+    ['[::1]', server('::1')],
+    ['::1', server('::1')],
+    ['/bin/date', exec('/bin/date')],
+    ['/bin/date -u +%s', exec('/bin/date', '-u', '+%s')],
+    ['./handler.sh arg', exec('./handler.sh', 'arg')],
+  ])('server %s', (value, target) => {
+    expect(onlyService(conf('port 25', `server ${value}`)).target).toEqual(target);
+  });
+
+  it.each([
+    ['mail example', '"server" takes one argument'],
+    ['', '"server" needs an argument'],
+    [':25', 'invalid server ":25": expected host[:port]'],
+    ['[::1', 'invalid server "[::1": expected host[:port]'],
+    ['bad!host', 'invalid server host "bad!host"'],
+    ['127.0.0.1:0', 'server "127.0.0.1:0": port 0 is out of range (1-65535)'],
+    ['127.0.0.1:nosuch', 'server "127.0.0.1:nosuch": unknown service name "nosuch"'],
+  ])('rejects "server %s"', (value, message) => {
+    expect(errorsOf(conf('port 25', `server ${value}`))).toEqual([`tcpproxy:test.conf:2: ${message}`]);
+  });
+
+  it('must follow a port line', () => {
+    expect(errorsOf(conf('server 127.0.0.1', 'server', 'port 25', 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:1: "server" outside a port block (add a "port" line before it)',
+      'tcpproxy:test.conf:2: "server" outside a port block (add a "port" line before it)',
+      'tcpproxy:test.conf:2: "server" needs an argument',
+    ]);
+  });
+
+  it('rejects a second server in the same entry', () => {
+    expect(errorsOf(conf('port 25', 'server a', 'server b', 'interface 127.0.0.2', 'server c', 'server d'))).toEqual([
+      'tcpproxy:test.conf:3: duplicate "server" (first on line 2)',
+      'tcpproxy:test.conf:6: duplicate "server" (first on line 5)',
+    ]);
+  });
+});
+
+describe('exec', () => {
+  it('splits the rest of the line into argv, without a shell', () => {
+    expect(onlyService(conf('port 110', 'exec /usr/local/sbin/pop3.proxy  -t 30 "a b" $HOME')).target).toEqual(
+      exec('/usr/local/sbin/pop3.proxy', '-t', '30', '"a', 'b"', '$HOME'),
+    );
+  });
+
+  it('takes a program not starting with / or . as a path', () => {
+    expect(onlyService(conf('port 110', 'exec pop3.proxy mail')).target).toEqual(exec('pop3.proxy', 'mail'));
+  });
+
+  it('rejects a missing command, a second exec and exec outside a port', () => {
+    expect(errorsOf(conf('exec /bin/true', 'port 110', 'exec', 'exec /bin/false'))).toEqual([
+      'tcpproxy:test.conf:1: "exec" outside a port block (add a "port" line before it)',
+      'tcpproxy:test.conf:3: "exec" needs an argument',
+      'tcpproxy:test.conf:4: duplicate "exec" (first on line 3)',
+    ]);
+  });
+
+  it('cannot share an entry with server, whichever comes first', () => {
+    expect(
+      errorsOf(conf('port 110', 'server a', 'exec /bin/true', 'port 111', 'exec /bin/true', 'server a', 'port 112', 'interface 127.0.0.2', 'exec /bin/true', 'server /bin/false')),
+    ).toEqual([
+      'tcpproxy:test.conf:3: port 110 has both "server" (line 2) and "exec"',
+      'tcpproxy:test.conf:6: port 111 has both "exec" (line 5) and "server"',
+      'tcpproxy:test.conf:10: port 112 interface 127.0.0.2 has both "exec" (line 9) and "server"',
+    ]);
+  });
+});
+
+describe('settings', () => {
+  it('sets every per-service value', () => {
+    const s = onlyService(
+      conf('port 25', 'acp /usr/local/bin/check  --strict  x', 'timeout 0', 'setenv TCP_', 'writefile /var/log/tp/smtp', 'uid 65534', 'gid 4294967294', 'exec /bin/cat'),
+    );
+    expect(s).toEqual(
+      svc({
+        port: 25,
+        target: exec('/bin/cat'),
+        acp: '/usr/local/bin/check  --strict  x',
+        timeoutSec: 0,
+        prefix: 'TCP_',
+        writefile: '/var/log/tp/smtp',
+        uid: 65534,
+        gid: 4294967294,
+        line: 1,
+      }),
+    );
+  });
+
+  it('uses the built-in defaults when nothing is set', () => {
+    expect(onlyService(conf('port 25', 'server a'))).toEqual(svc({ port: 25, target: server('a'), line: 1 }));
+  });
+
+  it.each([
+    ['timeout 2147483', { timeoutSec: 2147483 }],
+    ['timeout 007', { timeoutSec: 7 }],
+    ['setenv _', { prefix: '_' }],
+    ['setenv my_Proxy_1_', { prefix: 'my_Proxy_1_' }],
+    ['uid 1', { uid: 1 }],
+    ['gid 100', { gid: 100 }],
+    ['writefile trace', { writefile: 'trace' }],
+    ['acp ./acp', { acp: './acp' }],
+  ])('%s', (line, fields) => {
+    expect(onlyService(conf('port 25', 'server a', line))).toMatchObject(fields);
+  });
+
+  it.each([
+    ['timeout abc', 'invalid timeout "abc": expected a number of seconds'],
+    ['timeout -1', 'invalid timeout "-1": expected a number of seconds'],
+    ['timeout 1.5', 'invalid timeout "1.5": expected a number of seconds'],
+    ['timeout 2147484', 'invalid timeout "2147484": expected a number of seconds'],
+    ['timeout 5 s', '"timeout" takes one argument'],
+    ['timeout', '"timeout" needs an argument'],
+    ['uid 0', 'uid 0 is not allowed: tcpproxy never serves requests as root'],
+    ['uid 000', 'uid 000 is not allowed: tcpproxy never serves requests as root'],
+    ['gid 0', 'gid 0 is not allowed: tcpproxy never serves requests as root'],
+    ['uid nobody', 'invalid uid "nobody": expected a number'],
+    ['gid -2', 'invalid gid "-2": expected a number'],
+    ['uid 4294967295', 'uid 4294967295 is out of range (1-4294967294)'],
+    ['gid 99999999999', 'gid 99999999999 is out of range (1-4294967294)'],
+    ['uid 1 2', '"uid" takes one argument'],
+    ['gid', '"gid" needs an argument'],
+    ['setenv 1x', 'invalid variable prefix "1x"'],
+    ['setenv A-B', 'invalid variable prefix "A-B"'],
+    ['setenv A B', '"setenv" takes one argument'],
+    ['setenv', '"setenv" needs an argument'],
+    ['writefile a b', '"writefile" takes one argument'],
+    ['writefile', '"writefile" needs an argument'],
+    ['acp', '"acp" needs an argument'],
+    ['ACP   # no program', '"acp" needs an argument'],
+  ])('rejects "%s"', (line, message) => {
+    expect(errorsOf(conf('port 25', 'server a', line))).toEqual([`tcpproxy:test.conf:3: ${message}`]);
+  });
+
+  it('rejects a setting twice in the same scope, in each scope', () => {
+    expect(
+      errorsOf(
+        conf('timeout 1', 'timeout 2', 'port 25', 'acp /a', 'server a', 'acp /b', 'interface 127.0.0.2', 'uid 5', 'server b', 'UID 6'),
+      ),
+    ).toEqual([
+      'tcpproxy:test.conf:2: duplicate "timeout" (first on line 1)',
+      'tcpproxy:test.conf:6: duplicate "acp" (first on line 4)',
+      'tcpproxy:test.conf:10: duplicate "uid" (first on line 8)',
+    ]);
+  });
+
+  it('allows the same setting once per scope', () => {
+    const c = configOf(conf('timeout 1', 'port 25', 'timeout 2', 'interface 127.0.0.2', 'timeout 3', 'server a', 'port 26', 'timeout 4', 'server b'));
+    expect(c.services.map((s) => s.timeoutSec)).toEqual([3, 4]);
+  });
+});
+
+describe('scoping and precedence', () => {
+  const layered = conf(
+    'timeout 10',
+    'acp /global/acp',
+    'setenv G_',
+    'writefile /global/w',
+    'uid 1000',
+    'gid 1000',
+    'port 25',
+    '  timeout 20',
+    '  setenv P_',
+    '  uid 2000',
+    '  interface 127.0.0.2',
+    '    server a',
+    '    timeout 30',
+    '    gid 3000',
+    '  interface 127.0.0.3',
+    '    server b',
+    'port 26',
+    '  server c',
+  );
+
+  it('takes entry, then port, then global, then built-in values', () => {
+    const [a, b, c] = configOf(layered).services;
+    expect(a).toMatchObject({ iface: '127.0.0.2', timeoutSec: 30, acp: '/global/acp', prefix: 'P_', writefile: '/global/w', uid: 2000, gid: 3000 });
+    expect(b).toMatchObject({ iface: '127.0.0.3', timeoutSec: 20, acp: '/global/acp', prefix: 'P_', writefile: '/global/w', uid: 2000, gid: 1000 });
+    expect(c).toMatchObject({ iface: null, timeoutSec: 10, acp: '/global/acp', prefix: 'G_', writefile: '/global/w', uid: 1000, gid: 1000 });
+  });
+
+  it('lets command-line values replace the global defaults only', () => {
+    const cli = { timeoutSec: 99, acp: '/cli/acp', prefix: 'C_', writefile: '/cli/w' };
+    const [a, b, c] = configOf(layered, cli).services;
+    expect(a).toMatchObject({ timeoutSec: 30, acp: '/cli/acp', prefix: 'P_', writefile: '/cli/w', uid: 2000, gid: 3000 });
+    expect(b).toMatchObject({ timeoutSec: 20, acp: '/cli/acp', prefix: 'P_', writefile: '/cli/w' });
+    expect(c).toMatchObject({ timeoutSec: 99, acp: '/cli/acp', prefix: 'C_', writefile: '/cli/w', uid: 1000, gid: 1000 });
+  });
+
+  it('applies command-line values over the built-in defaults', () => {
+    const s = onlyService(conf('port 25', 'server a'), { timeoutSec: 0, prefix: 'X_' });
+    expect(s).toEqual(svc({ port: 25, target: server('a'), timeoutSec: 0, prefix: 'X_', line: 1 }));
+  });
+
+  it('still checks the global defaults that the command line replaces', () => {
+    expect(errorsOf(conf('timeout soon', 'port 25', 'server a'), { timeoutSec: 5 })).toEqual([
+      'tcpproxy:test.conf:1: invalid timeout "soon": expected a number of seconds',
+    ]);
+  });
+
+  it('does not care about the order inside a scope', () => {
+    const before = configOf(conf('port 25', 'timeout 5', 'server a', 'interface 127.0.0.2', 'uid 7', 'server b'));
+    const after = configOf(conf('port 25', 'server a', 'timeout 5', 'interface 127.0.0.2', 'server b', 'uid 7'));
+    expect(after.services).toEqual(
+      before.services.map((s) => ({ ...s, origin: { ...s.origin } })),
+    );
+    expect(after.services.map((s) => [s.timeoutSec, s.uid])).toEqual([
+      [5, null],
+      [5, 7],
+    ]);
+  });
+
+  it('gives settings after an interface line to that entry only', () => {
+    const c = configOf(conf('port 25', 'interface 127.0.0.2', 'server a', 'interface 127.0.0.3', 'timeout 1', 'server b'));
+    expect(c.services.map((s) => s.timeoutSec)).toEqual([DEFAULT_TIMEOUT_SEC, 1]);
+  });
+
+  it('starts a fresh port scope at each port line', () => {
+    const c = configOf(conf('port 25', 'acp /p25', 'server a', 'port 26', 'server b'));
+    expect(c.services.map((s) => s.acp)).toEqual(['/p25', null]);
+  });
+});
+
+describe('unknown directives', () => {
+  it.each([
+    ['sever', 'unknown directive "sever" (did you mean "server"?)'],
+    ['SEVER', 'unknown directive "SEVER" (did you mean "server"?)'],
+    ['intreface', 'unknown directive "intreface" (did you mean "interface"?)'],
+    ['ports', 'unknown directive "ports" (did you mean "port"?)'],
+    ['timout', 'unknown directive "timout" (did you mean "timeout"?)'],
+    ['execute', 'unknown directive "execute"'],
+    ['foo', 'unknown directive "foo"'],
+    ['port=25', 'unknown directive "port=25"'],
+  ])('%s', (word, message) => {
+    expect(errorsOf(conf('port 25', 'server a', `${word} x`))).toEqual([`tcpproxy:test.conf:3: ${message}`]);
+  });
+});
+
+describe('error collection', () => {
+  it('reports every error of the file in one run, sorted by line', () => {
+    const text = conf(
+      'timeout x', // 1
+      'port 25', // 2: neither, found at the end
+      'bogus', // 3
+      'port 110', // 4
+      '  interface 127.0.0.3', // 5
+      '  exec /bin/a', // 6
+      '  server b', // 7
+      'uid 0', // 8
+      'port 25', // 9
+      '  server c', // 10
+    );
+    expect(errorsOf(text)).toEqual([
+      'tcpproxy:test.conf:1: invalid timeout "x": expected a number of seconds',
+      'tcpproxy:test.conf:2: port 25 has neither "server" nor "exec"',
+      'tcpproxy:test.conf:3: unknown directive "bogus"',
+      'tcpproxy:test.conf:7: port 110 interface 127.0.0.3 has both "exec" (line 6) and "server"',
+      'tcpproxy:test.conf:8: uid 0 is not allowed: tcpproxy never serves requests as root',
+      'tcpproxy:test.conf:9: port 25 is already defined on line 2',
+    ]);
+  });
+
+  it('puts file-level errors (line 0) first', () => {
+    const r = parse(conf('sever a', 'timeout 5'));
+    expect(r.ok).toBe(false);
+    expect(r.ok ? [] : r.errors).toEqual([
+      { file: FILE, line: 0, message: 'no service defined (add a "port" block)' },
+      { file: FILE, line: 1, message: 'unknown directive "sever" (did you mean "server"?)' },
+    ]);
+  });
+
+  it('never throws on random input', () => {
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const bad: string[] = [];
+    const words = [...DIRECTIVES, 'PORT', '25', '0', 'smtp', '::1', '[::1]:80', '127.0.0.2', '/bin/x', '.', '#', 'a#b', 'yes', '\t', '\r', '\0', '\uFFFD', '', 'constructor', '__proto__', ' '];
+    for (let i = 0; i < 2000; i++) {
+      const lines: string[] = [];
+      for (let l = rand(30); l > 0; l--) {
+        const parts: string[] = [];
+        for (let w = rand(5); w > 0; w--) parts.push(words[rand(words.length)] ?? '');
+        lines.push(parts.join(rand(2) ? ' ' : '\t'));
+      }
+      const r = parse(lines.join(rand(2) ? '\n' : '\r\n'));
+      if (r.ok) continue;
+      const sorted = r.errors.length > 0 && r.errors.every((e, k) => k === 0 || e.line >= (r.errors[k - 1]?.line ?? 0));
+      if (!sorted) bad.push(lines.join('\n'));
+    }
+    expect(bad).toEqual([]);
+  });
+
+  it('is linear on a large file', () => {
+    const lines: string[] = [];
+    for (let p = 1; p <= 10000; p++) lines.push(`port ${p}`, `  interface 127.0.0.${(p % 250) + 1}`, `    server 10.0.0.1:${p}`, '    timeout 5');
+    const start = process.hrtime.bigint();
+    const c = configOf(conf(...lines));
+    const ms = Number(process.hrtime.bigint() - start) / 1e6;
+    expect(c.services).toHaveLength(10000);
+    expect(c.services[9999]).toMatchObject({ port: 10000, iface: '127.0.0.1', origin: { file: FILE, line: 39998 } });
+    expect(ms).toBeLessThan(3000);
+  });
+});
+
+describe('DIRECTIVES', () => {
+  it('lists every directive the parser knows', () => {
+    expect([...DIRECTIVES].sort()).toEqual(
+      ['acp', 'exec', 'gid', 'interface', 'logname', 'port', 'server', 'setenv', 'standalone', 'timeout', 'uid', 'writefile'],
+    );
+    for (const d of DIRECTIVES) {
+      const r = parse(conf(d));
+      const messages = r.ok ? [] : r.errors.map((e) => e.message);
+      expect(messages).not.toContain(`unknown directive "${d}"`);
+      expect(messages).toContain(`"${d}" needs an argument`);
+    }
+  });
+});
+
+describe('readConfig', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-config-'));
+  });
+  afterAll(() => {
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  const write = (name: string, data: string | Buffer): string => {
+    const file = path.join(dir, name);
+    fs.writeFileSync(file, data);
+    return file;
+  };
+  const readErrors = (file: string): string[] => {
+    const r = readConfig(file, fakeServices);
+    return r.ok ? [] : r.errors.map(formatConfigError);
+  };
+
+  it('reads and parses a file, with command-line defaults', () => {
+    const file = write('ok.conf', conf('port smtp', 'server 127.0.0.1'));
+    expect(readConfig(file, fakeServices, { timeoutSec: 7 })).toEqual({
+      ok: true,
+      config: {
+        file,
+        standalone: null,
+        logname: null,
+        services: [{ ...svc({ port: 25, target: server('127.0.0.1'), timeoutSec: 7, line: 1 }), origin: { file, line: 1 } }],
+      },
+    });
+  });
+
+  it('reports a missing file at line 0', () => {
+    const file = path.join(dir, 'missing.conf');
+    expect(readErrors(file)).toEqual([`tcpproxy:${file}: cannot read: ENOENT (no such file or directory)`]);
+  });
+
+  it('reports a path through a regular file', () => {
+    const file = `${write('plain', 'x')}/sub.conf`;
+    expect(readErrors(file)).toEqual([`tcpproxy:${file}: cannot read: ENOTDIR (not a directory)`]);
+  });
+
+  it('refuses a directory', () => {
+    expect(readErrors(dir)).toEqual([`tcpproxy:${dir}: is not a regular file`]);
+  });
+
+  it('refuses a FIFO without blocking on it', () => {
+    const fifo = path.join(dir, 'fifo.conf');
+    execFileSync('mkfifo', [fifo]);
+    const start = Date.now();
+    expect(readErrors(fifo)).toEqual([`tcpproxy:${fifo}: is not a regular file`]);
+    expect(Date.now() - start).toBeLessThan(1000);
+  });
+
+  it('refuses a character device', () => {
+    expect(readErrors('/dev/null')).toEqual(['tcpproxy:/dev/null: is not a regular file']);
+  });
+
+  it('follows a symlink to a regular file', () => {
+    const target = write('target.conf', conf('port 25', 'server a'));
+    const link = path.join(dir, 'link.conf');
+    fs.symlinkSync(target, link);
+    expect(readConfig(link, fakeServices).ok).toBe(true);
+  });
+
+  const itNotRoot = process.getuid?.() === 0 ? it.skip : it;
+  itNotRoot('reports an unreadable file (skipped as root, who can read it anyway)', () => {
+    const file = write('secret.conf', conf('port 25', 'server a'));
+    fs.chmodSync(file, 0o000);
+    expect(readErrors(file)).toEqual([`tcpproxy:${file}: cannot read: EACCES (permission denied)`]);
+  });
+
+  it('reports EACCES from the open (simulated, so it runs as root too)', () => {
+    const file = write('denied.conf', conf('port 25', 'server a'));
+    let result: ConfigResult | undefined;
+    jest.isolateModules(() => {
+      jest.doMock('node:fs', () => {
+        const real = jest.requireActual<typeof fs>('node:fs');
+        return {
+          ...real,
+          openSync: () => {
+            throw Object.assign(new Error(`EACCES: permission denied, open '${file}'`), { code: 'EACCES', syscall: 'open' });
+          },
+        };
+      });
+      const isolated = require('../../src/config') as typeof import('../../src/config');
+      result = isolated.readConfig(file, fakeServices);
+    });
+    jest.dontMock('node:fs');
+    expect(result).toEqual({ ok: false, errors: [{ file, line: 0, message: 'cannot read: EACCES (permission denied)' }] });
+  });
+
+  it('flags invalid UTF-8 and NUL bytes by line', () => {
+    const file = write(
+      'binary.conf',
+      Buffer.concat([Buffer.from('port 25\n# caf'), Buffer.from([0xe9]), Buffer.from('\nserver a\n\0\nexec x\n')]),
+    );
+    expect(readErrors(file)).toEqual([
+      `tcpproxy:${file}:2: line is not valid UTF-8`,
+      `tcpproxy:${file}:4: line contains a NUL byte`,
+      `tcpproxy:${file}:5: port 25 has both "server" (line 3) and "exec"`,
+    ]);
+  });
+
+  it('reads valid UTF-8 beyond ASCII', () => {
+    const file = write('utf8.conf', conf('# café – ü', 'port 25', 'server a'));
+    expect(readConfig(file, fakeServices).ok).toBe(true);
+  });
+
+  it('rejects a 1 MB line in a file quickly', () => {
+    const file = write('long.conf', conf('port 25', 'server a', `#${'x'.repeat(1 << 20)}`));
+    const start = Date.now();
+    expect(readErrors(file)).toEqual([`tcpproxy:${file}:3: line is longer than 4096 characters`]);
+    expect(Date.now() - start).toBeLessThan(1000);
+  });
+});
