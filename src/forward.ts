@@ -65,8 +65,6 @@ export function endpointsOf(sock: net.Socket): Endpoints {
 
 interface SocketHandle {
   fd?: number;
-  reading?: boolean;
-  readStop?: () => number;
 }
 
 function handleOf(sock: net.Socket): SocketHandle | undefined {
@@ -75,8 +73,8 @@ function handleOf(sock: net.Socket): SocketHandle | undefined {
 
 /**
  * Takes the kernel socket out of a net.Socket: dups its fd (close-on-exec)
- * and destroys the JS socket, so native owns the duplicate. Together with
- * `stopReading` the only code that touches Node's socket internals.
+ * and destroys the JS socket, so native owns the duplicate. The only code
+ * that touches Node's socket internals.
  */
 export function detachFd(addon: Addon, sock: net.Socket): number {
   const fd = handleOf(sock)?.fd;
@@ -86,21 +84,15 @@ export function detachFd(addon: Addon, sock: net.Socket): number {
   return dup;
 }
 
-/** Stops libuv reading a socket, as net.Socket's own pauseOnCreate does; `resume()` restarts it. */
-export function stopReading(sock: net.Socket): void {
-  sock.pause();
-  const h = handleOf(sock);
-  if (h?.readStop && h.reading !== false) {
-    h.reading = false;
-    h.readStop();
-  }
-}
-
 const jsEngine: Engine = {
   name: 'js',
   hold(sock) {
-    stopReading(sock);
-    // Nothing is read until forwarding starts; an error meanwhile must not go unhandled.
+    // What Node reads meanwhile stays in the stream's buffer and is forwarded first.
+    sock.pause();
+    // A socket received over IPC is made with allowHalfOpen false, which would end our
+    // side on the client's FIN and lose the server's late reply.
+    sock.allowHalfOpen = true;
+    // An error before forwarding starts must not go unhandled.
     sock.on('error', () => {});
     return { kind: 'socket', sock, endpoints: endpointsOf(sock) };
   },
