@@ -3,6 +3,8 @@
 // tests and for inetd detection). See fcntl(2), close(2), getsockname(2).
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -43,12 +45,70 @@ Napi::Value FdInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// dupOnto(fd, target): dup2(2) onto 0, 1 or 2 only (inetd mode points them at /dev/null).
+Napi::Value DupOnto(const Napi::CallbackInfo& info) {
+  int fd = IntArg(info, 0, "dupOnto(fd, target): fd must be a number");
+  int target = IntArg(info, 1, "dupOnto(fd, target): target must be a number");
+  if (target < 0 || target > 2) ThrowType(info.Env(), "dupOnto: target must be 0, 1 or 2");
+  if (dup2(fd, target) < 0) ThrowErrno(info.Env(), "dup2", errno);
+  return info.Env().Undefined();
+}
+
+Napi::Value AddressObject(Napi::Env env, const sockaddr_storage& ss) {
+  char text[INET6_ADDRSTRLEN] = "";
+  int port = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
+    port = ntohs(a->sin_port);
+  } else if (ss.ss_family == AF_INET6) {
+    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
+    port = ntohs(a->sin6_port);
+  } else {
+    return env.Null();
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("address", Napi::String::New(env, text));
+  o.Set("port", Napi::Number::New(env, port));
+  return o;
+}
+
+// sockName(fd) -> { local: {address, port}, peer: {address, port} | null } or
+// null when fd is not an IP socket. getsockname(2), getpeername(2).
+Napi::Value SockName(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = IntArg(info, 0, "sockName(fd): fd must be a number");
+  sockaddr_storage local = {}, peer = {};
+  socklen_t len = sizeof local;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) < 0) {
+    if (errno == ENOTSOCK || errno == EBADF) return env.Null();
+    ThrowErrno(env, "getsockname", errno);
+  }
+  Napi::Value l = AddressObject(env, local);
+  if (l.IsNull()) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("local", l);
+  len = sizeof peer;
+  o.Set("peer", getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &len) < 0 ? env.Null() : AddressObject(env, peer));
+  int type = 0, listening = 0;
+  len = sizeof type;
+  getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len);
+  len = sizeof listening;
+  getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len);
+  o.Set("stream", Napi::Boolean::New(env, type == SOCK_STREAM));
+  o.Set("listening", Napi::Boolean::New(env, listening != 0));
+  return o;
+}
+
 }  // namespace
 
 void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("dupCloexec", Napi::Function::New(env, DupCloexec, "dupCloexec"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("fdInfo", Napi::Function::New(env, FdInfo, "fdInfo"));
+  exports.Set("dupOnto", Napi::Function::New(env, DupOnto, "dupOnto"));
+  exports.Set("sockName", Napi::Function::New(env, SockName, "sockName"));
 }
 
 }  // namespace tcpproxy

@@ -3,7 +3,7 @@
  * default on Linux when the addon is loaded) and `js` (Node streams). The
  * engine is chosen once per process: TCPPROXY_ENGINE=js|splice overrides.
  */
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import { forwardJs } from './forward-js';
 import { plainAddress } from './address';
 import { loadNative, type Addon, type PumpEnd } from './native';
@@ -48,6 +48,8 @@ export interface Engine {
    * reading at once, so this must run in the same tick it arrives.
    */
   hold(sock: net.Socket): HeldClient;
+  /** Takes over a raw connected socket fd (inetd mode); the engine owns it from now on. */
+  adopt(fd: number, endpoints: Endpoints): HeldClient;
   /** Forwards until both directions are done; `done` runs once. Owns both from now on. */
   forward(client: HeldClient, server: net.Socket, idleMs: number, done: (r: ForwardResult) => void): Forwarding;
   /** Closes a held client that will not be forwarded. */
@@ -96,6 +98,12 @@ const jsEngine: Engine = {
     sock.on('error', () => {});
     return { kind: 'socket', sock, endpoints: endpointsOf(sock) };
   },
+  adopt(fd, endpoints) {
+    const sock = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+    sock.pause();
+    sock.on('error', () => {});
+    return { kind: 'socket', sock, endpoints };
+  },
   forward(client, server, idleMs, done) {
     if (client.kind !== 'socket') throw new Error('js engine given a raw fd');
     return forwardJs(client.sock, server, idleMs, done);
@@ -111,6 +119,9 @@ function spliceEngine(addon: Addon, pump: NonNullable<Addon['pump']>): Engine {
     hold(sock) {
       const endpoints = endpointsOf(sock);
       return { kind: 'fd', fd: detachFd(addon, sock), endpoints };
+    },
+    adopt(fd, endpoints) {
+      return { kind: 'fd', fd, endpoints };
     },
     forward(client, server, idleMs, done) {
       if (client.kind !== 'fd') throw new Error('splice engine given a socket');

@@ -8,8 +8,10 @@ import { readConfig, type CommandLineDefaults, type Config } from './config';
 import { formatConfigError, StartError } from './errors';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes';
 import { runningAsRoot } from './identity';
+import { serveInetd, stdinIsConnection } from './inetd';
 import { boundAddress, formatListen, listenAll } from './listener';
 import { createLogger } from './log';
+import { loadNative } from './native';
 import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, describeTarget, listenAddresses, lookupServiceIndex, type Service } from './service';
 import { etcServices } from './services-db';
 import { resolvePrograms } from './programs';
@@ -40,12 +42,12 @@ function serviceNotImplemented(services: readonly Service[]): string | null {
   return null;
 }
 
-/** The one service of `-b [iface:]port server`. */
+/** The one service of `[-b [iface:]port] server`; without -b (inetd mode) port 0 until the socket tells. */
 function commandLineService(o: CliOptions): Service {
-  if (o.server === null || o.bind === null) throw new Error('commandLineService without -b and server');
+  if (o.server === null) throw new Error('commandLineService without a server');
   return {
-    port: o.bind.port,
-    iface: o.bind.iface,
+    port: o.bind?.port ?? 0,
+    iface: o.bind?.iface ?? null,
     target: o.server,
     acp: o.acp,
     timeoutSec: o.timeoutSec ?? DEFAULT_TIMEOUT_SEC,
@@ -163,8 +165,8 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
   let services: readonly Service[];
   let config: Config | null = null;
   if (o.server !== null) {
-    if (o.bind === null) {
-      io.stderr('tcpproxy: inetd mode (a server argument without -b) is not implemented yet\n');
+    if (o.standalone && o.bind === null) {
+      io.stderr(`tcpproxy: option -s with a server argument needs -b [interface:]port\n${USAGE}\n`);
       return EXIT_USAGE;
     }
     services = [commandLineService(o)];
@@ -196,12 +198,21 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
     return EXIT_OK;
   }
 
-  const isStandalone = o.standalone || (config !== null && config.standalone !== false);
-  if (!isStandalone) {
-    io.stderr('tcpproxy: inetd mode is not implemented yet\n');
-    return EXIT_USAGE;
-  }
   const logname = o.logname ?? config?.logname ?? 'tcpproxy';
-  return standalone(services, o, logname);
+  // A connection on fd 0 means inetd mode, unless -s or -b asks for standalone;
+  // without one, a config file keeps the original's standalone default.
+  const addon = loadNative().addon;
+  if (!o.standalone && stdinIsConnection(addon) && addon) {
+    const local = addon.sockName(0)?.local.port ?? 0;
+    const inetdServices = services.map((s) => (s.port === 0 ? { ...s, port: local } : s));
+    return serveInetd(addon, inetdServices, { logname, clearEnv: o.clearEnv });
+  }
+  if (o.standalone || (config !== null && config.standalone !== false)) return standalone(services, o, logname);
+  io.stderr(
+    o.server !== null
+      ? 'tcpproxy: standard input is not a connection (inetd mode): use -b [interface:]port to listen\n'
+      : `tcpproxy:${config?.file ?? DEFAULT_CONFIG}: "standalone no" and standard input is not a connection: use -s\n`,
+  );
+  return EXIT_USAGE;
 }
 

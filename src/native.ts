@@ -48,12 +48,32 @@ export interface FdInfo {
   readonly cloexec: boolean;
 }
 
+export interface SockAddress {
+  readonly address: string;
+  readonly port: number;
+}
+
+export interface SockName {
+  readonly local: SockAddress;
+  readonly peer: SockAddress | null;
+  readonly stream: boolean;
+  readonly listening: boolean;
+}
+
 export interface Addon {
   readonly abiVersion: number;
   init(sysError: typeof SysError): void;
   dupCloexec(fd: number): number;
   close(fd: number): void;
   fdInfo(fd: number): FdInfo;
+  /** dup2(fd, target) for target 0, 1 or 2. */
+  dupOnto(fd: number, target: number): void;
+  /** Local and peer address of an IP socket; null when fd is not one. */
+  sockName(fd: number): SockName | null;
+  /** setgroups(0), setresgid, setresuid; throws unless root can no longer be regained. */
+  dropPrivileges(uid: number, gid: number): void;
+  /** Replaces the process: stdio kept (O_NONBLOCK cleared), other fds closed, signals reset. Returns only by throwing. */
+  execve(file: string, argv: readonly string[], env: readonly string[]): never;
   openLog(ident: string, facility: number): void;
   syslog(priority: number, line: string): void;
   pump?(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;

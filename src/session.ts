@@ -23,6 +23,11 @@ export interface SessionContext {
   readonly clearEnv: boolean;
   /** Ids this process runs with, for the log. */
   readonly ids: { readonly uid: number; readonly gid: number };
+  /**
+   * inetd mode: become the handler (execve, same pid, the socket already on
+   * fds 0 and 1) instead of spawning it. Returns only by throwing.
+   */
+  readonly execInPlace?: (argv: readonly string[], env: NodeJS.ProcessEnv) => never;
 }
 
 export interface SessionEnd {
@@ -69,6 +74,16 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
 
   if (service.target.kind === 'exec') {
     const argv = service.target.argv;
+    if (ctx.execInPlace) {
+      log.info(`${tag}: exec ${argv.join(' ')}`);
+      try {
+        ctx.execInPlace(argv, env);
+      } catch (err) {
+        log.error(`${tag}: ${argv[0] ?? ''}: ${(err as Error).message}`);
+        engine.release(client);
+        return { result: null };
+      }
+    }
     const started = Date.now();
     const exit = await runHandler(argv, client, env, {
       stderr: (line) => log.info(`${tag}: ${argv[0] ?? ''}: ${line}`),

@@ -1,0 +1,102 @@
+// Process-wide identity and image changes for inetd mode, where tcpproxy
+// serves one connection in its own process: dropPrivileges (setgroups(2),
+// setresgid(2), setresuid(2); glibc applies them to every thread) and execve(2)
+// of a request handler with the client socket left on fds 0 and 1.
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "addon.h"
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+namespace tcpproxy {
+namespace {
+
+// Order matters: groups and gid while still root, uid last; then prove the
+// drop cannot be undone before anything touches the connection.
+Napi::Value DropPrivileges(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) ThrowType(env, "dropPrivileges(uid, gid)");
+  uid_t uid = info[0].As<Napi::Number>().Uint32Value();
+  gid_t gid = info[1].As<Napi::Number>().Uint32Value();
+  if (uid == 0 || gid == 0) ThrowType(env, "dropPrivileges: refusing to drop to uid or gid 0");
+  if (setgroups(0, nullptr) < 0) ThrowErrno(env, "setgroups", errno);
+  if (setresgid(gid, gid, gid) < 0) ThrowErrno(env, "setresgid", errno);
+  if (setresuid(uid, uid, uid) < 0) ThrowErrno(env, "setresuid", errno);
+  uid_t r, e, s;
+  gid_t gr, ge, gs;
+  if (getresuid(&r, &e, &s) < 0 || getresgid(&gr, &ge, &gs) < 0) ThrowErrno(env, "getresuid", errno);
+  if (r != uid || e != uid || s != uid || gr != gid || ge != gid || gs != gid) ThrowErrno(env, "setresuid", EPERM);
+  if (setresuid(0, 0, 0) == 0 || setresgid(0, 0, 0) == 0) ThrowErrno(env, "setresuid(0)", EPERM);
+  if (getgroups(0, nullptr) != 0) ThrowErrno(env, "getgroups", EPERM);
+  return env.Undefined();
+}
+
+std::vector<std::string> StringArray(Napi::Env env, Napi::Value v, const char* what) {
+  if (!v.IsArray()) ThrowType(env, what);
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value e = a.Get(i);
+    if (!e.IsString()) ThrowType(env, what);
+    out.push_back(e.As<Napi::String>().Utf8Value());
+  }
+  return out;
+}
+
+// execve(file, argv, envp). Returns only by throwing. Before the call:
+// O_NONBLOCK and FD_CLOEXEC cleared on 0-2 (the handler expects blocking
+// stdio that survives the exec), every other fd marked close-on-exec, every signal
+// back to SIG_DFL (Node ignores SIGPIPE; ignored signals survive execve) and
+// an empty signal mask. Node's other threads vanish with the exec.
+Napi::Value Execve(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsString()) ThrowType(env, "execve(file, argv, env)");
+  std::string file = info[0].As<Napi::String>().Utf8Value();
+  std::vector<std::string> args = StringArray(env, info[1], "execve: argv must be an array of strings");
+  std::vector<std::string> envs = StringArray(env, info[2], "execve: env must be an array of strings");
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : envs) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  // Node marks inherited stdio close-on-exec at start: the handler must keep 0-2.
+  for (int fd = 0; fd <= 2; fd++) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+    fcntl(fd, F_SETFD, 0);
+  }
+  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
+    for (int fd = 3; fd < 65536; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  }
+  struct sigaction dfl = {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP) continue;
+    sigaction(sig, &dfl, nullptr);
+  }
+  sigset_t none;
+  sigemptyset(&none);
+  pthread_sigmask(SIG_SETMASK, &none, nullptr);
+  execve(file.c_str(), argv.data(), envp.data());
+  ThrowErrno(env, "execve", errno);
+}
+
+}  // namespace
+
+void InitProcess(Napi::Env env, Napi::Object exports) {
+  exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
+  exports.Set("execve", Napi::Function::New(env, Execve, "execve"));
+}
+
+}  // namespace tcpproxy

@@ -1,0 +1,89 @@
+/**
+ * inetd mode: the connection is on fd 0 (inetd, xinetd, systemd Accept=yes)
+ * and this process serves it alone. Order: fd 2 away from the socket, find
+ * the service by the socket's local address, drop to the service ids, then
+ * ACP, then become the handler (execve) or forward fd 0 ↔ upstream.
+ */
+import * as fs from 'node:fs';
+import { plainAddress } from './address';
+import { EXIT_FAILURE, EXIT_OK } from './exit-codes';
+import { selectEngine } from './forward';
+import { runningAsRoot, serviceIdentity } from './identity';
+import { createLogger } from './log';
+import type { Addon } from './native';
+import { lookupService, type Service } from './service';
+import { runSession } from './session';
+
+/** True when fd 0 is a connected (not listening) TCP socket. */
+export function stdinIsConnection(addon: Addon | null): boolean {
+  if (!addon) return false;
+  const sn = addon.sockName(0);
+  return sn !== null && sn.stream && !sn.listening && sn.peer !== null;
+}
+
+function envArray(env: NodeJS.ProcessEnv): string[] {
+  return Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
+}
+
+export async function serveInetd(
+  addon: Addon,
+  services: readonly Service[],
+  opts: { readonly logname: string; readonly clearEnv: boolean },
+): Promise<number> {
+  // Under inetd fds 0, 1 and 2 are all the client socket: nothing may print there.
+  const devnull = fs.openSync('/dev/null', 'r+');
+  addon.dupOnto(devnull, 2);
+  const log = createLogger({ ident: opts.logname, stderr: false, syslog: true });
+  const sn = addon.sockName(0);
+  if (sn === null || sn.peer === null) {
+    log.error('inetd mode: standard input is not a connected socket');
+    return EXIT_FAILURE;
+  }
+  const endpoints = {
+    clientAddress: plainAddress(sn.peer.address),
+    clientPort: sn.peer.port,
+    localAddress: plainAddress(sn.local.address),
+    localPort: sn.local.port,
+  };
+  const service = lookupService(services, endpoints.localAddress, endpoints.localPort);
+  if (service === null) {
+    log.error(`connection ${process.pid}: client ${endpoints.clientAddress}: no service for ${endpoints.localAddress} port ${endpoints.localPort}`);
+    return EXIT_FAILURE;
+  }
+  if (runningAsRoot()) {
+    const id = serviceIdentity(service, true);
+    try {
+      addon.dropPrivileges(id.uid, id.gid);
+    } catch (err) {
+      log.error(`connection ${process.pid}: cannot drop privileges to uid ${id.uid} gid ${id.gid}: ${(err as Error).message}`);
+      return EXIT_FAILURE;
+    }
+  }
+  const engine = selectEngine((m) => log.warn(m));
+  let client;
+  if (service.target.kind === 'exec') {
+    // The handler takes fds 0 and 1 as they are; the session only borrows them.
+    client = { kind: 'fd' as const, fd: 0, endpoints };
+  } else {
+    // The engine gets its own reference; 0 and 1 go to /dev/null so that the
+    // engine's close (or reset) is the last one and reaches the client.
+    const fd = addon.dupCloexec(0);
+    addon.dupOnto(devnull, 0);
+    addon.dupOnto(devnull, 1);
+    client = engine.adopt(fd, endpoints);
+  }
+  fs.closeSync(devnull);
+  const borrowed = service.target.kind === 'exec';
+  const sessionEngine = borrowed ? { ...engine, release: () => {} } : engine;
+  await runSession({
+    id: process.pid,
+    client,
+    service,
+    engine: sessionEngine,
+    log,
+    clearEnv: opts.clearEnv,
+    ids: { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 },
+    execInPlace: (argv, env) => addon.execve(argv[0] ?? '', argv, envArray(env)),
+  });
+  return EXIT_OK;
+}
