@@ -9,6 +9,8 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/fd.cc",
+        "native/process.cc",
+        "native/pump.cc",
         "native/syslog.cc"
       ],
       "dependencies": [

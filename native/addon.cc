@@ -18,6 +18,8 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   exports.Set("init", Napi::Function::New(env, Init, "init"));
   InitFd(env, exports);
   InitSyslog(env, exports);
+  InitProcess(env, exports);
+  InitPump(env, exports);
   return exports;
 }
 

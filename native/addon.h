@@ -7,8 +7,11 @@ namespace tcpproxy {
 
 constexpr int kAbiVersion = 1;
 
+struct PumpState;  // pump.cc: live sessions and the idle pipe pool
+
 struct Addon {
   Napi::FunctionReference sys_error;  // the SysError class of src/errors.ts
+  PumpState* pump = nullptr;          // owned by pump.cc's env cleanup hook
   static Addon& From(Napi::Env env) { return *env.GetInstanceData<Addon>(); }
 };
 
