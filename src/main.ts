@@ -9,7 +9,8 @@ import { formatConfigError, StartError } from './errors';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes';
 import { runningAsRoot } from './identity';
 import { serveInetd, stdinIsConnection } from './inetd';
-import { boundAddress, formatListen, listenAll } from './listener';
+import { formatHostPort } from './address';
+import { boundAddress, formatListen, listenAll, takeInheritedListeners } from './listener';
 import { createLogger } from './log';
 import { loadNative } from './native';
 import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, describeTarget, listenAddresses, lookupServiceIndex, type Service } from './service';
@@ -108,9 +109,12 @@ async function standalone(configured: readonly Service[], o: CliOptions, logname
     supervisor.dispatch(id, index, client);
   };
   const wanted = listenAddresses(configured);
+  const addon = loadNative().addon;
+  const inherited = addon ? takeInheritedListeners((fd) => addon.sockName(fd)) : [];
+  for (const l of inherited) log.info(`socket activation: fd ${l.fd} listening on ${formatHostPort(l.address, l.port)}`);
   let servers: net.Server[];
   try {
-    servers = await listenAll(wanted, onConnection);
+    servers = await listenAll(wanted, onConnection, inherited);
   } catch (err) {
     if (err instanceof StartError) {
       log.error(err.message);
