@@ -508,7 +508,7 @@ class PumpSession {
     if (syscall_ != nullptr) r.Set("error", MakeErrno(env, syscall_, errno_));
     if (side_ != kNoSide) r.Set("side", side_ == kClient ? "client" : "server");
     try {
-      done_.MakeCallback(env.Undefined(), {r}, *async_);
+      done_.MakeCallback(env.Global(), {r}, *async_);  // recv must be an object for napi_make_callback
     } catch (const Napi::Error& e) {
       // No JS frame below us to catch it: report it like any other exception
       // thrown from an I/O callback ('uncaughtException', or the process ends).
