@@ -1,0 +1,104 @@
+/** The built command's one-shot paths: usage, version, listings, config errors, refused options. */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ROOT, runCli } from '../helpers/proxy';
+import { USAGE } from '../../src/cli';
+import { VERSION } from '../../src/version';
+
+let dir: string;
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-cli-'));
+});
+afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+function conf(name: string, text: string): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, text);
+  return file;
+}
+
+test('VERSION matches package.json and --version prints it', async () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
+  expect(VERSION).toBe(pkg.version);
+  const r = await runCli(['--version']);
+  expect(r).toMatchObject({ code: 0, stdout: `tcpproxy ${VERSION}\n`, stderr: '' });
+});
+
+test('an unknown option prints one line and the usage, exit 2', async () => {
+  const r = await runCli(['-Q']);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toBe(`tcpproxy: unknown option -Q\n${USAGE}\n`);
+});
+
+test('-b without a server is a usage error', async () => {
+  const r = await runCli(['-b', '8080']);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toBe(`tcpproxy: option -b needs a server argument\n${USAGE}\n`);
+});
+
+test('-z lists the ports, -zz the service table, without binding', async () => {
+  const f = conf(
+    'list.conf',
+    'timeout 30\nport 25\n  interface 127.0.0.2\n    server mail.example.org\n  interface 127.0.0.3\n    server 127.0.0.1:2525\nport 8080\n  server [::1]:80\n  uid 4242\n',
+  );
+  const z = await runCli(['-z', '-f', f]);
+  expect(z).toMatchObject({ code: 0, stdout: '25\n8080\n', stderr: '' });
+  const zz = await runCli(['-zz', '-f', f]);
+  expect(zz.code).toBe(0);
+  expect(zz.stdout).toBe(
+    [
+      'port=25\tinterface=127.0.0.2\tserver=mail.example.org\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_',
+      'port=25\tinterface=127.0.0.3\tserver=127.0.0.1:2525\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_',
+      'port=8080\tinterface=*\tserver=[::1]:80\tuid=4242\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_',
+      '',
+    ].join('\n'),
+  );
+});
+
+test('every config error is reported at once with file and line, exit 2', async () => {
+  const f = conf('bad.conf', 'sever 127.0.0.1\nport 25\n  timeout soon\n  server 127.0.0.1\nport 99999\n  server x\n');
+  const r = await runCli(['-z', '-f', f]);
+  expect(r.code).toBe(2);
+  expect(r.stdout).toBe('');
+  expect(r.stderr).toBe(
+    [
+      `tcpproxy:${f}:1: unknown directive "sever" (did you mean "server"?)`,
+      `tcpproxy:${f}:3: invalid timeout "soon": expected a number of seconds`,
+      `tcpproxy:${f}:5: port 99999 is out of range (1-65535)`,
+      `tcpproxy:${f}: 3 errors`,
+      '',
+    ].join('\n'),
+  );
+});
+
+test('a missing config file is an error naming it, exit 2', async () => {
+  const f = path.join(dir, 'missing.conf');
+  const r = await runCli(['-s', '-f', f]);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toBe(`tcpproxy:${f}: cannot read: ENOENT (no such file or directory)\ntcpproxy:${f}: 1 error\n`);
+});
+
+test('a handler program that does not exist is a config error at its line', async () => {
+  const f = conf('exec.conf', 'port 7000\n  exec /nonexistent/handler arg\n');
+  const r = await runCli(['-s', '-f', f]);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toBe(`tcpproxy:${f}:1: program "/nonexistent/handler" does not exist\n`);
+});
+
+test('options whose behaviour is not built yet are refused, not ignored', async () => {
+  expect(await runCli(['-p', '-b', '0', '127.0.0.1:1'])).toMatchObject({
+    code: 2,
+    stderr: 'tcpproxy: option -p (pidfile) is not implemented yet\n',
+  });
+  expect(await runCli(['-w', path.join(dir, 'log'), '-b', '0', '127.0.0.1:1'])).toMatchObject({
+    code: 2,
+    stderr: 'tcpproxy: option -w (transcripts) is not implemented yet\n',
+  });
+});
+
+test('without -s/-b and with stdin not a connection, a server argument is refused', async () => {
+  const r = await runCli(['127.0.0.1:1']);
+  expect(r.code).toBe(2);
+  expect(r.stderr).toBe('tcpproxy: standard input is not a connection (inetd mode): use -b [interface:]port to listen\n');
+});
