@@ -516,3 +516,23 @@ export function readConfig(file: string, resolve: PortResolver, cli?: CommandLin
   }
   return parseConfig(bytes.toString('utf8'), file, resolve, cli);
 }
+
+/**
+ * Started as root, the config file names programs that run for every
+ * connection: refuse one that someone else could have written (relayd's
+ * check_file_secrecy). Null when the file is acceptable or cannot be stat'ed
+ * (readConfig reports that).
+ */
+export function configFileProblem(file: string): string | null {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch {
+    return null;
+  }
+  if (st.uid !== 0) return `is owned by uid ${st.uid}, not root: refusing it when started as root`;
+  if ((st.mode & 0o022) !== 0) {
+    return `is writable by ${st.mode & 0o020 ? 'group' : 'others'} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): refusing it when started as root`;
+  }
+  return null;
+}

@@ -4,7 +4,7 @@
  */
 import type * as net from 'node:net';
 import { parseArgs, DEFAULT_CONFIG, HELP, USAGE, type CliOptions } from './cli';
-import { readConfig, type CommandLineDefaults, type Config } from './config';
+import { configFileProblem, readConfig, type CommandLineDefaults, type Config } from './config';
 import { formatConfigError, StartError } from './errors';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes';
 import { runningAsRoot } from './identity';
@@ -176,6 +176,11 @@ export async function main(argv: readonly string[], io: Io = processIo): Promise
     services = [commandLineService(o)];
   } else {
     const file = o.configFile ?? DEFAULT_CONFIG;
+    const unsafe = runningAsRoot() ? configFileProblem(file) : null;
+    if (unsafe !== null) {
+      io.stderr(`tcpproxy:${file}: ${unsafe}\n`);
+      return EXIT_USAGE;
+    }
     const r = readConfig(file, etcServices, cliDefaults(o));
     if (!r.ok) {
       for (const e of r.errors) io.stderr(`${formatConfigError(e)}\n`);

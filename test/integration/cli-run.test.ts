@@ -102,3 +102,21 @@ test('without -s/-b and with stdin not a connection, a server argument is refuse
   expect(r.code).toBe(2);
   expect(r.stderr).toBe('tcpproxy: standard input is not a connection (inetd mode): use -b [interface:]port to listen\n');
 });
+
+const asRoot = process.getuid?.() === 0;
+(asRoot || process.env['CI'] === 'true' ? test : test.skip)('as root, a config file others can write or another user owns is refused', async () => {
+  const f = conf('unsafe.conf', 'port 7001\n  server 127.0.0.1:1\n');
+  fs.chmodSync(f, 0o666);
+  const r = await runCli(['-z', '-f', f]);
+  expect(r).toMatchObject({ code: 2, stdout: '' });
+  expect(r.stderr).toBe(`tcpproxy:${f}: is writable by group (mode 0666): refusing it when started as root\n`);
+  fs.chmodSync(f, 0o602);
+  expect((await runCli(['-z', '-f', f])).stderr).toBe(
+    `tcpproxy:${f}: is writable by others (mode 0602): refusing it when started as root\n`,
+  );
+  fs.chmodSync(f, 0o644);
+  fs.chownSync(f, 4242, 0);
+  expect((await runCli(['-z', '-f', f])).stderr).toBe(`tcpproxy:${f}: is owned by uid 4242, not root: refusing it when started as root\n`);
+  fs.chownSync(f, 0, 0);
+  expect(await runCli(['-z', '-f', f])).toMatchObject({ code: 0, stdout: '7001\n' });
+});
