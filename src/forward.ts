@@ -157,6 +157,9 @@ function spliceEngine(addon: Addon, pump: NonNullable<Addon['pump']>): Engine {
 export function selectEngine(warn: (message: string) => void): Engine {
   const wanted = process.env['TCPPROXY_ENGINE'];
   if (wanted === 'js') return jsEngine;
+  if (wanted !== undefined && wanted !== '' && wanted !== 'splice') {
+    warn(`warning: TCPPROXY_ENGINE="${wanted}" is neither "splice" nor "js": using splice`);
+  }
   const { addon, reason } = loadNative();
   if (addon?.pump) return spliceEngine(addon, addon.pump.bind(addon));
   warn(`warning: splice engine unavailable (${addon ? 'addon has no pump' : reason}); forwarding with the slower JS engine`);

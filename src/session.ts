@@ -9,7 +9,7 @@ import { formatHostPort } from './address';
 import type { Engine, ForwardResult, HeldClient } from './forward';
 import { clientName, handlerEnv, runAcp, runHandler } from './handler';
 import type { Logger } from './log';
-import { describeTarget, type Service } from './service';
+import { DEFAULT_TIMEOUT_SEC, describeTarget, type Service } from './service';
 import { connectUpstream } from './upstream';
 
 export interface SessionContext {
@@ -62,7 +62,9 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     : {};
 
   if (service.acp !== null) {
-    const v = await runAcp(service.acp, client, env, service.timeoutSec * 1000);
+    // An ACP is always bounded: with `timeout 0` (no idle timeout) it gets the default.
+    const acpMs = (service.timeoutSec > 0 ? service.timeoutSec : DEFAULT_TIMEOUT_SEC) * 1000;
+    const v = await runAcp(service.acp, client, env, acpMs);
     const text = `${tag}: acp ${service.acp}: ${v.granted ? 'granted' : 'denied'} (${v.status})${v.message ? `: ${v.message}` : ''}`;
     if (v.granted) log.info(text);
     else {

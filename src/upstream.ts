@@ -52,13 +52,22 @@ function connectOne(address: string, port: number, deadline: number): Promise<ne
 export async function connectUpstream(host: string, port: number, timeoutMs = CONNECT_TIMEOUT_MS): Promise<net.Socket> {
   const deadline = Date.now() + timeoutMs;
   let addresses: string[];
+  let timer: NodeJS.Timeout | undefined;
   try {
-    addresses = await resolve(host);
+    // The lookup counts against the same bound: a resolver that hangs must not hold the client.
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new UpstreamError(`resolve ${host}: timed out`)), timeoutMs);
+    });
+    addresses = await Promise.race([resolve(host), timeout]);
   } catch (err) {
+    if (err instanceof UpstreamError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
     throw new UpstreamError(`resolve ${host}: ${code}`);
+  } finally {
+    clearTimeout(timer);
   }
-  let last: unknown = new UpstreamError(`resolve ${host}: no address`);
+  let last: unknown = new UpstreamError(`connect ${host}: timed out`);
+  if (addresses.length === 0) last = new UpstreamError(`resolve ${host}: no address`);
   for (const address of addresses) {
     if (Date.now() >= deadline) break;
     try {
