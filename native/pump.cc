@@ -150,6 +150,9 @@ class PumpSession {
   // handles that were set up are closing and the session frees itself.
   int Start(uv_loop_t* loop) {
     loop_ = loop;
+    // The loop's clock is cached at the start of the iteration, which may be
+    // long past; without a refresh the first idle period would come up short.
+    uv_update_time(loop);
     last_activity_ms_ = uv_now(loop);
     uv_timer_init(loop, &timer_);
     timer_.data = this;

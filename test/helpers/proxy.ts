@@ -2,8 +2,9 @@
  * Runs the built CLI (package.json bin: dist/src/tcpproxy.js). startProxy() keeps a daemon in the
  * foreground (-D) and waits for its `tcpproxy: listening on ADDR` lines;
  * runCli() runs it once, bounded. Every process started here is tracked, and
- * killLeftovers() ends the ones still running (by process group: a daemon's
- * workers go with it).
+ * killLeftovers() ends the ones still running, with their descendants (a
+ * daemon's workers). Processes stay in the test runner's process group, so a
+ * harness that kills the group (timeout(1)) takes them too.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -47,24 +48,71 @@ export interface Proxy {
   readonly stderr: () => string;
   /** Null while running. */
   readonly exit: () => Exit | null;
-  /** SIGTERM, then wait for exit (SIGKILL to the group after `graceMs`). */
+  /**
+   * SIGTERM, then wait for exit; after `graceMs` SIGKILL. Descendants still
+   * alive once it has exited are SIGKILLed too.
+   */
   stop(graceMs?: number): Promise<Exit>;
 }
 
 const live = new Set<ChildProcess>();
 
-function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
-  if (child.pid === undefined) return;
-  try {
-    process.kill(-child.pid, signal);
-  } catch {
-    // ESRCH: the group is empty
+/** The pids below `pid` in the process tree, read from /proc (Linux). */
+export function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const name of fs.readdirSync('/proc')) {
+    if (!/^[0-9]+$/.test(name)) continue;
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // "pid (comm) state ppid ...": comm may hold blanks and parentheses.
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const list = children.get(ppid) ?? [];
+    list.push(Number(name));
+    children.set(ppid, list);
+  }
+  const out: number[] = [];
+  const queue = [pid];
+  for (let p = queue.shift(); p !== undefined; p = queue.shift()) {
+    for (const c of children.get(p) ?? []) {
+      out.push(c);
+      queue.push(c);
+    }
+  }
+  return out;
+}
+
+function signal(pids: readonly number[], sig: NodeJS.Signals): void {
+  for (const p of pids) {
+    try {
+      process.kill(p, sig);
+    } catch {
+      // ESRCH: already gone
+    }
   }
 }
 
-/** SIGKILLs (by process group) every process started here that has not exited yet. */
+/** Still running (not a zombie) and still one of ours: its command line runs from ROOT. */
+function isAlive(pid: number): boolean {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(ROOT);
+  } catch {
+    return false;
+  }
+}
+
+/** `child` and everything below it, SIGKILLed. */
+function killTree(child: ChildProcess): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  signal([child.pid, ...descendants(child.pid)], 'SIGKILL');
+}
+
+/** SIGKILLs every process started here that is still running, with its descendants. */
 export function killLeftovers(): void {
-  for (const child of live) killGroup(child, 'SIGKILL');
+  for (const child of live) killTree(child);
   live.clear();
 }
 
@@ -78,6 +126,9 @@ interface Running {
   out: () => string;
   err: () => string;
   exit: () => Exit | null;
+  /** The process has exited (its pipes may still be open in a descendant). */
+  gone: Promise<void>;
+  /** The process has exited and stdout/stderr are drained. */
   exited: Promise<Exit>;
 }
 
@@ -86,8 +137,6 @@ function launch(args: readonly string[], env: NodeJS.ProcessEnv | undefined, inp
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
-    // Its own process group, so that a leftover daemon and its workers can be killed together.
-    detached: true,
   });
   live.add(child);
   let out = '';
@@ -96,13 +145,11 @@ function launch(args: readonly string[], env: NodeJS.ProcessEnv | undefined, inp
   child.stdout?.setEncoding('utf8').on('data', (s: string) => (out += s));
   child.stderr?.setEncoding('utf8').on('data', (s: string) => (err += s));
   if (input !== undefined) child.stdin?.end(input);
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const exited = new Promise<Exit>((resolve) => {
     child.on('error', (e) => {
       err += `spawn failed: ${e.message}\n`;
     });
-    // Anything left in its group once it has exited (a worker it did not
-    // stop) is killed, so that nothing outlives the process a test started.
-    child.on('exit', () => killGroup(child, 'SIGKILL'));
     // 'close': the process has exited and its stdout/stderr are drained.
     child.on('close', (code, signal) => {
       live.delete(child);
@@ -110,7 +157,7 @@ function launch(args: readonly string[], env: NodeJS.ProcessEnv | undefined, inp
       resolve(exit);
     });
   });
-  return { child, out: () => out, err: () => err, exit: () => exit, exited };
+  return { child, out: () => out, err: () => err, exit: () => exit, gone, exited };
 }
 
 const LISTENING = /^tcpproxy: listening on (\S+)\s*$/gm;
@@ -147,7 +194,7 @@ export async function startProxy(
       timeoutMs,
     );
   } catch (e) {
-    killGroup(r.child, 'SIGKILL');
+    killTree(r.child);
     throw new Error(`${(e as Error).message}; stderr so far:\n${r.err()}`);
   }
   const ended = r.exit();
@@ -169,13 +216,15 @@ export async function startProxy(
     async stop(graceMs = 5000): Promise<Exit> {
       const done = r.exit();
       if (done !== null) return done;
+      // Its workers, known now: once it has exited they would belong to init.
+      const below = descendants(pid);
       r.child.kill('SIGTERM');
-      const timer = setTimeout(() => killGroup(r.child, 'SIGKILL'), graceMs);
-      try {
-        return await r.exited;
-      } finally {
-        clearTimeout(timer);
-      }
+      const timer = setTimeout(() => killTree(r.child), graceMs);
+      await r.gone;
+      clearTimeout(timer);
+      // A worker that outlived it would also hold its stderr open.
+      signal(below.filter(isAlive), 'SIGKILL');
+      return r.exited;
     },
   };
 }
@@ -204,7 +253,7 @@ export interface RunOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** Written to stdin, which is then closed; default: stdin is /dev/null. */
   readonly input?: string;
-  /** The process is SIGKILLed (with its group) after this long; default 10000 ms. */
+  /** The process is SIGKILLed (with its descendants) after this long; default 10000 ms. */
   readonly timeoutMs?: number;
 }
 
@@ -224,7 +273,7 @@ export async function runCli(args: readonly string[], opts: RunOptions = {}): Pr
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    killGroup(r.child, 'SIGKILL');
+    killTree(r.child);
   }, opts.timeoutMs ?? 10000);
   const exit = await r.exited;
   clearTimeout(timer);

@@ -5,12 +5,17 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import type { PortResolver } from '../../src/address';
 import { OPTION_LETTERS, USAGE, parseArgs } from '../../src/cli';
-import { DIRECTIVES, parseConfig, readConfig, type ConfigResult } from '../../src/config';
+import { configFileProblem, DIRECTIVES, parseConfig, readConfig, type ConfigResult } from '../../src/config';
 import { formatConfigError } from '../../src/errors';
 import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from '../../src/exit-codes';
+import { DEFAULT_GID, DEFAULT_UID } from '../../src/identity';
+import { stdinIsConnection } from '../../src/inetd';
+import { main } from '../../src/main';
+import { loadNative } from '../../src/native';
 import type { Service } from '../../src/service';
 import { VERSION } from '../../src/version';
 
@@ -18,6 +23,7 @@ const ROOT = path.join(__dirname, '..', '..');
 const PAGE_FILE = path.join(ROOT, 'man', 'tcpproxy.1');
 const EXAMPLES = path.join(ROOT, 'examples');
 const PAGE = fs.readFileSync(PAGE_FILE, 'utf8');
+const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
 const LINES = PAGE.split('\n');
 
 /** A fixed resolver, so the tests do not depend on the machine's /etc/services. */
@@ -180,13 +186,142 @@ describe('man/tcpproxy.1: content', () => {
     expect(new Set(named)).toEqual(new Set([VERSION]));
   });
 
-  it('says that inetd mode, socket activation, transcripts and the pidfile are not implemented yet', () => {
+  it('documents the mode decision: -s/-b, a connection on fd 0, the config file, else exit 2', () => {
     const subsections = section('MODES').filter((l) => l.startsWith('.SS '));
-    expect(subsections).toEqual(['.SS Standalone', '.SS inetd mode (not implemented yet)', '.SS Socket activation (not implemented yet)']);
-    expect(render(section('MODES'))).toContain('This version does not implement inetd mode.');
-    expect(render(section('MODES'))).toContain('This version does not implement socket activation.');
+    expect(subsections).toEqual(['.SS Standalone', '.SS inetd mode', '.SS Socket activation']);
+    const modes = render(section('MODES'));
+    expect(modes).not.toMatch(/not implemented/i);
+    // The four rules, in order.
+    const rules = [
+      'With -s or -b: standalone',
+      'When file descriptor 0 is a connected TCP socket',
+      'the default /etc/tcpproxy.conf included',
+      'With a configuration file that does not say standalone no: standalone',
+      'Otherwise there is nothing to serve.',
+    ].map((r) => modes.indexOf(r));
+    expect(rules.every((i) => i >= 0)).toBe(true);
+    expect([...rules].sort((a, b) => a - b)).toEqual(rules);
+  });
+
+  // main() must not see a real connection on fd 0 here: it would serve it (and take over fd 2).
+  const itMain = stdinIsConnection(loadNative().addon) ? it.skip : it;
+
+  itMain('quotes the messages of rule 4 as main() prints them, with exit status 2', async () => {
+    const modes = render(section('MODES'));
+    const run = async (argv: string[]): Promise<{ status: number; stderr: string }> => {
+      let stderr = '';
+      const status = await main(argv, { stdout: () => {}, stderr: (t) => (stderr += t) });
+      return { status, stderr };
+    };
+    const arg = await run(['127.0.0.1:7']);
+    expect(arg.status).toBe(EXIT_USAGE);
+    expect(modes).toContain(`"${arg.stderr.trim().replace(/^tcpproxy: /, '')}"`);
+
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-manpage-'));
+    try {
+      const file = path.join(dir, 'standalone-no.conf');
+      fs.writeFileSync(file, 'standalone no\nport 7\n    server 127.0.0.1:7\n', { mode: 0o600 });
+      const conf = await run(['-f', file]);
+      expect(conf.status).toBe(EXIT_USAGE);
+      expect(modes).toContain(`"${conf.stderr.trim().replace(file, 'FILE')}"`);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('documents inetd mode: fd 2 to /dev/null, syslog only, lookup, id drop before anything else, then ACP and execve or forwarding', () => {
+    const inetd = render(section('MODES').slice(section('MODES').indexOf('.SS inetd mode'), section('MODES').indexOf('.SS Socket activation')));
+    const steps = [
+      'is pointed at /dev/null',
+      'logs to syslog only',
+      'the entry for exactly that interface, else the entry of that port for any address',
+      'it serves whatever port the connection arrived on',
+      `exits with status ${EXIT_FAILURE}`,
+      `or ${DEFAULT_UID} and ${DEFAULT_GID}`,
+      'setgroups(2)',
+      'setresgid(2)',
+      'setresuid(2)',
+      'root cannot be regained',
+      'The access control program',
+      'execve(2)',
+      'same process id',
+      'O_NONBLOCK cleared',
+      'no other descriptor open',
+      'every signal back to its default action',
+      'forwards between descriptor 0 and that connection',
+    ].map((t) => [t, inetd.indexOf(t)] as const);
+    for (const [t, i] of steps) expect({ t, found: i >= 0 }).toEqual({ t, found: true });
+    const at = steps.map(([, i]) => i);
+    expect([...at].sort((a, b) => a - b)).toEqual(at);
+    expect(inetd).toContain('The connection number in the log lines of inetd mode is the process id');
+  });
+
+  it('documents socket activation (Accept=no) and Accept=yes through inetd mode', () => {
+    const modes = section('MODES');
+    const sa = render(modes.slice(modes.indexOf('.SS Socket activation')));
+    for (const t of [
+      'Accept=no',
+      'LISTEN_PID',
+      'LISTEN_FDS',
+      'from descriptor 3 on',
+      'matched by its local address and port',
+      'whatever socket it passed on that port',
+      'Addresses that have no socket among those passed are bound as usual',
+      'so that request handlers and access control programs do not inherit them',
+      'Accept=yes',
+      'serves in inetd mode',
+      'StandardError=journal',
+    ]) {
+      expect(sa).toContain(t);
+    }
+    expect(tags(section('ENVIRONMENT')).map(tagWord)).toContain('LISTEN_FDS');
+  });
+
+  it('documents the refusal of an unsafe config file as root, with the messages of configFileProblem', () => {
+    const prefix = 'tcpproxy:/etc/tcpproxy.conf: ';
+    const documented = examples(section('CONFIGURATION FILE'))
+      .flatMap((b) => b.split('\n'))
+      .filter((l) => l.startsWith(prefix))
+      .map((l) => l.slice(prefix.length));
+    expect(documented).toEqual([
+      'is owned by uid 1000, not root: refusing it when started as root',
+      'is writable by group (mode 0664): refusing it when started as root',
+      'is writable by others (mode 0646): refusing it when started as root',
+    ]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-manpage-'));
+    try {
+      const file = path.join(dir, 'tcpproxy.conf');
+      fs.writeFileSync(file, 'port 7\n    server 127.0.0.1:7\n');
+      for (const mode of [0o664, 0o646]) {
+        fs.chmodSync(file, mode);
+        // Owned by root (tests as root): the mode message; otherwise the owner message.
+        const problem = configFileProblem(file) ?? '';
+        expect(documented).toContain(problem.replace(/^is owned by uid [0-9]+,/, 'is owned by uid 1000,'));
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+    expect(render(section('CONFIGURATION FILE'))).toContain(`It exits with status ${EXIT_USAGE} before reading the file`);
+  });
+
+  it('still says that transcripts, the pidfile, detaching and SIGHUP reload are not implemented', () => {
     expect(render(section('TRANSCRIPTS'))).toMatch(/^Not implemented yet\./);
     expect(render(section('PIDFILE'))).toMatch(/^Not implemented yet\./);
+    const bugs = render(section('BUGS'));
+    expect(bugs).toMatch(/Transcripts \(-w, writefile\) and the pid file \(-p\) are not implemented yet\./);
+    expect(bugs).toContain('does not detach');
+    expect(bugs).toContain('SIGHUP does not reload the configuration');
+    const options = render(section('OPTIONS'));
+    expect(options).toContain('option -p (pidfile) is not implemented yet');
+    expect(options).toContain('option -w (transcripts) is not implemented yet');
+    expect(options).toContain('so -D does not change anything yet');
+  });
+
+  it('no longer calls inetd mode, socket activation or the example files unusable', () => {
+    const text = unescape(PAGE);
+    expect(text).not.toMatch(/inetd mode[^.]*not (implemented|provide)/i);
+    expect(text).not.toMatch(/socket activation[^.]*not implemented/i);
+    expect(render(section('FILES'))).not.toMatch(/not usable/i);
   });
 
   it('has a sample configuration in EXAMPLES that parses', () => {
@@ -262,11 +397,20 @@ describe('examples/', () => {
     'systemd/tcpproxy-inetd@.service',
   ];
 
-  it.each(FILES)('%s starts with a comment header and is named in the man page', (name) => {
+  it.each(FILES)('%s starts with a comment header, is named in the man page and the README', (name) => {
     const lines = read(name).split('\n');
     expect(lines[0]).toMatch(/^#/);
     expect(lines[1]).toMatch(/^#/);
     expect(unescape(PAGE)).toContain(`examples/${name}`);
+    expect(README).toContain(name);
+    expect(read(name)).not.toMatch(/NOT USABLE YET|once (inetd mode|socket activation) exists|(inetd mode|socket activation)[^.]*not implemented/i);
+  });
+
+  it('the README has a Modes section with the inetd.conf line of examples/inetd.conf', () => {
+    const modes = README.slice(README.indexOf('## Modes'));
+    expect(README).toContain('## Modes');
+    expect(modes).toContain(content('inetd.conf')[0]);
+    for (const t of ['standalone', 'inetd mode', 'Socket activation', 'LISTEN_FDS', 'Accept=yes', 'StandardError=journal']) expect(modes).toContain(t);
   });
 
   it('tcpproxy.conf parses, has the services of the man page sample, and nothing this version refuses', () => {

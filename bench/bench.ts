@@ -1,0 +1,666 @@
+/**
+ * `npm run bench [-- --quick]`: tcpproxy against no proxy, haproxy and socat,
+ * measured in one run, interleaved round-robin, medians of the rounds.
+ *
+ * Layout (2 CPUs): every proxy runs pinned to the proxy CPU (taskset -c 0);
+ * the upstreams (an iperf3 server, a Node echo server), the load generators
+ * (iperf3 clients, bench/load.js) and this process run on the load CPU
+ * (taskset -c 1). Each proxy variant runs twice per round, one instance in
+ * front of each upstream; CPU and memory are read from the instance's own
+ * process tree in /proc (tcpproxy: master + worker).
+ *
+ * Per round, every variant is started fresh, then each phase runs over all
+ * variants in turn (the order rotates every round): idle connections (RSS),
+ * throughput one stream up / down and 8 streams up (iperf3, CPU per GiB),
+ * new connections per second (CPU per connection), ping-pong RTT.
+ *
+ * Not part of `npm test`: the numbers depend on the machine, targets are
+ * reported, never asserted.
+ */
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { freePort, killAll, killAllNow, killTree, nextMessage, pinned, runPinned, sleep } from './children';
+import type { LoadCmd, LoadMsg } from './load';
+import { isListening, loadAverage, treeCpuSeconds, treeRss } from './proc';
+import {
+  computeMedians,
+  evaluateTargets,
+  markdownTable,
+  metricDefs,
+  type MetricKey,
+  type Sample,
+  type Samples,
+} from './report';
+import type { UpstreamMsg } from './upstream';
+import { Instance, VARIANT_LABELS, type VariantName } from './variants';
+
+const ROOT = path.join(__dirname, '..', '..');
+const TCPPROXY = path.join(ROOT, 'dist', 'src', 'tcpproxy.js');
+const GIB = 1024 ** 3;
+const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat'];
+
+interface Options {
+  readonly quick: boolean;
+  readonly rounds: number;
+  readonly iperfSeconds: number;
+  readonly connSeconds: number;
+  readonly connWarmupMs: number;
+  readonly concurrency: number;
+  readonly rttRounds: number;
+  readonly rttWarmup: number;
+  readonly idle: readonly [number, number];
+  readonly idleSettleMs: number;
+  readonly variants: VariantName[];
+  readonly proxyCpu: number;
+  readonly loadCpu: number;
+  readonly keepTmp: boolean;
+}
+
+const USAGE = `usage: npm run bench [-- options]
+  --quick            short smoke run (1 round, short tests, fewer idle connections; < 60 s)
+  --rounds N         rounds, interleaved (default 3; medians are reported)
+  --seconds S        iperf3 and connections/s duration per test (default 5)
+  --variants LIST    comma-separated subset of ${ALL_VARIANTS.join(',')}
+  --idle A,B         idle connection counts (default 1000,9000)
+  --proxy-cpu N      CPU for the proxies (default 0)
+  --load-cpu N       CPU for upstreams and load (default 1)
+  --keep-tmp         keep the temp dir (proxy logs, haproxy config)
+`;
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      rounds: { type: 'string' },
+      seconds: { type: 'string' },
+      variants: { type: 'string' },
+      idle: { type: 'string' },
+      'proxy-cpu': { type: 'string' },
+      'load-cpu': { type: 'string' },
+      'keep-tmp': { type: 'boolean', default: false },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  const quick = values.quick === true;
+  const int = (s: string | undefined, def: number, name: string): number => {
+    if (s === undefined) return def;
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < 0) throw new Error(`--${name}: not a whole number: ${s}`);
+    return n;
+  };
+  const variants = (values.variants ?? ALL_VARIANTS.join(',')).split(',').map((v) => {
+    if (!(ALL_VARIANTS as readonly string[]).includes(v)) throw new Error(`--variants: unknown variant ${v}`);
+    return v as VariantName;
+  });
+  const idleList = (values.idle ?? (quick ? '100,500' : '1000,9000')).split(',').map((s) => int(s, 0, 'idle'));
+  if (idleList.length !== 2 || !(idleList[0]! > 0 && idleList[1]! > idleList[0]!)) throw new Error('--idle: two increasing counts, e.g. 1000,9000');
+  const cpus = os.cpus().length;
+  const seconds = int(values.seconds, quick ? 1 : 5, 'seconds');
+  return {
+    quick,
+    rounds: Math.max(1, int(values.rounds, quick ? 1 : 3, 'rounds')),
+    iperfSeconds: Math.max(1, seconds),
+    connSeconds: Math.max(1, seconds),
+    connWarmupMs: quick ? 200 : 1000,
+    concurrency: 16,
+    rttRounds: quick ? 2000 : 10_000,
+    rttWarmup: quick ? 200 : 1000,
+    idle: [idleList[0]!, idleList[1]!],
+    idleSettleMs: quick ? 300 : 1000,
+    variants: ALL_VARIANTS.filter((v) => variants.includes(v)),
+    proxyCpu: int(values['proxy-cpu'], 0, 'proxy-cpu'),
+    loadCpu: int(values['load-cpu'], cpus > 1 ? 1 : 0, 'load-cpu'),
+    keepTmp: values['keep-tmp'] === true,
+  };
+}
+
+const T0 = Date.now();
+
+function log(line: string): void {
+  process.stderr.write(`bench [${((Date.now() - T0) / 1000).toFixed(1)}s]: ${line}\n`);
+}
+
+function have(cmd: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
+}
+
+/** Installs haproxy, socat and iperf3 with apt-get when missing (as root); says what it does. */
+function ensureTools(): Record<string, boolean> {
+  const tools = ['haproxy', 'socat', 'iperf3'];
+  const missing = tools.filter((t) => !have(t));
+  if (missing.length > 0) {
+    if (process.getuid?.() !== 0 || !have('apt-get')) {
+      log(`${missing.join(', ')} not installed and cannot install them (needs root and apt-get): those variants/metrics are skipped`);
+    } else {
+      log(`${missing.join(', ')} not installed: installing with "apt-get install -y ${missing.join(' ')}"`);
+      const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+      const install = (): number | null =>
+        spawnSync('apt-get', ['install', '-y', '--no-install-recommends', ...missing], { stdio: ['ignore', 2, 2], env }).status;
+      if (install() !== 0) {
+        log('apt-get install failed: running "apt-get update" and trying again');
+        spawnSync('apt-get', ['update'], { stdio: ['ignore', 2, 2], env });
+        install();
+      }
+    }
+  }
+  return Object.fromEntries(tools.map((t) => [t, have(t)]));
+}
+
+function toolVersion(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  return `${r.stdout ?? ''}${r.stderr ?? ''}`.split('\n').find((l) => l.trim() !== '')?.trim() ?? '?';
+}
+
+/** The running benchmark: upstreams, instances, samples. */
+class Bench {
+  readonly opts: Options;
+  readonly tmpDir: string;
+  readonly samples = {} as Samples;
+  readonly notes: string[] = [];
+  echo: ChildProcess | null = null;
+  echoPort = 0;
+  iperfServer: ChildProcess | null = null;
+  iperfPort = 0;
+  readonly variants: VariantName[];
+  readonly hasIperf: boolean;
+  instances = new Map<string, Instance>();
+  /** Proxy log lines other than per-connection records, by instance, over all rounds. */
+  readonly proxyLogs: Record<string, string[]> = {};
+
+  constructor(opts: Options, variants: VariantName[], hasIperf: boolean) {
+    this.opts = opts;
+    this.variants = variants;
+    this.hasIperf = hasIperf;
+    this.tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-bench-'));
+    for (const v of variants) this.samples[v] = {};
+  }
+
+  record(v: VariantName, key: MetricKey, s: Sample): void {
+    (this.samples[v][key] ??= []).push(s);
+  }
+
+  note(text: string): void {
+    this.notes.push(text);
+    log(`NOTE: ${text}`);
+  }
+
+  // ---- upstreams -------------------------------------------------------
+
+  async startEcho(): Promise<void> {
+    this.echo = pinned(this.opts.loadCpu, process.execPath, [path.join(__dirname, 'upstream.js')], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const m = await nextMessage<Extract<UpstreamMsg, { type: 'listening' }>>(this.echo, 'listening', 10_000);
+    this.echoPort = m.port;
+  }
+
+  async echoOpen(): Promise<number> {
+    const echo = this.echo as ChildProcess;
+    echo.send({ type: 'count' });
+    return (await nextMessage<Extract<UpstreamMsg, { type: 'count' }>>(echo, 'count', 10_000)).open;
+  }
+
+  /** Waits until the echo upstream holds `want` connections (`atLeast`) or at most `want`. */
+  async waitEchoOpen(want: number, atLeast: boolean, timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const n = await this.echoOpen();
+      if (atLeast ? n >= want : n <= want) return n;
+      if (Date.now() > deadline) return n;
+      await sleep(50);
+    }
+  }
+
+  async ensureIperfServer(restart = false): Promise<void> {
+    if (this.iperfServer && !restart && this.iperfServer.exitCode === null && this.iperfServer.signalCode === null) return;
+    if (this.iperfServer) await killTree(this.iperfServer, 1000);
+    if (this.iperfPort === 0) this.iperfPort = await freePort();
+    this.iperfServer = pinned(this.opts.loadCpu, 'iperf3', ['-s', '-B', '127.0.0.1', '-p', String(this.iperfPort)], { stdio: 'ignore' });
+    const deadline = Date.now() + 10_000;
+    while (!isListening(this.iperfPort)) {
+      if (Date.now() > deadline) throw new Error(`iperf3 server not listening on ${this.iperfPort}`);
+      await sleep(20);
+    }
+  }
+
+  // ---- proxies -----------------------------------------------------------
+
+  private startContext() {
+    return { proxyCpu: this.opts.proxyCpu, tmpDir: this.tmpDir, tcpproxy: TCPPROXY, maxConns: this.opts.idle[1] };
+  }
+
+  async startInstances(): Promise<void> {
+    this.instances.clear();
+    for (const v of this.variants) {
+      for (const [kind, port] of [
+        ['echo', this.echoPort],
+        ...(this.hasIperf ? [['iperf', this.iperfPort] as const] : []),
+      ] as const) {
+        const inst = new Instance(v, port);
+        this.instances.set(`${v}/${kind}`, inst);
+        try {
+          await inst.start(this.startContext());
+        } catch (err) {
+          this.note(`${inst.label} (${kind}) did not start: ${(err as Error).message}`);
+        }
+      }
+    }
+  }
+
+  async stopInstances(): Promise<void> {
+    for (const [key, inst] of this.instances) {
+      await inst.stop();
+      this.reportEvents(key, inst);
+    }
+  }
+
+  reportEvents(key: string, inst: Instance): void {
+    const lines = inst.scanLog();
+    (this.proxyLogs[key] ??= []).push(...lines);
+    // socat logs a reset or broken pipe whenever iperf3 ends a test: kept in the JSON only.
+    if (inst.variant === 'socat') return;
+    for (const line of lines) this.note(`${key}: ${line}`);
+  }
+
+  /** The instance of `v` in front of `kind`, running (restarted if it died: noted). */
+  async instance(v: VariantName, kind: 'echo' | 'iperf'): Promise<Instance | null> {
+    const key = `${v}/${kind}`;
+    const inst = this.instances.get(key);
+    if (!inst) return null;
+    this.reportEvents(key, inst);
+    if (!inst.isAlive() || inst.port === 0) {
+      if (inst.port !== 0) this.note(`${key}: proxy process ${inst.pid ?? '?'} is gone: restarting it`);
+      await inst.stop();
+      try {
+        await inst.start(this.startContext());
+      } catch (err) {
+        this.note(`${key}: restart failed: ${(err as Error).message}`);
+        return null;
+      }
+    }
+    return inst;
+  }
+
+  /** Waits (≤ maxMs) until the proxy's CPU time stops moving: the previous test's teardown is over. */
+  async settle(inst: Instance, maxMs = 3000): Promise<void> {
+    const pid = inst.pid;
+    if (pid === null) return sleep(100);
+    const deadline = Date.now() + maxMs;
+    let prev = treeCpuSeconds(pid);
+    while (Date.now() < deadline) {
+      await sleep(200);
+      const cur = treeCpuSeconds(pid);
+      if (cur - prev < 0.015) return;
+      prev = cur;
+    }
+  }
+
+  cpu(inst: Instance): number {
+    const pid = inst.pid;
+    return pid === null ? NaN : treeCpuSeconds(pid);
+  }
+
+  startLoad(): ChildProcess {
+    return pinned(this.opts.loadCpu, process.execPath, [path.join(__dirname, 'load.js')], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+  }
+
+  // ---- phases ------------------------------------------------------------
+
+  /** One iperf3 run through `inst`; retried (3 attempts) when the proxy or the server misbehaves. */
+  async iperf(v: VariantName, round: number, key: 'thrUp1' | 'thrDown1' | 'thrUp8'): Promise<{ bytes: number; cpu: number } | null> {
+    const extra = key === 'thrDown1' ? ['-R'] : key === 'thrUp8' ? ['-P', '8'] : [];
+    let lastError = '';
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      const inst = await this.instance(v, 'iperf');
+      if (!inst) {
+        lastError = 'proxy not running';
+        break;
+      }
+      await this.ensureIperfServer();
+      await this.settle(inst);
+      const args = ['-c', '127.0.0.1', '-p', String(inst.port), '-t', String(this.opts.iperfSeconds), '-J', ...extra];
+      const cpu0 = this.cpu(inst);
+      const r = await runPinned(this.opts.loadCpu, 'iperf3', args, (this.opts.iperfSeconds + 30) * 1000);
+      const cpu1 = this.cpu(inst);
+      let j: { error?: string; end?: { sum_received?: { bytes: number; bits_per_second: number; seconds: number } } } = {};
+      try {
+        j = JSON.parse(r.stdout) as typeof j;
+      } catch {
+        j = { error: `no JSON from iperf3 (exit ${r.code ?? '?'}${r.timedOut ? ', timed out' : ''}): ${r.stderr.trim().slice(0, 200)}` };
+      }
+      const sum = j.end?.sum_received;
+      if (!j.error && sum && sum.bytes > 0) {
+        const cpu = cpu1 - cpu0;
+        this.record(v, key, {
+          round,
+          value: sum.bits_per_second / 1e9,
+          detail: { bytes: sum.bytes, seconds: sum.seconds, proxyCpuS: Number.isFinite(cpu) ? cpu : null, attempt },
+        });
+        log(`round ${round} ${key} ${VARIANT_LABELS[v]}: ${(sum.bits_per_second / 1e9).toFixed(2)} Gbit/s${Number.isFinite(cpu) ? `, proxy CPU ${cpu.toFixed(2)} s` : ''}`);
+        return { bytes: sum.bytes, cpu };
+      }
+      lastError = j.error ?? 'no bytes received';
+      log(`round ${round} ${key} ${VARIANT_LABELS[v]}: attempt ${attempt} failed: ${lastError}`);
+      // A stuck or confused iperf3 server answers "busy" forever: start a fresh one.
+      await this.ensureIperfServer(true);
+      await sleep(500);
+    }
+    this.record(v, key, { round, value: null, error: lastError });
+    return null;
+  }
+
+  async throughput(v: VariantName, round: number): Promise<void> {
+    let bytes = 0;
+    let cpu = 0;
+    const parts: Record<string, number> = {};
+    for (const key of ['thrUp1', 'thrDown1', 'thrUp8'] as const) {
+      const r = await this.iperf(v, round, key);
+      if (r) {
+        bytes += r.bytes;
+        cpu += r.cpu;
+        parts[key] = r.cpu / (r.bytes / GIB);
+      }
+    }
+    if (v !== 'direct') {
+      const value = bytes > 0 && Number.isFinite(cpu) ? cpu / (bytes / GIB) : null;
+      this.record(v, 'cpuPerGiB', { round, value, detail: { bytes, proxyCpuS: cpu, perTest: parts } });
+    }
+  }
+
+  async connRate(v: VariantName, round: number): Promise<void> {
+    const inst = await this.instance(v, 'echo');
+    if (!inst) {
+      this.record(v, 'connPerSec', { round, value: null, error: 'proxy not running' });
+      return;
+    }
+    await this.settle(inst);
+    const load = this.startLoad();
+    try {
+      const cmd: LoadCmd = {
+        type: 'connrate',
+        port: inst.port,
+        durationMs: this.opts.connSeconds * 1000,
+        concurrency: this.opts.concurrency,
+        warmupMs: this.opts.connWarmupMs,
+      };
+      load.send(cmd);
+      await nextMessage(load, 'ready', this.opts.connWarmupMs + 60_000);
+      const cpu0 = this.cpu(inst);
+      load.send({ type: 'go' } satisfies LoadCmd);
+      const r = await nextMessage<Extract<LoadMsg, { type: 'connrate' }>>(load, 'connrate', this.opts.connSeconds * 1000 + 60_000);
+      const cpu = this.cpu(inst) - cpu0;
+      const rate = r.done / r.seconds;
+      const detail = { done: r.done, errors: r.errors, seconds: r.seconds, firstError: r.firstError, proxyCpuS: cpu };
+      this.record(v, 'connPerSec', { round, value: r.done > 0 ? rate : null, detail });
+      if (v !== 'direct') this.record(v, 'cpuUsPerConn', { round, value: r.done > 0 ? (cpu * 1e6) / r.done : null, detail });
+      log(
+        `round ${round} conn/s ${VARIANT_LABELS[v]}: ${rate.toFixed(0)}/s` +
+          `${v !== 'direct' && r.done > 0 ? `, ${((cpu * 1e6) / r.done).toFixed(1)} µs CPU/conn` : ''}` +
+          `${r.errors ? `, ${r.errors} errors (${r.firstError ?? ''})` : ''}`,
+      );
+    } catch (err) {
+      this.record(v, 'connPerSec', { round, value: null, error: (err as Error).message });
+      log(`round ${round} conn/s ${VARIANT_LABELS[v]}: failed: ${(err as Error).message}`);
+    } finally {
+      await killTree(load, 1000);
+    }
+  }
+
+  async rtt(v: VariantName, round: number): Promise<void> {
+    const inst = await this.instance(v, 'echo');
+    if (!inst) {
+      this.record(v, 'rttP50', { round, value: null, error: 'proxy not running' });
+      return;
+    }
+    await this.settle(inst);
+    const load = this.startLoad();
+    try {
+      load.send({ type: 'rtt', port: inst.port, rounds: this.opts.rttRounds, warmup: this.opts.rttWarmup } satisfies LoadCmd);
+      await nextMessage(load, 'ready', 60_000);
+      load.send({ type: 'go' } satisfies LoadCmd);
+      const r = await nextMessage<Extract<LoadMsg, { type: 'rtt' }>>(load, 'rtt', 120_000);
+      const detail = { rounds: r.rounds, meanUs: r.meanUs, error: r.error };
+      this.record(v, 'rttP50', { round, value: r.error === null ? r.p50Us : null, detail });
+      this.record(v, 'rttP99', { round, value: r.error === null ? r.p99Us : null, detail });
+      log(
+        `round ${round} rtt ${VARIANT_LABELS[v]}: ` +
+          (r.error === null ? `p50 ${r.p50Us.toFixed(1)} µs, p99 ${r.p99Us.toFixed(1)} µs` : `failed: ${r.error}`),
+      );
+    } catch (err) {
+      this.record(v, 'rttP50', { round, value: null, error: (err as Error).message });
+      log(`round ${round} rtt ${VARIANT_LABELS[v]}: failed: ${(err as Error).message}`);
+    } finally {
+      await killTree(load, 1000);
+    }
+  }
+
+  async idleRss(v: VariantName, round: number): Promise<void> {
+    const inst = await this.instance(v, 'echo');
+    if (!inst || inst.pid === null) {
+      this.record(v, 'rss1', { round, value: null, error: 'proxy not running' });
+      return;
+    }
+    await this.waitEchoOpen(0, false, 10_000);
+    await this.settle(inst);
+    await sleep(this.opts.idleSettleMs);
+    const pid = inst.pid;
+    const base = treeRss(pid);
+    const load = this.startLoad();
+    try {
+      for (const [i, key] of [
+        [0, 'rss1'],
+        [1, 'rss2'],
+      ] as const) {
+        const want = this.opts.idle[i];
+        const have = i === 0 ? 0 : this.opts.idle[0];
+        load.send({ type: 'open', port: inst.port, n: want - have, concurrency: 64 } satisfies LoadCmd);
+        const r = await nextMessage<Extract<LoadMsg, { type: 'opened' }>>(load, 'opened', 300_000);
+        const upstream = await this.waitEchoOpen(r.total, true, 10_000);
+        await this.settle(inst);
+        await sleep(this.opts.idleSettleMs);
+        const rss = treeRss(pid);
+        const value = r.total > 0 && inst.isAlive() ? (rss.kib - base.kib) / r.total : null;
+        const detail = {
+          wanted: want,
+          open: r.total,
+          failed: r.failed,
+          lostSinceOpen: r.lost,
+          firstError: r.firstError,
+          upstreamOpen: upstream,
+          baseKiB: base.kib,
+          rssKiB: rss.kib,
+          basePssKiB: base.pssKib,
+          pssKiB: rss.pssKib,
+          pssPerConnKiB: r.total > 0 ? (rss.pssKib - base.pssKib) / r.total : null,
+          processes: rss.procs,
+        };
+        const short = r.total < want ? ` (only ${r.total} of ${want} open: ${r.failed} failed, first error ${r.firstError ?? '?'})` : '';
+        this.record(v, key, { round, value, detail, ...(short ? { error: short.trim() } : {}) });
+        if (short) this.note(`round ${round} ${VARIANT_LABELS[v]}: idle connections${short}`);
+        log(
+          `round ${round} idle ${want} ${VARIANT_LABELS[v]}: RSS ${base.kib} → ${rss.kib} KiB in ${rss.procs} process(es)` +
+            `${value !== null ? `, ${value.toFixed(2)} KiB/conn (PSS ${((rss.pssKib - base.pssKib) / r.total).toFixed(2)})` : ''}`,
+        );
+      }
+      load.send({ type: 'close' } satisfies LoadCmd);
+      await nextMessage(load, 'closed', 30_000);
+    } catch (err) {
+      this.record(v, 'rss1', { round, value: null, error: (err as Error).message });
+      log(`round ${round} idle ${VARIANT_LABELS[v]}: failed: ${(err as Error).message}`);
+    } finally {
+      await killTree(load, 1000);
+    }
+    const left = await this.waitEchoOpen(0, false, 30_000);
+    if (left > 0) this.note(`round ${round} ${VARIANT_LABELS[v]}: ${left} upstream connections still open 30 s after the clients closed`);
+  }
+}
+
+function rotate<T>(xs: readonly T[], by: number): T[] {
+  const k = xs.length === 0 ? 0 : by % xs.length;
+  return [...xs.slice(k), ...xs.slice(0, k)];
+}
+
+function stamp(d: Date): string {
+  const p = (n: number): string => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  let opts: Options;
+  try {
+    opts = parseOptions(argv);
+  } catch (err) {
+    process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  const command = `cd ${ROOT} && npx tsc -p tsconfig.build.json && npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
+  const startedAt = new Date();
+  const loadStart = loadAverage();
+  log(`reproduce: ${command}`);
+  log(`load average at start: ${loadStart}`);
+  if (!fs.existsSync(TCPPROXY)) {
+    log(`${TCPPROXY} missing: build first (npx tsc -p tsconfig.build.json)`);
+    return 1;
+  }
+  const cpus = os.cpus().length;
+  if (cpus < 2 || opts.proxyCpu === opts.loadCpu) log(`WARNING: ${cpus} CPU(s): proxy and load share CPU ${opts.proxyCpu}`);
+  // This process only waits and reads /proc: keep it off the proxy's CPU.
+  spawnSync('taskset', ['-a', '-c', '-p', String(opts.loadCpu), String(process.pid)], { stdio: 'ignore' });
+
+  const tools = ensureTools();
+  let variants = opts.variants;
+  for (const [v, tool] of [
+    ['haproxy', 'haproxy'],
+    ['socat', 'socat'],
+  ] as const) {
+    if (variants.includes(v) && !tools[tool]) {
+      log(`${tool} not available: variant ${v} skipped`);
+      variants = variants.filter((x) => x !== v);
+    }
+  }
+  if (!tools['iperf3']) log('iperf3 not available: throughput and CPU per GiB skipped');
+
+  const bench = new Bench(opts, variants, tools['iperf3'] === true);
+  const defs = metricDefs(opts.idle);
+  try {
+    await bench.startEcho();
+    if (bench.hasIperf) await bench.ensureIperfServer();
+    log(
+      `variants: ${variants.map((v) => VARIANT_LABELS[v]).join(', ')}; ${opts.rounds} round(s); proxies on CPU ${opts.proxyCpu}, ` +
+        `load on CPU ${opts.loadCpu}; echo upstream :${bench.echoPort}${bench.hasIperf ? `, iperf3 upstream :${bench.iperfPort}` : ''}`,
+    );
+    for (let round = 1; round <= opts.rounds; round++) {
+      const order = rotate(variants, round - 1);
+      log(`round ${round}/${opts.rounds}: order ${order.join(', ')}; load average ${loadAverage()}`);
+      await bench.startInstances();
+      try {
+        for (const v of order) if (v !== 'direct') await bench.idleRss(v, round);
+        if (bench.hasIperf) for (const v of order) await bench.throughput(v, round);
+        for (const v of order) await bench.connRate(v, round);
+        for (const v of order) await bench.rtt(v, round);
+      } finally {
+        await bench.stopInstances();
+      }
+    }
+  } finally {
+    await killAll();
+  }
+
+  const medians = computeMedians(bench.samples, variants, defs);
+  const targets = evaluateTargets(defs, medians, variants);
+  const table = markdownTable(defs, medians, variants, targets, opts.rounds);
+  const loadEnd = loadAverage();
+  const endedAt = new Date();
+  const out = [
+    '',
+    `## tcpproxy benchmark, ${endedAt.toISOString()}`,
+    '',
+    `Medians of ${opts.rounds} interleaved round(s); ×d = ratio to direct (no proxy), ×h = ratio to haproxy.`,
+    `Proxies pinned to CPU ${opts.proxyCpu}, upstreams and load to CPU ${opts.loadCpu}; ${os.cpus()[0]?.model ?? '?'}, ${cpus} CPUs, Linux ${os.release()}, Node ${process.version}.`,
+    `Load average at start ${loadStart}, at end ${loadEnd}.`,
+    '',
+    table,
+    '',
+  ];
+  if (bench.notes.length > 0) {
+    out.push('Notes:', '');
+    const seen = new Map<string, number>();
+    for (const n of bench.notes) seen.set(n, (seen.get(n) ?? 0) + 1);
+    for (const [n, c] of seen) out.push(`- ${n}${c > 1 ? ` (×${c})` : ''}`);
+    out.push('');
+  }
+  out.push(`Reproduce: \`${command}\``);
+  process.stdout.write(`${out.join('\n')}\n`);
+
+  const dir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `bench-${stamp(startedAt)}${opts.quick ? '-quick' : ''}.json`);
+  const json = {
+    command,
+    startedAt: startedAt.toISOString(),
+    endedAt: endedAt.toISOString(),
+    loadAverage: { start: loadStart, end: loadEnd },
+    machine: {
+      cpu: os.cpus()[0]?.model ?? '?',
+      cpus,
+      kernel: os.release(),
+      node: process.version,
+      haproxy: tools['haproxy'] ? toolVersion('haproxy', ['-v']) : null,
+      socat: tools['socat'] ? toolVersion('socat', ['-V']).replace(/^.*?socat/, 'socat') : null,
+      iperf3: tools['iperf3'] ? toolVersion('iperf3', ['--version']) : null,
+      git: (() => {
+        try {
+          return execFileSync('git', ['-C', ROOT, 'rev-parse', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+        } catch {
+          return null;
+        }
+      })(),
+    },
+    options: opts,
+    variants,
+    units: Object.fromEntries(defs.map((d) => [d.key, { label: d.label, unit: d.unit, target: d.target ?? null }])),
+    samples: bench.samples,
+    medians,
+    targets,
+    notes: bench.notes,
+    proxyLogs: bench.proxyLogs,
+    table,
+  };
+  fs.writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);
+  log(`raw numbers: ${path.relative(process.cwd(), file)}`);
+  log(`load average at end: ${loadEnd}`);
+  if (opts.keepTmp) log(`temp dir kept: ${bench.tmpDir}`);
+  else fs.rmSync(bench.tmpDir, { recursive: true, force: true });
+  return 0;
+}
+
+process.on('exit', killAllNow);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    log(`${sig}: stopping everything started`);
+    killAllNow();
+    process.exit(130);
+  });
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    log(`failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    killAllNow();
+    process.exitCode = 1;
+  },
+);

@@ -1,0 +1,190 @@
+/**
+ * The things measured: no proxy at all, tcpproxy with each engine, haproxy
+ * (mode tcp, one thread, splice both ways) and socat (a process per
+ * connection). Each proxy is started pinned to the proxy CPU, forwarding
+ * 127.0.0.1:PORT to one upstream, and is stopped by pid.
+ */
+import type { ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { freePort, killTree, pinned, sleep } from './children';
+import { alive, isListening } from './proc';
+
+export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat';
+
+export const VARIANT_LABELS: Record<VariantName, string> = {
+  direct: 'direct',
+  splice: 'tcpproxy splice',
+  js: 'tcpproxy js',
+  haproxy: 'haproxy splice',
+  socat: 'socat',
+};
+
+export interface StartContext {
+  readonly proxyCpu: number;
+  readonly tmpDir: string;
+  /** dist/src/tcpproxy.js */
+  readonly tcpproxy: string;
+  /** Most idle connections a test will hold (haproxy's maxconn). */
+  readonly maxConns: number;
+}
+
+export class Instance {
+  readonly variant: VariantName;
+  readonly upstreamPort: number;
+  port = 0;
+  child: ChildProcess | null = null;
+  /** The proxy's stderr, for tcpproxy and haproxy. */
+  logFile: string | null = null;
+  private logOffset = 0;
+  /** Lines of the log that are not per-connection records: crashes, restarts, warnings. */
+  readonly events: string[] = [];
+  starts = 0;
+
+  constructor(variant: VariantName, upstreamPort: number) {
+    this.variant = variant;
+    this.upstreamPort = upstreamPort;
+  }
+
+  get pid(): number | null {
+    return this.child?.pid ?? null;
+  }
+
+  get label(): string {
+    return VARIANT_LABELS[this.variant];
+  }
+
+  isAlive(): boolean {
+    if (this.variant === 'direct') return true;
+    const pid = this.pid;
+    return pid !== null && this.child?.exitCode === null && this.child.signalCode === null && alive(pid);
+  }
+
+  /** New lines of the proxy's log since the last call, minus per-connection records. */
+  scanLog(): string[] {
+    if (!this.logFile) return [];
+    let fd: number;
+    try {
+      fd = fs.openSync(this.logFile, 'r');
+    } catch {
+      return [];
+    }
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size <= this.logOffset) return [];
+      const buf = Buffer.alloc(size - this.logOffset);
+      fs.readSync(fd, buf, 0, buf.length, this.logOffset);
+      const text = buf.toString('utf8');
+      const cut = text.lastIndexOf('\n') + 1;
+      this.logOffset += Buffer.byteLength(text.slice(0, cut));
+      const lines = text
+        .slice(0, cut)
+        .split('\n')
+        .filter((l) => l !== '' && !/^tcpproxy: connection \d+: (client|end:) /.test(l) && !/ ready, pid \d+$/.test(l));
+      this.events.push(...lines);
+      return lines;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  async start(ctx: StartContext): Promise<void> {
+    this.starts++;
+    if (this.variant === 'direct') {
+      this.port = this.upstreamPort;
+      return;
+    }
+    const tag = `${this.variant}-${this.upstreamPort}-${this.starts}`;
+    this.logFile = path.join(ctx.tmpDir, `${tag}.log`);
+    this.logOffset = 0;
+    const logFd = fs.openSync(this.logFile, 'w');
+    try {
+      if (this.variant === 'splice' || this.variant === 'js') await this.startTcpproxy(ctx, logFd);
+      else if (this.variant === 'haproxy') await this.startHaproxy(ctx, tag, logFd);
+      else await this.startSocat(ctx, logFd);
+    } catch (err) {
+      await this.stop();
+      throw err;
+    } finally {
+      fs.closeSync(logFd);
+    }
+  }
+
+  private async waitFor(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!ok()) {
+      if (!this.isAlive()) {
+        const log = this.logFile ? fs.readFileSync(this.logFile, 'utf8').slice(-2000) : '';
+        throw new Error(`${this.label} exited before ${what}${log ? `:\n${log}` : ''}`);
+      }
+      if (Date.now() > deadline) throw new Error(`${this.label}: no ${what} after ${timeoutMs} ms`);
+      await sleep(20);
+    }
+  }
+
+  private async startTcpproxy(ctx: StartContext, logFd: number): Promise<void> {
+    this.child = pinned(
+      ctx.proxyCpu,
+      process.execPath,
+      [ctx.tcpproxy, '-D', '-b', '127.0.0.1:0', `127.0.0.1:${this.upstreamPort}`],
+      { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, TCPPROXY_ENGINE: this.variant } },
+    );
+    const file = this.logFile as string;
+    let text = '';
+    await this.waitFor('"listening on" line', () => {
+      text = fs.readFileSync(file, 'utf8');
+      return /listening on 127\.0\.0\.1:\d+/.test(text) && / ready, pid \d+/.test(text);
+    });
+    this.port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(text)?.[1]);
+    this.scanLog();
+  }
+
+  private async startHaproxy(ctx: StartContext, tag: string, logFd: number): Promise<void> {
+    this.port = await freePort();
+    const maxconn = ctx.maxConns + 100;
+    const cfg = [
+      'global',
+      '  nbthread 1',
+      `  maxconn ${maxconn}`,
+      // Pipes are pooled and only held while data is in flight; the default
+      // (maxconn / 4) would need more fds than RLIMIT_NOFILE allows here.
+      '  maxpipes 512',
+      'defaults',
+      '  mode tcp',
+      `  maxconn ${maxconn}`,
+      '  timeout connect 5s',
+      '  timeout client 10m',
+      '  timeout server 10m',
+      '  option splice-request',
+      '  option splice-response',
+      'frontend fe',
+      `  bind 127.0.0.1:${this.port} backlog 4096`,
+      '  default_backend be',
+      'backend be',
+      `  server s1 127.0.0.1:${this.upstreamPort}`,
+      '',
+    ].join('\n');
+    const file = path.join(ctx.tmpDir, `${tag}.cfg`);
+    fs.writeFileSync(file, cfg);
+    this.child = pinned(ctx.proxyCpu, 'haproxy', ['-f', file, '-db'], { stdio: ['ignore', logFd, logFd] });
+    await this.waitFor(`listener on port ${this.port}`, () => isListening(this.port));
+  }
+
+  private async startSocat(ctx: StartContext, logFd: number): Promise<void> {
+    this.port = await freePort();
+    this.child = pinned(
+      ctx.proxyCpu,
+      'socat',
+      [`TCP-LISTEN:${this.port},fork,reuseaddr,bind=127.0.0.1,backlog=4096`, `TCP:127.0.0.1:${this.upstreamPort}`],
+      { stdio: ['ignore', logFd, logFd] },
+    );
+    await this.waitFor(`listener on port ${this.port}`, () => isListening(this.port));
+  }
+
+  async stop(): Promise<void> {
+    const child = this.child;
+    this.child = null;
+    if (child) await killTree(child, 3000);
+    this.scanLog();
+  }
+}

@@ -1,0 +1,337 @@
+// native.pump(): forwarding through real loopback sockets, on the splice path
+// and on the read/write path, plus the resource rules (no fd or pipe leaks,
+// bounded memory, pipes only while data is in flight).
+import { execFile } from 'node:child_process';
+import * as crypto from 'node:crypto';
+import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { SysError } from '../../src/errors';
+import { loadNative, type Addon } from '../../src/native';
+import { PumpRig, fdSnapshot, sha256, sink, until } from './helpers/pump-rig';
+
+interface PumpStats {
+  sessions: number;
+  pipesBusy: number;
+  pipesIdle: number;
+}
+
+const MiB = 1024 * 1024;
+const { addon: maybeAddon, reason } = loadNative();
+if (!maybeAddon) throw new Error(`these tests need the native addon: ${reason}`);
+const addon: Addon = maybeAddon;
+const pumpStats = (): PumpStats => (addon as unknown as { pumpStats(): PumpStats }).pumpStats();
+const addonFile = path.join(__dirname, '..', '..', 'build',
+  process.env['TCPPROXY_DEBUG_NATIVE'] === '1' ? 'Debug' : 'Release', 'tcpproxy.node');
+
+let rig: PumpRig;
+beforeEach(async () => {
+  rig = await PumpRig.start(addon);
+});
+afterEach(async () => {
+  await rig.close();
+});
+
+function expectReset(errors: NodeJS.ErrnoException[]): void {
+  expect(errors.map((e) => e.code)).toContain('ECONNRESET');
+}
+
+describe.each([
+  ['splice', false],
+  ['copy', true],
+] as const)('%s path', (pathName, copy) => {
+  test('moves 8 MiB each way at once, byte-exact', async () => {
+    const s = await rig.open({ copy });
+    const up = crypto.randomBytes(8 * MiB);
+    const down = crypto.randomBytes(8 * MiB);
+    const atUpstream = sink(s.upstream);
+    const atClient = sink(s.client);
+    s.client.end(up);
+    s.upstream.end(down);
+    const [u, c, r] = await Promise.all([atUpstream, atClient, s.result]);
+    expect(u.sha256).toBe(sha256(up));
+    expect(c.sha256).toBe(sha256(down));
+    expect(r).toMatchObject({ end: 'eof', bytesUp: 8 * MiB, bytesDown: 8 * MiB, path: pathName });
+    expect(r.error).toBeUndefined();
+    expect(r.side).toBeUndefined();
+    expect(r.durationMs).toBeGreaterThanOrEqual(0);
+    expect(s.doneCalls()).toBe(1);
+  });
+
+  test('upstream speaks first: a banner queued before the hand-off reaches the client', async () => {
+    const s = await rig.open({
+      copy,
+      beforePump: (u) => new Promise<void>((resolve) => u.write('220 ready\r\n', () => resolve())),
+    });
+    const atUpstream = sink(s.upstream);
+    const atClient = sink(s.client);
+    s.client.once('data', () => s.client.end('QUIT\r\n'));
+    s.upstream.once('end', () => s.upstream.end('221 bye\r\n'));
+    const [u, c, r] = await Promise.all([atUpstream, atClient, s.result]);
+    expect(c.text).toBe('220 ready\r\n221 bye\r\n');
+    expect(u.text).toBe('QUIT\r\n');
+    expect(r).toMatchObject({ end: 'eof', bytesUp: 6, bytesDown: 20, path: pathName });
+  });
+
+  test('client half-close: the upstream answers 1 MiB after the EOF and all of it arrives', async () => {
+    const s = await rig.open({ copy });
+    const reply = crypto.randomBytes(MiB);
+    const atUpstream = sink(s.upstream);
+    const atClient = sink(s.client);
+    s.upstream.once('end', () => s.upstream.end(reply));
+    s.client.end('request');
+    const [u, c, r] = await Promise.all([atUpstream, atClient, s.result]);
+    expect(u.text).toBe('request');
+    expect(c.sha256).toBe(sha256(reply));
+    expect(r).toMatchObject({ end: 'eof', bytesUp: 7, bytesDown: MiB, path: pathName });
+  });
+
+  test('upstream reset: the client sees ECONNRESET, the result says reset by the server', async () => {
+    const s = await rig.open({ copy });
+    s.client.resume();
+    s.upstream.write('partial');
+    await until(() => s.client.bytesRead === 7, 'the first bytes');
+    s.upstream.resetAndDestroy();
+    const r = await s.result;
+    expect(r).toMatchObject({ end: 'reset', side: 'server', bytesDown: 7, path: pathName });
+    expect(r.error).toBeInstanceOf(SysError);
+    expect(r.error?.code).toBe('ECONNRESET');
+    await until(() => s.clientErrors.length > 0, 'the client error');
+    expectReset(s.clientErrors);
+  });
+
+  test('client reset: the upstream sees ECONNRESET, the result says reset by the client', async () => {
+    const s = await rig.open({ copy });
+    s.upstream.resume();
+    s.client.write('partial');
+    await until(() => s.upstream.bytesRead === 7, 'the first bytes');
+    s.client.resetAndDestroy();
+    const r = await s.result;
+    expect(r).toMatchObject({ end: 'reset', side: 'client', bytesUp: 7, path: pathName });
+    expect(r.error?.code).toBe('ECONNRESET');
+    await until(() => s.upstreamErrors.length > 0, 'the upstream error');
+    expectReset(s.upstreamErrors);
+  });
+
+  test('idle timeout: both ends are reset after 300 ms without traffic', async () => {
+    const s = await rig.open({ copy, idleMs: 300 });
+    s.client.resume();
+    s.upstream.resume();
+    const r = await s.result;
+    expect(r).toMatchObject({ end: 'idle-timeout', bytesUp: 0, bytesDown: 0, path: pathName });
+    expect(r.error).toBeUndefined();
+    expect(r.durationMs).toBeGreaterThanOrEqual(290);
+    expect(r.durationMs).toBeLessThan(5000);
+    await until(() => s.clientErrors.length > 0 && s.upstreamErrors.length > 0, 'both resets');
+    expectReset(s.clientErrors);
+    expectReset(s.upstreamErrors);
+  });
+
+  test('abort(): both ends are reset, done runs once with aborted, abort stays idempotent', async () => {
+    const s = await rig.open({ copy });
+    s.client.resume();
+    s.upstream.resume();
+    s.handle.abort();
+    s.handle.abort();
+    const r = await s.result;
+    expect(r).toMatchObject({ end: 'aborted', bytesUp: 0, bytesDown: 0, path: pathName });
+    expect(r.error).toBeUndefined();
+    s.handle.abort();
+    await until(() => s.clientErrors.length > 0 && s.upstreamErrors.length > 0, 'both resets');
+    expectReset(s.clientErrors);
+    expectReset(s.upstreamErrors);
+    expect(s.doneCalls()).toBe(1);
+  });
+
+  test('1-byte ping-pong, 200 rounds, has no per-message stall', async () => {
+    const s = await rig.open({ copy });
+    s.upstream.on('data', (b: Buffer) => s.upstream.write(b));
+    const started = Date.now();
+    await new Promise<void>((resolve) => {
+      let rounds = 0;
+      s.client.on('data', () => {
+        rounds++;
+        if (rounds === 200) resolve();
+        else s.client.write('x');
+      });
+      s.client.write('x');
+    });
+    const elapsed = Date.now() - started;
+    // SPLICE_F_MORE would cost ~200 ms per hop and message: minutes, not seconds.
+    expect(elapsed).toBeLessThan(5000);
+    s.client.end();
+    s.upstream.end();
+    expect(await s.result).toMatchObject({ end: 'eof', bytesUp: 200, bytesDown: 200 });
+  });
+});
+
+test('an active session (a byte every 50 ms for 1 s) outlives a 300 ms idle timeout', async () => {
+  const s = await rig.open({ idleMs: 300 });
+  s.upstream.resume();
+  s.client.resume();
+  await new Promise<void>((resolve) => {
+    let sent = 0;
+    const timer = setInterval(() => {
+      s.client.write('.');
+      if (++sent === 20) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 50);
+  });
+  await until(() => s.upstream.bytesRead === 20, 'all 20 bytes');
+  expect(s.settled()).toBe(false);
+  s.client.end();
+  s.upstream.end();
+  expect(await s.result).toMatchObject({ end: 'eof', bytesUp: 20 });
+  expect(s.clientErrors).toEqual([]);
+  expect(s.upstreamErrors).toEqual([]);
+});
+
+test('a slow upstream reader holds back a 16 MiB push without buffering it in memory', async () => {
+  const s = await rig.open();
+  const chunk = crypto.randomBytes(64 * 1024);
+  const want = crypto.createHash('sha256');
+  for (let i = 0; i < 256; i++) want.update(chunk);
+  const rss0 = process.memoryUsage().rss;
+  let rssMax = rss0;
+  const got = crypto.createHash('sha256');
+  let received = 0;
+  const done = new Promise<void>((resolve) => {
+    s.upstream.on('data', (b: Buffer) => {
+      got.update(b);
+      received += b.length;
+      rssMax = Math.max(rssMax, process.memoryUsage().rss);
+      // The slow reader: one read, then 10 ms away.
+      s.upstream.pause();
+      setTimeout(() => s.upstream.resume(), 10);
+    });
+    s.upstream.once('end', () => resolve());
+  });
+  for (let i = 0; i < 256; i++) {
+    if (!s.client.write(chunk)) await new Promise((resolve) => s.client.once('drain', resolve));
+  }
+  s.client.end();
+  await done;
+  s.upstream.end();
+  expect(received).toBe(16 * MiB);
+  expect(got.digest('hex')).toBe(want.digest('hex'));
+  expect(rssMax - rss0).toBeLessThan(64 * MiB);
+  expect(await s.result).toMatchObject({ end: 'eof', bytesUp: 16 * MiB, path: 'splice' });
+}, 60000);
+
+test('200 sequential connections leave no fd and no pipe behind', async () => {
+  const exchange = async (): Promise<void> => {
+    const s = await rig.open();
+    const atUpstream = sink(s.upstream);
+    const atClient = sink(s.client);
+    s.upstream.once('end', () => s.upstream.end('pong'));
+    s.client.end('ping');
+    const [, c, r] = await Promise.all([atUpstream, atClient, s.result]);
+    expect(c.text).toBe('pong');
+    expect(r.end).toBe('eof');
+  };
+  await exchange(); // warms up jest's and the pool's own fds
+  await until(() => pumpStats().sessions === 0, 'the warm-up session to end');
+  const before = fdSnapshot();
+  const idleBefore = pumpStats().pipesIdle;
+  for (let i = 0; i < 200; i++) await exchange();
+  // The pool may keep a pipe pair it did not have before; nothing else may stay.
+  const pooled = (): number => 2 * (pumpStats().pipesIdle - idleBefore);
+  await until(() => fdSnapshot().total === before.total + pooled(), 'fds back to the baseline');
+  const after = fdSnapshot();
+  expect(after.pipes).toBe(before.pipes + pooled());
+  expect(pumpStats()).toMatchObject({ sessions: 0, pipesBusy: 0 });
+  expect(pumpStats().pipesIdle).toBeLessThanOrEqual(2); // one pair per direction is all a sequence needs
+}, 60000);
+
+test('idle sessions hold their two sockets and no pipe', async () => {
+  const n = 300;
+  const sessions = [];
+  for (let i = 0; i < n; i += 50) {
+    sessions.push(...(await Promise.all(Array.from({ length: Math.min(50, n - i) }, () => rig.open()))));
+  }
+  // Move one byte each way through every session, then let them idle.
+  await Promise.all(sessions.map(async (s) => {
+    const back = new Promise((resolve) => s.client.once('data', resolve));
+    s.upstream.once('data', (b: Buffer) => s.upstream.write(b));
+    s.client.write('x');
+    await back;
+  }));
+  const stats = pumpStats();
+  expect(stats.sessions).toBe(n);
+  expect(stats.pipesBusy).toBe(0);
+  // Every pipe fd of the process is an idle pool pipe or someone else's (jest's).
+  for (const s of sessions) s.handle.abort();
+  await Promise.all(sessions.map((s) => s.result));
+  expect(pumpStats()).toMatchObject({ sessions: 0, pipesBusy: 0 });
+}, 60000);
+
+test('argument errors throw TypeError and leave the fds alone', () => {
+  const pump = addon.pump?.bind(addon);
+  if (!pump) throw new Error('no pump');
+  const done = (): void => undefined;
+  // The addon's TypeError comes from Node's realm, not jest's sandbox: match the name.
+  const typeError = expect.objectContaining({ name: 'TypeError' });
+  const before = fdSnapshot().total;
+  expect(() => pump({ client: 1, server: 2, idleMs: 0 }, done)).toThrow(typeError);
+  expect(() => pump({ client: 10, server: 10, idleMs: 0 }, done)).toThrow(typeError);
+  expect(() => pump({ client: 10, server: 11, idleMs: -1 }, done)).toThrow(typeError);
+  expect(() => pump({ client: 10, server: 11, idleMs: 0 }, undefined as unknown as typeof done)).toThrow(typeError);
+  expect(fdSnapshot().total).toBe(before);
+});
+
+test('a worker thread that exits mid-session resets both ends and does not take the process down', async () => {
+  const pair = await rig.pair();
+  const code = `
+    const { workerData, parentPort } = require('node:worker_threads');
+    const addon = require(workerData.file);
+    addon.init(class SysError extends Error {});
+    addon.pump({ client: workerData.client, server: workerData.server, idleMs: 0 }, () => {
+      parentPort.postMessage('done');
+    });
+    parentPort.postMessage('pumping');
+  `;
+  const worker = new Worker(code, {
+    eval: true,
+    workerData: { file: addonFile, client: pair.clientFd, server: pair.serverFd },
+  });
+  const messages: string[] = [];
+  worker.on('message', (m: string) => messages.push(m));
+  await until(() => messages.includes('pumping'), 'the worker to start');
+  pair.client.resume();
+  pair.upstream.resume();
+  pair.client.write('hello');
+  await until(() => pair.upstream.bytesRead === 5, 'bytes through the worker');
+  await worker.terminate();
+  await until(() => pair.clientErrors.length > 0 && pair.upstreamErrors.length > 0, 'both resets');
+  expectReset(pair.clientErrors);
+  expectReset(pair.upstreamErrors);
+  expect(messages).toEqual(['pumping']); // no callback into a dead environment
+});
+
+test('an exception thrown by done surfaces as an uncaught exception', async () => {
+  const script = `
+    const net = require('node:net');
+    const addon = require(${JSON.stringify(addonFile)});
+    addon.init(class SysError extends Error {});
+    process.on('uncaughtException', (e) => { console.log('uncaught: ' + e.message); process.exit(0); });
+    const accepted = [];
+    const server = net.createServer({ pauseOnConnect: true }, (sock) => {
+      accepted.push(sock);
+      if (accepted.length < 2) return;
+      const fds = accepted.map((s) => { const fd = addon.dupCloexec(s._handle.fd); s.destroy(); return fd; });
+      addon.pump({ client: fds[0], server: fds[1], idleMs: 0 }, () => { throw new Error('boom'); }).abort();
+    });
+    server.listen(0, '127.0.0.1', () => {
+      for (let i = 0; i < 2; i++) net.connect(server.address().port, '127.0.0.1').on('error', () => {});
+    });
+  `;
+  const out = await new Promise<string>((resolve, reject) => {
+    execFile(process.execPath, ['-e', script], { timeout: 20000 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${err.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+  expect(out.trim()).toBe('uncaught: boom');
+});
+

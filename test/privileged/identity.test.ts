@@ -1,0 +1,231 @@
+/**
+ * Service identities, as root: the default 65535/65534, configured `uid` /
+ * `gid` (global default, port block, interface entry), the ids of the
+ * workers as the kernel sees them, several identities serving at the same
+ * time, and `uid 0` / `gid 0` refused by the config parser.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client, destroyAllClients } from '../helpers/client';
+import { killLeftovers, runCli, startProxy, type Proxy } from '../helpers/proxy';
+import { freePort } from '../helpers/servers';
+import {
+  describeAsRoot,
+  findProcesses,
+  handler,
+  killProcesses,
+  procIds,
+  procStatus,
+  re,
+  requireRoot,
+  uniqueSeconds,
+  waitLog,
+  waitWorkers,
+  writeConfig,
+} from '../helpers/syslog';
+import { until } from '../helpers/until';
+
+let tmp = '';
+const tokens: string[] = [];
+
+beforeAll(() => {
+  requireRoot();
+  handler('ids.sh'); // prepares the fixtures (executable, usable by unprivileged ids)
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-identity-'));
+});
+
+afterEach(() => {
+  destroyAllClients();
+  killLeftovers();
+  for (const t of tokens.splice(0)) killProcesses(t);
+});
+
+afterAll(() => {
+  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function port(p: Proxy, i = 0): number {
+  const a = p.addresses[i];
+  if (a === undefined) throw new Error(`no listening address #${i}`);
+  return a.port;
+}
+
+/** Connects, reads until the handler closes, returns the text. */
+async function readAll(portNo: number): Promise<{ text: string; clientPort: number }> {
+  const c = await Client.connect('127.0.0.1', portNo);
+  const clientPort = c.socket.localPort ?? 0;
+  await c.waitClosed(10000);
+  return { text: c.data().toString('utf8'), clientPort };
+}
+
+/** What ids.sh prints, as a record. */
+function parseIds(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^(id-u|id-g|id-G|Uid:|Gid:|Groups:)\s*(.*)$/.exec(line);
+    if (m !== null) out[(m[1] ?? '').replace(/:$/, '')] = (m[2] ?? '').trim().replace(/\s+/g, ' ');
+  }
+  return out;
+}
+
+function expectedIds(uid: number, gid: number): Record<string, string> {
+  return {
+    'id-u': String(uid),
+    'id-g': String(gid),
+    // With no supplementary groups, id -G prints the effective gid alone.
+    'id-G': String(gid),
+    Uid: `${uid} ${uid} ${uid} ${uid}`,
+    Gid: `${gid} ${gid} ${gid} ${gid}`,
+    Groups: '',
+  };
+}
+
+describeAsRoot('service identities (root)', () => {
+  test('without uid/gid a handler runs as 65535/65534 with no supplementary groups', async () => {
+    const ids = handler('ids.sh');
+    const p = await startProxy(['-b', '127.0.0.1:0', ids]);
+    const { text, clientPort } = await readAll(port(p));
+    expect(parseIds(text)).toEqual(expectedIds(65535, 65534));
+    await waitLog(
+      p.stderr,
+      new RegExp(`^connection 1: client 127\\.0\\.0\\.1:${clientPort} on 127\\.0\\.0\\.1:${port(p)}: exec ${re(ids)}, uid 65535 gid 65534$`),
+    );
+    await waitLog(p.stderr, new RegExp(`^connection 1: end: handler ${re(ids)} pid \\d+ exit 0, \\d+ ms$`));
+  });
+
+  test('global uid/gid in the config file: the handler runs as those ids', async () => {
+    const portNo = await freePort();
+    const conf = writeConfig(tmp, 'global.conf', `uid 4242\ngid 4343\nport ${portNo}\n  interface 127.0.0.1\n  exec ${handler('ids.sh')}\n`);
+    const p = await startProxy(['-s', '-f', conf]);
+    expect(port(p)).toBe(portNo);
+    const { text } = await readAll(portNo);
+    expect(parseIds(text)).toEqual(expectedIds(4242, 4343));
+    await waitLog(p.stderr, new RegExp(`^connection 1: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${portNo}: exec .*, uid 4242 gid 4343$`));
+  });
+
+  test('the worker process runs with all four uids and gids of its service, no groups, no capabilities', async () => {
+    const [a, b] = [await freePort(), await freePort()];
+    const conf = writeConfig(
+      tmp,
+      'workers.conf',
+      `port ${a}\n  interface 127.0.0.1\n  uid 4242\n  gid 4343\n  exec ${handler('ids.sh')}\n` +
+        `port ${b}\n  interface 127.0.0.1\n  exec ${handler('ids.sh')}\n`,
+    );
+    const p = await startProxy(['-s', '-f', conf], undefined, 2);
+    const [configured] = await waitWorkers(p.stderr, 4242, 4343);
+    const [fallback] = await waitWorkers(p.stderr, 65535, 65534);
+    if (configured === undefined || fallback === undefined) throw new Error('no worker');
+    expect(configured.pid).not.toBe(fallback.pid);
+    for (const [w, uid, gid] of [
+      [configured, 4242, 4343],
+      [fallback, 65535, 65534],
+    ] as const) {
+      expect(procIds(w.pid)).toEqual({ uid: [uid, uid, uid, uid], gid: [gid, gid, gid, gid], groups: [] });
+      const s = procStatus(w.pid);
+      expect({
+        ppid: s.get('PPid'),
+        CapInh: s.get('CapInh'),
+        CapPrm: s.get('CapPrm'),
+        CapEff: s.get('CapEff'),
+        CapAmb: s.get('CapAmb'),
+      }).toEqual({
+        ppid: String(p.pid),
+        CapInh: '0000000000000000',
+        CapPrm: '0000000000000000',
+        CapEff: '0000000000000000',
+        CapAmb: '0000000000000000',
+      });
+    }
+    // The master stays root (it binds, and restarts workers with other ids).
+    expect(procIds(p.pid).uid).toEqual([0, 0, 0, 0]);
+  });
+
+  test('three identities (port block, global default, interface entry) serve at the same time', async () => {
+    const [a, b, c] = [await freePort(), await freePort(), await freePort()];
+    const token = uniqueSeconds();
+    tokens.push(token);
+    const wait = handler('ids-wait.sh');
+    const conf = writeConfig(
+      tmp,
+      'three.conf',
+      [
+        'uid 5252',
+        'gid 5353',
+        `port ${a}`,
+        '  uid 4242',
+        '  gid 4343',
+        `  exec ${wait} A ${token}`,
+        `port ${b}`,
+        `  exec ${wait} B ${token}`,
+        `port ${c}`,
+        '  interface 127.0.0.1',
+        '    uid 6262',
+        `    exec ${wait} C ${token}`,
+        '',
+      ].join('\n'),
+    );
+    const p = await startProxy(['-s', '-f', conf], undefined, 3);
+    const expected: Record<string, string> = {
+      A: 'service A uid 4242 gid 4343 groups []\n',
+      B: 'service B uid 5252 gid 5353 groups []\n',
+      // uid from the interface entry, gid from the global default.
+      C: 'service C uid 6262 gid 5353 groups []\n',
+    };
+    const clients: Record<string, Client> = {};
+    for (const [label, portNo] of [
+      ['A', a],
+      ['B', b],
+      ['C', c],
+    ] as const) {
+      const cl = await Client.connect('127.0.0.1', portNo);
+      clients[label] = cl;
+      const want = expected[label] ?? '';
+      await cl.waitBytes(Buffer.byteLength(want));
+      expect(cl.data().toString()).toBe(want);
+    }
+    // All three handlers are alive at once, each with its service's ids.
+    const running = findProcesses(token).map((pid) => ({ pid, uid: procIds(pid).uid[0] })).sort((x, y) => (x.uid ?? 0) - (y.uid ?? 0));
+    expect(running.map((r) => r.uid)).toEqual([4242, 5252, 6262]);
+    for (const cl of Object.values(clients)) expect(cl.closed).toBe(false);
+    // Three workers, one per identity.
+    await waitWorkers(p.stderr, 4242, 4343);
+    await waitWorkers(p.stderr, 5252, 5353);
+    await waitWorkers(p.stderr, 6262, 5353);
+    for (const [label, cl] of Object.entries(clients)) {
+      const before = cl.received;
+      cl.socket.write(`go-${label}\n`);
+      const want = `bye ${label} go-${label}\n`;
+      await cl.waitBytes(before + want.length);
+      await cl.waitClosed();
+      expect(cl.data().subarray(before).toString()).toBe(want);
+    }
+    await until(() => findProcesses(token).length === 0, 'the three handlers to exit', 5000);
+  });
+
+  test('"uid 0" and "gid 0" are configuration errors: exit 2, nothing served', async () => {
+    const portNo = await freePort();
+    const conf = writeConfig(tmp, 'root.conf', `uid 0\nport ${portNo}\n  gid 0\n  exec ${handler('ids.sh')}\n`);
+    const r = await runCli(['-D', '-s', '-f', conf]);
+    expect(r.timedOut).toBe(false);
+    expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
+      code: 2,
+      stdout: '',
+      stderr:
+        `tcpproxy:${conf}:1: uid 0 is not allowed: tcpproxy never serves requests as root\n` +
+        `tcpproxy:${conf}:3: gid 0 is not allowed: tcpproxy never serves requests as root\n` +
+        `tcpproxy:${conf}: 2 errors\n`,
+    });
+  });
+
+  test('"uid 0" alone, inside an interface entry: the exact message, exit 2', async () => {
+    const portNo = await freePort();
+    const conf = writeConfig(tmp, 'root2.conf', `port ${portNo}\n  interface 127.0.0.1\n    uid 0\n    exec ${handler('ids.sh')}\n`);
+    const r = await runCli(['-z', '-f', conf]);
+    expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
+      code: 2,
+      stdout: '',
+      stderr: `tcpproxy:${conf}:3: uid 0 is not allowed: tcpproxy never serves requests as root\ntcpproxy:${conf}: 1 error\n`,
+    });
+  });
+});

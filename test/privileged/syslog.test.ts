@@ -1,0 +1,237 @@
+/**
+ * Logging to syslog, for real, as root: the test owns the datagram socket
+ * at /dev/log (see SyslogSink in test/helpers/syslog.ts: it binds /dev/log
+ * itself when there is none, else tcpproxy runs in a private mount namespace
+ * with the test's socket bind-mounted over /dev/log). Checked: the ident
+ * (-l, `logname`, default), facility daemon, the severity of each kind of
+ * line, LOG_PID with the pid of the process that wrote the line (master or
+ * worker), and that syslog gets the same lines as stderr.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client, destroyAllClients } from '../helpers/client';
+import { closeAllServers, echoServer, freePort, startServer } from '../helpers/servers';
+import {
+  DEV_LOG,
+  describeAsRoot,
+  handler,
+  killDaemons,
+  logLines,
+  re,
+  readyWorkers,
+  requireRoot,
+  startDaemon,
+  SyslogSink,
+  waitLog,
+  waitWorkers,
+  writeConfig,
+  type Daemon,
+  type SyslogRecord,
+} from '../helpers/syslog';
+import { until } from '../helpers/until';
+
+/** facility daemon (3) << 3, plus the severity. */
+const INFO = 24 + 6;
+const WARNING = 24 + 4;
+const ERR = 24 + 3;
+
+let tmp = '';
+let sink: SyslogSink | null = null;
+
+beforeAll(async () => {
+  requireRoot();
+  handler('hello.sh'); // prepares the fixtures (executable, usable by unprivileged ids)
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-syslog-'));
+  sink = await SyslogSink.open();
+});
+
+afterEach(async () => {
+  destroyAllClients();
+  killDaemons();
+  await closeAllServers();
+});
+
+afterAll(async () => {
+  await sink?.close();
+  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+function theSink(): SyslogSink {
+  if (sink === null) throw new Error('no syslog sink');
+  return sink;
+}
+
+function testEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) if (v !== undefined) env[k] = v;
+  return env;
+}
+
+/** Starts tcpproxy so that its syslog reaches `s` (directly, or through the bind mount). */
+function launch(args: readonly string[], s: SyslogSink = theSink(), listeners = 1): Promise<Daemon> {
+  return startDaemon({ args, env: testEnv(), listeners, ...(s.mode === 'bind-mount' ? { syslog: s } : {}) });
+}
+
+function portOf(d: Daemon, i = 0): number {
+  const a = d.addresses[i];
+  if (a === undefined) throw new Error(`no listening address #${i}`);
+  return a.port;
+}
+
+/** What a record should look like: priority, ident, pid, message. */
+function shape(r: SyslogRecord): { priority: number; ident: string; pid: number | null; message: string } {
+  return { priority: r.priority, ident: r.ident, pid: r.pid, message: r.message };
+}
+
+async function record(s: SyslogSink, pid: number, message: RegExp, what: string): Promise<SyslogRecord> {
+  return s.waitFor((r) => r.pid === pid && message.test(r.message), what);
+}
+
+describeAsRoot(`syslog (root; via ${fs.existsSync(DEV_LOG) ? 'a bind mount over the existing /dev/log' : 'a socket the test binds at /dev/log'})`, () => {
+  test('-l myident: master and worker lines, facility daemon, severity info, each with its own pid; the same lines as on stderr', async () => {
+    const s = theSink();
+    const hello = handler('hello.sh');
+    const d = await launch(['-l', 'myident', '-b', '127.0.0.1:0', hello]);
+    const port = portOf(d);
+    const [worker] = await waitWorkers(d.stderr, 65535, 65534);
+    if (worker === undefined) throw new Error('no worker');
+    const c = await Client.connect('127.0.0.1', port);
+    const clientPort = c.socket.localPort;
+    await c.waitClosed();
+    expect(c.data().toString()).toBe('hello from 127.0.0.1\n');
+
+    const listening = await record(s, d.pid, /^listening on /, 'listening line from the master');
+    expect(shape(listening)).toEqual({ priority: INFO, ident: 'myident', pid: d.pid, message: `listening on 127.0.0.1:${port}` });
+    const ready = await record(s, d.pid, /^worker uid /, 'ready line from the master');
+    expect(shape(ready)).toEqual({ priority: INFO, ident: 'myident', pid: d.pid, message: `worker uid 65535 gid 65534 ready, pid ${worker.pid}` });
+
+    const accepted = await record(s, worker.pid, /^connection 1: client /, 'connection line from the worker');
+    expect(accepted.raw).toMatch(
+      new RegExp(
+        `^<30>[A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2} myident\\[${worker.pid}\\]: ` +
+          `connection 1: client 127\\.0\\.0\\.1:${clientPort} on 127\\.0\\.0\\.1:${port}: exec ${re(hello)}, uid 65535 gid 65534$`,
+      ),
+    );
+    const note = await record(s, worker.pid, /^connection 1: \/.*: handler note/, 'handler stderr line from the worker');
+    expect(shape(note)).toEqual({
+      priority: INFO,
+      ident: 'myident',
+      pid: worker.pid,
+      message: `connection 1: ${hello}: handler note: client 127.0.0.1 port ${port}`,
+    });
+    const end = await record(s, worker.pid, /^connection 1: end: /, 'end line from the worker');
+    expect(shape(end)).toEqual({ priority: INFO, ident: 'myident', pid: worker.pid, message: expect.stringMatching(new RegExp(`^connection 1: end: handler ${re(hello)} pid \\d+ exit 0, \\d+ ms$`)) as unknown });
+
+    // Syslog got exactly the lines stderr got (as a multiset: two processes write them).
+    await waitLog(d.stderr, /^connection 1: end: /);
+    const fromSyslog = s.records().filter((r) => r.ident === 'myident' && (r.pid === d.pid || r.pid === worker.pid));
+    expect(fromSyslog.map((r) => r.message).sort()).toEqual(logLines(d.stderr()).sort());
+    expect(fromSyslog.every((r) => r.facility === 3)).toBe(true);
+  });
+
+  test('warnings (denied ACP) and errors (refused upstream, killed worker) have severities warning and err; ident from "logname"', async () => {
+    const s = theSink();
+    const up = await startServer((sock) => sock.destroy());
+    const [refusing, denying, closed] = [await freePort(), await freePort(), await freePort()];
+    const conf = writeConfig(
+      tmp,
+      'levels.conf',
+      `logname cfgident\n` +
+        `port ${refusing}\n  interface 127.0.0.1\n  server 127.0.0.1:${closed}\n` +
+        `port ${denying}\n  interface 127.0.0.1\n  acp ${handler('acp-deny.sh')}\n  server 127.0.0.1:${up.port}\n`,
+    );
+    const d = await launch(['-s', '-f', conf], s, 2);
+    const [worker] = await waitWorkers(d.stderr, 65535, 65534);
+    if (worker === undefined) throw new Error('no worker');
+
+    const c1 = await Client.connect('127.0.0.1', refusing);
+    await c1.waitClosed();
+    const refused = await record(s, worker.pid, /^connection 1: server /, 'refused upstream line');
+    expect(shape(refused)).toEqual({
+      priority: ERR,
+      ident: 'cfgident',
+      pid: worker.pid,
+      message: `connection 1: server 127.0.0.1:${closed}: connect ECONNREFUSED 127.0.0.1:${closed}`,
+    });
+
+    const c2 = await Client.connect('127.0.0.1', denying);
+    await c2.waitClosed();
+    const denied = await record(s, worker.pid, /^connection 2: acp /, 'denied ACP line');
+    expect(shape(denied)).toEqual({
+      priority: WARNING,
+      ident: 'cfgident',
+      pid: worker.pid,
+      message: `connection 2: acp ${handler('acp-deny.sh')}: denied (exit 1): policy: 127.0.0.1 is not welcome`,
+    });
+    expect(up.sockets).toHaveLength(0);
+
+    process.kill(worker.pid, 'SIGKILL');
+    const died = await record(s, d.pid, /^worker uid 65535 gid 65534 \(pid /, 'worker death line from the master');
+    expect(shape(died)).toEqual({
+      priority: ERR,
+      ident: 'cfgident',
+      pid: d.pid,
+      message: `worker uid 65535 gid 65534 (pid ${worker.pid}) ended with signal SIGKILL; restarting in 100 ms`,
+    });
+    // The new worker logs too.
+    const again = (await waitWorkers(d.stderr, 65535, 65534, 2))[1];
+    if (again === undefined) throw new Error('no restarted worker');
+    await record(s, d.pid, new RegExp(`^worker uid 65535 gid 65534 ready, pid ${again.pid}$`), 'ready line of the new worker');
+    const c3 = await Client.connect('127.0.0.1', refusing);
+    await c3.waitClosed();
+    const refusedAgain = await record(s, again.pid, /^connection 3: server /, 'a line from the restarted worker');
+    expect(refusedAgain.priority).toBe(ERR);
+  });
+
+  test('-l wins over "logname"; with neither the ident is "tcpproxy"', async () => {
+    const s = theSink();
+    const up = await echoServer();
+    const portNo = await freePort();
+    const conf = writeConfig(tmp, 'ident.conf', `logname cfgident\nport ${portNo}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
+    const withL = await launch(['-l', 'cliident', '-s', '-f', conf]);
+    const l1 = await record(s, withL.pid, /^listening on /, 'listening line with -l');
+    expect(l1.ident).toBe('cliident');
+    await withL.stop();
+
+    const portNo2 = await freePort();
+    const plain = await launch(['-b', `127.0.0.1:${portNo2}`, `127.0.0.1:${up.port}`]);
+    const l2 = await record(s, plain.pid, /^listening on /, 'listening line without -l');
+    expect(shape(l2)).toEqual({ priority: INFO, ident: 'tcpproxy', pid: plain.pid, message: `listening on 127.0.0.1:${portNo2}` });
+    // Stopping is logged too, by the master.
+    await plain.stop();
+    const stop = await record(s, plain.pid, /^SIGTERM: /, 'the SIGTERM line');
+    expect(shape(stop)).toEqual({ priority: INFO, ident: 'tcpproxy', pid: plain.pid, message: 'SIGTERM: terminating' });
+  });
+
+  test('bind-mount branch: in a private mount namespace with another socket over /dev/log, tcpproxy logs there; /dev/log outside is untouched', async () => {
+    const outer = theSink();
+    // Now /dev/log exists (ours, or the system's), so this is the branch used when it does.
+    expect(fs.existsSync(DEV_LOG)).toBe(true);
+    const before = fs.statSync(DEV_LOG);
+    const inner = await SyslogSink.open('bind-mount');
+    try {
+      const hello = handler('hello.sh');
+      const d = await startDaemon({ args: ['-l', 'nsident', '-b', '127.0.0.1:0', hello], env: testEnv(), syslog: inner });
+      const [worker] = readyWorkers(d.stderr()).length > 0 ? readyWorkers(d.stderr()) : await waitWorkers(d.stderr, 65535, 65534);
+      if (worker === undefined) throw new Error('no worker');
+      const c = await Client.connect('127.0.0.1', portOf(d));
+      await c.waitClosed();
+      expect(shape(await record(inner, d.pid, /^listening on /, 'listening line through the bind mount'))).toEqual({
+        priority: INFO,
+        ident: 'nsident',
+        pid: d.pid,
+        message: `listening on 127.0.0.1:${portOf(d)}`,
+      });
+      const end = await record(inner, worker.pid, /^connection 1: end: /, 'worker line through the bind mount');
+      expect(end.ident).toBe('nsident');
+      // Nothing of this daemon went to the socket outside the namespace.
+      await until(() => /^tcpproxy: connection 1: end: /m.test(d.stderr()), 'the end line on stderr', 5000);
+      expect(outer.records().filter((r) => r.pid === d.pid || r.pid === worker.pid)).toEqual([]);
+      const after = fs.statSync(DEV_LOG);
+      expect({ ino: after.ino, dev: after.dev }).toEqual({ ino: before.ino, dev: before.dev });
+    } finally {
+      await inner.close();
+    }
+  });
+});

@@ -1,0 +1,116 @@
+/**
+ * Worker supervision, as root: a worker killed with SIGKILL is restarted
+ * with the same ids (and a growing backoff when it dies again at once); its
+ * own live connections are lost, while a session of another identity keeps
+ * flowing before, during and after the restart, and ends with every byte.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client, destroyAllClients } from '../helpers/client';
+import { ENGINES, killLeftovers, startProxy } from '../helpers/proxy';
+import { closeAllServers, echoServer, freePort, payload, StreamHash } from '../helpers/servers';
+import { alive, describeAsRoot, procIds, requireRoot, waitLog, waitWorkers, writeConfig } from '../helpers/syslog';
+import { until } from '../helpers/until';
+
+const KiB = 1024;
+let tmp = '';
+
+beforeAll(() => {
+  requireRoot();
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-workers-'));
+});
+
+afterEach(async () => {
+  destroyAllClients();
+  killLeftovers();
+  await closeAllServers();
+});
+
+afterAll(() => {
+  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+describeAsRoot('worker supervision (root)', () => {
+  test.each(ENGINES)(
+    'SIGKILL of one identity\'s worker: restarted (new pid, same ids); its connection is lost; another identity\'s stream never stops (%s engine)',
+    async (engine) => {
+      const up = await echoServer();
+      const [a, b] = [await freePort(), await freePort()];
+      const conf = writeConfig(
+        tmp,
+        `kill-${engine}.conf`,
+        `port ${a}\n  interface 127.0.0.1\n  uid 4242\n  gid 4343\n  server 127.0.0.1:${up.port}\n` +
+          `port ${b}\n  interface 127.0.0.1\n  uid 5252\n  gid 5353\n  server 127.0.0.1:${up.port}\n`,
+      );
+      const p = await startProxy(['-s', '-f', conf], { TCPPROXY_ENGINE: engine }, 2);
+      const [victim] = await waitWorkers(p.stderr, 4242, 4343);
+      const [bystander] = await waitWorkers(p.stderr, 5252, 5353);
+      if (victim === undefined || bystander === undefined) throw new Error('workers missing');
+
+      // A long stream through B (the other identity), checked chunk by chunk and as a whole.
+      const stream = await Client.connect('127.0.0.1', b, { keep: false });
+      const sent = new StreamHash();
+      let chunkNo = 0;
+      const flow = async (): Promise<void> => {
+        const chunk = payload(256 * KiB, `stream-${engine}-${chunkNo++}`);
+        sent.update(chunk);
+        stream.socket.write(chunk);
+        await stream.waitBytes(sent.bytes, 10000);
+      };
+      await flow();
+      await flow();
+
+      // A live connection of A's identity.
+      const lost = await Client.connect('127.0.0.1', a);
+      lost.socket.write('before\n');
+      await lost.waitBytes(7);
+
+      process.kill(victim.pid, 'SIGKILL');
+      await waitLog(p.stderr, new RegExp(`^worker uid 4242 gid 4343 \\(pid ${victim.pid}\\) ended with signal SIGKILL; restarting in 100 ms$`));
+      await flow(); // B flows while A is down or restarting
+
+      const ready = await waitWorkers(p.stderr, 4242, 4343, 2);
+      const restarted = ready[1];
+      if (restarted === undefined) throw new Error('no second ready line');
+      expect(restarted.pid).not.toBe(victim.pid);
+      expect(procIds(restarted.pid)).toEqual({ uid: [4242, 4242, 4242, 4242], gid: [4343, 4343, 4343, 4343], groups: [] });
+      await flow(); // and after
+
+      // A's connection died with its worker.
+      await lost.waitClosed(5000);
+      // A serves again, from the new worker.
+      const again = await Client.connect('127.0.0.1', a);
+      again.socket.write('after\n');
+      await again.waitBytes(6);
+      expect(again.data().toString()).toBe('after\n');
+      await waitLog(p.stderr, new RegExp(`^connection 3: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${a}: server 127\\.0\\.0\\.1:${up.port}, uid 4242 gid 4343$`));
+
+      // B's worker was never touched; its stream ends complete.
+      expect(await waitWorkers(p.stderr, 5252, 5353)).toEqual([bystander]);
+      expect(alive(bystander.pid)).toBe(true);
+      for (let i = 0; i < 4; i++) await flow();
+      stream.socket.end();
+      await until(() => stream.ended || stream.closed, 'the end of the stream', 10000);
+      expect({ ended: stream.ended, error: stream.error?.code ?? null }).toEqual({ ended: true, error: null });
+      expect(stream.digest()).toEqual(sent.digest());
+      await waitLog(p.stderr, new RegExp(`^connection 1: end: ${sent.bytes} bytes up, ${sent.bytes} down, \\d+ ms, eof, `));
+    },
+  );
+
+  test('a worker that dies again at once is restarted after a doubled backoff', async () => {
+    const p = await startProxy(['-b', '127.0.0.1:0', '127.0.0.1:9']);
+    const [first] = await waitWorkers(p.stderr, 65535, 65534);
+    if (first === undefined) throw new Error('no worker');
+    process.kill(first.pid, 'SIGKILL');
+    await waitLog(p.stderr, new RegExp(`^worker uid 65535 gid 65534 \\(pid ${first.pid}\\) ended with signal SIGKILL; restarting in 100 ms$`));
+    const second = (await waitWorkers(p.stderr, 65535, 65534, 2))[1];
+    if (second === undefined) throw new Error('no second worker');
+    process.kill(second.pid, 'SIGKILL');
+    await waitLog(p.stderr, new RegExp(`^worker uid 65535 gid 65534 \\(pid ${second.pid}\\) ended with signal SIGKILL; restarting in 200 ms$`));
+    const third = (await waitWorkers(p.stderr, 65535, 65534, 3))[2];
+    if (third === undefined) throw new Error('no third worker');
+    expect(new Set([first.pid, second.pid, third.pid]).size).toBe(3);
+    expect(procIds(third.pid).uid).toEqual([65535, 65535, 65535, 65535]);
+  });
+});
