@@ -9,11 +9,15 @@ type Side = 'client' | 'server';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 
+/** Sees every chunk as it is forwarded (transcripts). */
+export type Tap = (direction: 'c>s' | 's>c', chunk: Buffer) => void;
+
 export function forwardJs(
   client: net.Socket,
   server: net.Socket,
   idleMs: number,
   done: (r: ForwardResult) => void,
+  tap?: Tap,
 ): Forwarding {
   const started = Date.now();
   let end: ForwardResult['end'] | null = null;
@@ -61,6 +65,10 @@ export function forwardJs(
   };
   client.on('data', touch);
   server.on('data', touch);
+  if (tap) {
+    client.on('data', (chunk: Buffer) => tap('c>s', chunk));
+    server.on('data', (chunk: Buffer) => tap('s>c', chunk));
+  }
   // One coarse timer per session instead of re-arming a timer per chunk.
   const idleTimer = setInterval(
     () => {

@@ -67,11 +67,17 @@ export interface AcpVerdict {
  * stderr read for the log. Exit 0 grants; anything else, or running past
  * `timeoutMs`, denies.
  */
-export function runAcp(command: string, client: HeldClient, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<AcpVerdict> {
+export function runAcp(
+  command: string,
+  client: HeldClient,
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<AcpVerdict> {
   const argv = splitCommand(command);
   return new Promise((resolve) => {
     const stdio: StdioOptions = ['ignore', clientStdio(client), 'pipe'];
-    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env });
+    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env, ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}) });
     let message = '';
     let timedOut = false;
     child.stderr?.on('data', (chunk: Buffer) => {
@@ -116,11 +122,12 @@ export function runHandler(
   argv: readonly string[],
   client: HeldClient,
   env: NodeJS.ProcessEnv,
+  signal: AbortSignal | undefined,
   log: { stderr: (line: string) => void; spawned: () => void },
 ): Promise<HandlerExit> {
   return new Promise((resolve) => {
     const stdio: StdioOptions = [clientStdio(client), clientStdio(client), 'pipe'];
-    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env });
+    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env, ...(signal ? { signal } : {}) });
     log.spawned();
     let pending = '';
     child.stderr?.on('data', (chunk: Buffer) => {
@@ -133,7 +140,9 @@ export function runHandler(
         pending = '';
       }
     });
-    child.once('error', (err: NodeJS.ErrnoException) => resolve({ status: `spawn ${err.code ?? err.message}`, pid: child.pid }));
+    child.once('error', (err: NodeJS.ErrnoException) =>
+      resolve({ status: err.name === 'AbortError' ? 'killed at shutdown' : `spawn ${err.code ?? err.message}`, pid: child.pid }),
+    );
     child.once('close', (code, signal) => {
       if (pending !== '') log.stderr(pending);
       resolve({ status: signal !== null ? `signal ${signal}` : `exit ${code ?? '?'}`, pid: child.pid });

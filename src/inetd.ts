@@ -34,6 +34,8 @@ export async function serveInetd(
   const devnull = fs.openSync('/dev/null', 'r+');
   addon.dupOnto(devnull, 2);
   const log = createLogger({ ident: opts.logname, stderr: false, syslog: true });
+  // systemd sets these for Accept=yes too; the handler (same pid after execve) must not act on them.
+  for (const v of ['LISTEN_FDS', 'LISTEN_PID', 'LISTEN_FDNAMES']) delete process.env[v];
   const sn = addon.sockName(0);
   if (sn === null || sn.peer === null) {
     log.error('inetd mode: standard input is not a connected socket');

@@ -20,7 +20,19 @@ export interface ConnMessage {
   readonly service: number;
 }
 
-export type ToWorker = InitMessage | ConnMessage;
+/** A new service table after a reload: later connections use it, live ones keep theirs. */
+export interface ServicesMessage {
+  readonly type: 'services';
+  readonly services: readonly Service[];
+}
+
+/** Stop: finish live sessions within graceMs, then reset what is left and exit. */
+export interface DrainMessage {
+  readonly type: 'drain';
+  readonly graceMs: number;
+}
+
+export type ToWorker = InitMessage | ConnMessage | ServicesMessage | DrainMessage;
 
 export interface ReadyMessage {
   readonly type: 'ready';

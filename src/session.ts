@@ -4,12 +4,14 @@
  * Independent of the process that runs it: a standalone worker and inetd
  * mode call `runSession` with a client the engine already holds.
  */
-import type * as net from 'node:net';
+import * as net from 'node:net';
 import { formatHostPort } from './address';
 import type { Engine, ForwardResult, HeldClient } from './forward';
+import { forwardJs } from './forward-js';
 import { clientName, handlerEnv, runAcp, runHandler } from './handler';
 import type { Logger } from './log';
 import { DEFAULT_TIMEOUT_SEC, describeTarget, type Service } from './service';
+import { openTranscript, type Transcript } from './transcript';
 import { connectUpstream } from './upstream';
 
 export interface SessionContext {
@@ -28,6 +30,8 @@ export interface SessionContext {
    * fds 0 and 1) instead of spawning it. Returns only by throwing.
    */
   readonly execInPlace?: (argv: readonly string[], env: NodeJS.ProcessEnv) => never;
+  /** Aborting ends the session at once: forwarding reset, handler and ACP killed. */
+  readonly signal?: AbortSignal;
 }
 
 export interface SessionEnd {
@@ -64,7 +68,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
   if (service.acp !== null) {
     // An ACP is always bounded: with `timeout 0` (no idle timeout) it gets the default.
     const acpMs = (service.timeoutSec > 0 ? service.timeoutSec : DEFAULT_TIMEOUT_SEC) * 1000;
-    const v = await runAcp(service.acp, client, env, acpMs);
+    const v = await runAcp(service.acp, client, env, acpMs, ctx.signal);
     const text = `${tag}: acp ${service.acp}: ${v.granted ? 'granted' : 'denied'} (${v.status})${v.message ? `: ${v.message}` : ''}`;
     if (v.granted) log.info(text);
     else {
@@ -87,7 +91,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
       }
     }
     const started = Date.now();
-    const exit = await runHandler(argv, client, env, {
+    const exit = await runHandler(argv, client, env, ctx.signal, {
       stderr: (line) => log.info(`${tag}: ${argv[0] ?? ''}: ${line}`),
       // The handler holds the connection now; our copy must not keep it open.
       spawned: () => engine.release(client),
@@ -108,17 +112,40 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     engine.release(client);
     return { result: null };
   }
-  return new Promise((resolve) => {
+  let transcript: Transcript | null = null;
+  if (service.writefile !== null) {
     try {
-      engine.forward(client, server, service.timeoutSec * 1000, (r) => {
-        log.info(`${tag}: end: ${describeEnd(r)}`);
-        resolve({ result: r });
-      });
+      transcript = openTranscript(service.writefile, id);
+      log.info(`${tag}: transcript ${transcript.path}`);
     } catch (err) {
+      log.error(`${tag}: transcript ${service.writefile}.${id}.log: ${(err as Error).message}`);
+    }
+  }
+  return new Promise((resolve) => {
+    const finish = (r: ForwardResult): void => {
+      transcript?.close();
+      log.info(`${tag}: end: ${describeEnd(r)}`);
+      resolve({ result: r });
+    };
+    try {
+      // A transcribed connection goes through the copying JS path; the others keep the engine's.
+      const f = transcript
+        ? forwardJs(socketOf(client), server, service.timeoutSec * 1000, finish, (d, chunk) => transcript.write(d, chunk))
+        : engine.forward(client, server, service.timeoutSec * 1000, finish);
+      if (ctx.signal?.aborted) f.abort();
+      else ctx.signal?.addEventListener('abort', () => f.abort(), { once: true });
+    } catch (err) {
+      transcript?.close();
       log.error(`${tag}: cannot forward: ${(err as Error).message}`);
       engine.release(client);
       server.destroy();
       resolve({ result: null });
     }
   });
+}
+
+/** The client as a net.Socket, wrapping a raw fd when the engine held one. */
+function socketOf(client: HeldClient): net.Socket {
+  if (client.kind === 'socket') return client.sock;
+  return new net.Socket({ fd: client.fd, readable: true, writable: true, allowHalfOpen: true });
 }

@@ -9,7 +9,7 @@ import type * as net from 'node:net';
 import * as path from 'node:path';
 import { identityKey, serviceIdentity, type Identity } from './identity';
 import type { Logger } from './log';
-import type { ConnMessage, InitMessage, ToMaster } from './protocol';
+import type { ConnMessage, DrainMessage, InitMessage, ServicesMessage, ToMaster } from './protocol';
 import type { Service } from './service';
 
 const BACKOFF_FIRST_MS = 100;
@@ -18,6 +18,8 @@ const BACKOFF_MAX_MS = 10_000;
 const HEALTHY_MS = 10_000;
 /** Connections kept waiting while a worker starts; more are closed. */
 const QUEUE_MAX = 1024;
+/** A draining worker that outlives its grace period by this much is killed. */
+const KILL_AFTER_GRACE_MS = 5000;
 
 type State = 'starting' | 'ready' | 'backoff' | 'stopped';
 
@@ -36,7 +38,7 @@ class Worker {
 
   readonly id: Identity;
   private readonly drop: boolean;
-  private readonly init: Omit<InitMessage, 'expect'>;
+  private init: Omit<InitMessage, 'expect'>;
   private readonly log: Logger;
 
   constructor(id: Identity, drop: boolean, init: Omit<InitMessage, 'expect'>, log: Logger) {
@@ -114,7 +116,18 @@ class Worker {
     });
   }
 
-  stop(): Promise<void> {
+  /** A new service table: restarts use it too. */
+  update(services: readonly Service[]): void {
+    this.init = { ...this.init, services };
+    if (this.child?.connected) this.child.send({ type: 'services', services } satisfies ServicesMessage);
+  }
+
+  /**
+   * Stops the worker: no new connections, live sessions get `graceMs` to
+   * finish (then the worker resets them), and a worker that still has not
+   * exited a few seconds later is killed.
+   */
+  stop(graceMs: number): Promise<void> {
     this.state = 'stopped';
     if (this.timer) clearTimeout(this.timer);
     for (const p of this.queue) p.sock.destroy();
@@ -122,8 +135,13 @@ class Worker {
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     return new Promise((resolve) => {
-      child.once('exit', () => resolve());
-      child.kill('SIGTERM');
+      const kill = setTimeout(() => child.kill('SIGKILL'), graceMs + KILL_AFTER_GRACE_MS);
+      child.once('exit', () => {
+        clearTimeout(kill);
+        resolve();
+      });
+      if (child.connected) child.send({ type: 'drain', graceMs } satisfies DrainMessage);
+      else child.kill('SIGTERM');
     });
   }
 }
@@ -138,27 +156,49 @@ export interface SupervisorOptions {
 }
 
 export class Supervisor {
-  private readonly workers = new Map<string, Worker>();
-  private readonly byService: Worker[];
-  private readonly opts: SupervisorOptions;
+  private workers = new Map<string, Worker>();
+  private byService: Worker[] = [];
+  private opts: SupervisorOptions;
 
   constructor(opts: SupervisorOptions) {
     this.opts = opts;
-    const init = { type: 'init' as const, services: opts.services, clearEnv: opts.clearEnv, logname: opts.logname, stderr: opts.stderr };
-    this.byService = opts.services.map((s) => {
-      const id = serviceIdentity(s, opts.asRoot);
+    this.assign(opts.services);
+  }
+
+  /** Maps each service to the worker of its identity, creating workers as needed; returns the unused ones. */
+  private assign(services: readonly Service[]): Worker[] {
+    const init = { type: 'init' as const, services, clearEnv: this.opts.clearEnv, logname: this.opts.logname, stderr: this.opts.stderr };
+    const next = new Map<string, Worker>();
+    this.byService = services.map((s) => {
+      const id = serviceIdentity(s, this.opts.asRoot);
       const key = identityKey(id);
-      let w = this.workers.get(key);
-      if (!w) {
-        w = new Worker(id, opts.asRoot, init, opts.log);
-        this.workers.set(key, w);
-      }
+      let w = next.get(key) ?? this.workers.get(key);
+      if (!w) w = new Worker(id, this.opts.asRoot, init, this.opts.log);
+      next.set(key, w);
       return w;
     });
+    const unused = [...this.workers.entries()].filter(([k]) => !next.has(k)).map(([, w]) => w);
+    this.workers = next;
+    return unused;
   }
 
   start(): void {
-    for (const w of this.workers.values()) w.start();
+    for (const w of this.workers.values()) if (w.child === null) w.start();
+  }
+
+  /**
+   * A reloaded service table: workers of new identities start, workers of
+   * identities no longer used drain, the others get the new table. Live
+   * sessions are never touched.
+   */
+  update(services: readonly Service[], graceMs: number): void {
+    const known = new Set(this.workers.values());
+    const unused = this.assign(services);
+    for (const w of this.workers.values()) {
+      if (known.has(w)) w.update(services);
+      else w.start();
+    }
+    for (const w of unused) void w.stop(graceMs);
   }
 
   /** Hands a connection to the worker of the service at `index`. */
@@ -178,11 +218,8 @@ export class Supervisor {
     return m;
   }
 
-  async stop(): Promise<void> {
-    await Promise.all([...this.workers.values()].map((w) => w.stop()));
-  }
-
-  get services(): readonly Service[] {
-    return this.opts.services;
+  /** Drains every worker (see Worker.stop). */
+  async stop(graceMs: number): Promise<void> {
+    await Promise.all([...this.workers.values()].map((w) => w.stop(graceMs)));
   }
 }

@@ -39,22 +39,44 @@ function start(): void {
     process.send?.(m);
   };
 
+  const live = new Set<AbortController>();
+  let draining = false;
+  const exitWhenIdle = (): void => {
+    if (draining && live.size === 0) process.exit(0);
+  };
+
   process.on('message', (msg: ToWorker, handle: unknown) => {
-    if (msg.type === 'init') {
-      init = msg;
-      log = createLogger({ ident: msg.logname, stderr: msg.stderr, syslog: true });
-      const problem = privilegeProblem(msg.expect);
-      if (problem !== null) {
-        log.error(`${problem}: refusing to serve`);
-        process.exit(1);
+    switch (msg.type) {
+      case 'init': {
+        init = msg;
+        log = createLogger({ ident: msg.logname, stderr: msg.stderr, syslog: true });
+        const problem = privilegeProblem(msg.expect);
+        if (problem !== null) {
+          log.error(`${problem}: refusing to serve`);
+          process.exit(1);
+        }
+        const l = log;
+        engine = selectEngine((m) => l.warn(m));
+        send({ type: 'ready', uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 });
+        return;
       }
-      const l = log;
-      engine = selectEngine((m) => l.warn(m));
-      send({ type: 'ready', uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 });
-      return;
+      case 'services':
+        if (init) init = { ...init, services: msg.services };
+        return;
+      case 'drain': {
+        draining = true;
+        const timer = setTimeout(() => {
+          for (const c of live) c.abort();
+        }, msg.graceMs);
+        timer.unref();
+        exitWhenIdle();
+        return;
+      }
+      case 'conn':
+        break;
     }
     const sock = handle as net.Socket | undefined;
-    if (!init || !log || !engine || !sock) {
+    if (!init || !log || !engine || !sock || draining) {
       sock?.destroy();
       return;
     }
@@ -65,6 +87,8 @@ function start(): void {
       engine.release(client);
       return;
     }
+    const ctl = new AbortController();
+    live.add(ctl);
     void runSession({
       id: msg.id,
       client,
@@ -73,10 +97,15 @@ function start(): void {
       log,
       clearEnv: init.clearEnv,
       ids: { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 },
+      signal: ctl.signal,
+    }).finally(() => {
+      live.delete(ctl);
+      exitWhenIdle();
     });
   });
   // The master is gone: nobody supervises this process any more.
   process.on('disconnect', () => process.exit(0));
+  // The master drains workers by message; a SIGTERM from elsewhere ends this one at once.
   process.on('SIGTERM', () => process.exit(0));
 }
 
