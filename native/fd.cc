@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "addon.h"
@@ -101,6 +102,17 @@ Napi::Value SockName(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// cloexecFrom(first): close-on-exec on every fd >= first (close_range(2)),
+// so that nothing a parent leaked to tcpproxy reaches a worker or handler.
+Napi::Value CloexecFrom(const Napi::CallbackInfo& info) {
+  int first = IntArg(info, 0, "cloexecFrom(first): first must be a number");
+  if (first < 3) ThrowType(info.Env(), "cloexecFrom: first must be 3 or more");
+  if (syscall(SYS_close_range, static_cast<unsigned>(first), ~0U, 1U << 2 /* CLOSE_RANGE_CLOEXEC */) < 0) {
+    ThrowErrno(info.Env(), "close_range", errno);
+  }
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitFd(Napi::Env env, Napi::Object exports) {
@@ -108,6 +120,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("fdInfo", Napi::Function::New(env, FdInfo, "fdInfo"));
   exports.Set("dupOnto", Napi::Function::New(env, DupOnto, "dupOnto"));
+  exports.Set("cloexecFrom", Napi::Function::New(env, CloexecFrom, "cloexecFrom"));
   exports.Set("sockName", Napi::Function::New(env, SockName, "sockName"));
 }
 

@@ -6,12 +6,12 @@
 //
 // Why uv_poll on Node's loop and not a native thread with its own epoll: the
 // pump runs in per-identity worker processes whose JS is otherwise idle, and
-// there the two measured the same (1525 vs 1829 MiB/s, 0.35 vs 0.23 s CPU/GiB,
-// within the noise of the loaded test machine; native-findings.md 1.8, 2.4).
-// The poll variant only loses when JS blocks the loop (679 vs 1106 MiB/s with
-// JS busy half the time), which a forwarding worker does not do. In exchange
-// it needs no locks, no thread-safe functions and no shutdown handshake: every
-// callback, including `done`, already runs on the JS thread.
+// there the two measured the same (1 MiB pipes: 1857 vs 1829 MiB/s, 0.24 vs
+// 0.23 s CPU per GiB; native-findings.md 1.8, 2.4). uv_poll only loses when JS
+// blocks the loop (679 vs 1106 MiB/s with JS busy half the time), which a
+// forwarding worker does not do. In exchange it needs no locks, no thread-safe
+// functions and no shutdown handshake, and the session's lifetime is that of
+// its libuv handles: every callback, `done` included, runs on the JS thread.
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/socket.h>
@@ -33,10 +33,11 @@ class PumpSession;
 
 namespace {
 
-// Default-sized pipes (64 KiB): bigger ones would be faster but exhaust the
+// Pipes keep the default size (64 KiB): bigger ones are faster but use up the
 // per-user pipe budget (pipe-user-pages-soft) after a few dozen connections of
-// one identity, after which new pipes silently shrink to 8 KiB. The real size
-// is read back with F_GETPIPE_SZ, never assumed.
+// one identity, and then new pipes silently shrink to 8 KiB. The real size is
+// read back with F_GETPIPE_SZ, never assumed.
+constexpr size_t kDefaultPipeSize = 64 * 1024;
 constexpr size_t kCopyBufferSize = 64 * 1024;
 // Idle pipe pairs kept for reuse; extras are closed.
 constexpr size_t kMaxIdlePipes = 64;
@@ -92,6 +93,7 @@ struct PumpState {
   std::unordered_map<uint64_t, PumpSession*> sessions;
   uint64_t next_id = 1;
   size_t busy = 0;  // pipes held by sessions
+  uint64_t wakeups = 0;  // poll callbacks: a stalled session must not add to it
 
   // Returns 0 or the errno of pipe2().
   int Get(Pipe* p) {
@@ -113,11 +115,13 @@ struct PumpState {
   }
 
   // Only an empty pipe goes back to the pool: bytes left in one would be
-  // delivered to the next connection that takes it.
+  // delivered to the next connection that takes it. A pipe shrunk by the
+  // per-user budget is not kept either, so that full-size pipes come back
+  // once the budget allows.
   void Put(Pipe* p, bool empty) {
     if (p->rd < 0) return;
     busy--;
-    if (empty && idle.size() < kMaxIdlePipes) {
+    if (empty && p->capacity >= kDefaultPipeSize && idle.size() < kMaxIdlePipes) {
       idle.push_back(*p);
       *p = Pipe();
     } else {
@@ -224,6 +228,7 @@ class PumpSession {
     auto* s = static_cast<PumpSession*>(handle->data);
     int side = handle == &s->poll_[kClient] ? kClient : kServer;
     if (s->finishing_) return;
+    s->state_->wakeups++;
     if (status < 0) {
       // EPOLLERR (libuv reports it as UV_EBADF and stops the handle). Fatal:
       // SO_ERROR is consumed by reading it, and the next splice() would then
@@ -271,7 +276,9 @@ class PumpSession {
       // Half-close: the FIN travels only after every byte read before it.
       if (d.eof && d.pending == 0 && !d.shut) {
         d.shut = true;
-        if (shutdown(fd_[d.dst], SHUT_WR) < 0) return Fail("shutdown", errno, d.dst);
+        if (shutdown(fd_[d.dst], SHUT_WR) < 0) {
+          return Fail("shutdown", errno, d.dst);
+        }
       }
       if (moved == before) break;
     }
@@ -326,7 +333,8 @@ class PumpSession {
   ssize_t WriteSplice(Direction& d) {
     ssize_t n;
     do {
-      n = splice(d.pipe.rd, nullptr, fd_[d.dst], nullptr, d.pending, kSpliceFlags);
+      n = splice(d.pipe.rd, nullptr, fd_[d.dst], nullptr, d.pending,
+                 kSpliceFlags);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
       d.pending -= n;
@@ -429,7 +437,8 @@ class PumpSession {
   }
 
   void Fail(const char* syscall, int err, int side) {
-    Finish(err == ECONNRESET || err == EPIPE ? End::kReset : End::kError, syscall, err, side);
+    End end = err == ECONNRESET || err == EPIPE ? End::kReset : End::kError;
+    Finish(end, syscall, err, side);
   }
 
   // Ending is two steps: stop and close the handles now, then (once libuv has
@@ -461,7 +470,9 @@ class PumpSession {
     finishing_ = true;
     detached_ = true;
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnClosed);
-    if (open_handles_ > 1) uv_close(reinterpret_cast<uv_handle_t*>(&poll_[kClient]), OnClosed);
+    if (open_handles_ > 1) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&poll_[kClient]), OnClosed);
+    }
     for (int side : {kClient, kServer}) {
       close(fd_[side]);
       fd_[side] = -1;
@@ -502,19 +513,21 @@ class PumpSession {
   void CallDone() {
     Napi::Env env = env_;
     Napi::HandleScope scope(env);
-    Napi::Object r = Napi::Object::New(env);
-    r.Set("end", EndName(end_));
-    r.Set("bytesUp", static_cast<double>(dir_[kClient].bytes));
-    r.Set("bytesDown", static_cast<double>(dir_[kServer].bytes));
-    r.Set("durationMs", std::round((uv_hrtime() - start_ns_) / 1e6));
-    r.Set("path", copy_ ? "copy" : "splice");
-    if (syscall_ != nullptr) r.Set("error", MakeErrno(env, syscall_, errno_));
-    if (side_ != kNoSide) r.Set("side", side_ == kClient ? "client" : "server");
+    // No JS frame is below us to catch an exception (from `done`, or from
+    // building the result): report it like one thrown by any I/O callback,
+    // i.e. 'uncaughtException', or the end of the process.
     try {
-      done_.MakeCallback(env.Global(), {r}, *async_);  // recv must be an object for napi_make_callback
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("end", EndName(end_));
+      r.Set("bytesUp", static_cast<double>(dir_[kClient].bytes));
+      r.Set("bytesDown", static_cast<double>(dir_[kServer].bytes));
+      r.Set("durationMs", std::round((uv_hrtime() - start_ns_) / 1e6));
+      r.Set("path", copy_ ? "copy" : "splice");
+      if (syscall_ != nullptr) r.Set("error", MakeErrno(env, syscall_, errno_));
+      if (side_ != kNoSide) r.Set("side", side_ == kClient ? "client" : "server");
+      // napi_make_callback wants an object as the receiver.
+      done_.MakeCallback(env.Global(), {r}, *async_);
     } catch (const Napi::Error& e) {
-      // No JS frame below us to catch it: report it like any other exception
-      // thrown from an I/O callback ('uncaughtException', or the process ends).
       napi_fatal_exception(env, e.Value());
     }
   }
@@ -551,8 +564,7 @@ namespace {
 
 int FdProp(Napi::Env env, Napi::Object req, const char* key) {
   Napi::Value v = req.Get(key);
-  if (!v.IsNumber()) ThrowType(env, "pump(req, done): req.client and req.server must be fds");
-  double fd = v.As<Napi::Number>().DoubleValue();
+  double fd = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
   if (fd != std::floor(fd) || fd <= 2 || fd > INT32_MAX) {
     ThrowType(env, "pump(req, done): req.client and req.server must be fds above 2");
   }
@@ -567,14 +579,18 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
   Napi::Object req = info[0].As<Napi::Object>();
   int client = FdProp(env, req, "client");
   int server = FdProp(env, req, "server");
-  if (client == server) ThrowType(env, "pump(req, done): req.client and req.server are the same fd");
+  if (client == server) {
+    ThrowType(env, "pump(req, done): req.client and req.server are the same fd");
+  }
   Napi::Value idle = req.Get("idleMs");
   double idle_ms = idle.IsNumber() ? idle.As<Napi::Number>().DoubleValue() : -1;
   if (!(idle_ms >= 0 && idle_ms <= 0x7fffffff)) {
     ThrowType(env, "pump(req, done): req.idleMs must be a number of ms >= 0");
   }
   Napi::Value copy = req.Get("copy");
-  if (!copy.IsUndefined() && !copy.IsBoolean()) ThrowType(env, "pump(req, done): req.copy must be a boolean");
+  if (!copy.IsUndefined() && !copy.IsBoolean()) {
+    ThrowType(env, "pump(req, done): req.copy must be a boolean");
+  }
 
   Addon& addon = Addon::From(env);
   uv_loop_t* loop = nullptr;
@@ -582,13 +598,14 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
     ThrowType(env, "pump(req, done): no event loop");
   }
   // From here on the fds belong to the session, on every path.
-  auto* s = new PumpSession(env, addon.pump, client, server, static_cast<uint64_t>(std::ceil(idle_ms)),
+  uint64_t id = addon.pump->next_id++;
+  auto* s = new PumpSession(env, addon.pump, client, server,
+                            static_cast<uint64_t>(std::ceil(idle_ms)),
                             copy.IsBoolean() && copy.As<Napi::Boolean>().Value(),
                             info[1].As<Napi::Function>());
+  s->id_ = id;
   int err = s->Start(loop);
   if (err < 0) ThrowErrno(env, "uv_poll_init", -err);
-  uint64_t id = addon.pump->next_id++;
-  s->id_ = id;
   addon.pump->sessions[id] = s;
 
   // The handle refers to the session by id, so abort() after the end (when the
@@ -608,7 +625,8 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
   return handle;
 }
 
-// pumpStats() -> { sessions, pipesBusy, pipesIdle }: for tests and diagnostics.
+// pumpStats() -> { sessions, pipesBusy, pipesIdle, wakeups }: for tests and
+// diagnostics.
 Napi::Value PumpStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   PumpState* state = Addon::From(env).pump;
@@ -616,6 +634,7 @@ Napi::Value PumpStats(const Napi::CallbackInfo& info) {
   o.Set("sessions", static_cast<double>(state ? state->sessions.size() : 0));
   o.Set("pipesBusy", static_cast<double>(state ? state->busy : 0));
   o.Set("pipesIdle", static_cast<double>(state ? state->idle.size() : 0));
+  o.Set("wakeups", static_cast<double>(state ? state->wakeups : 0));
   return o;
 }
 

@@ -100,6 +100,8 @@ function loadServices(o: CliOptions): Loaded {
 }
 
 export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
+  // Whatever our parent leaked to us (fds >= 3 without close-on-exec) must not reach workers or handlers.
+  loadNative().addon?.cloexecFrom(3);
   const parsed = parseArgs(argv, etcServices);
   if (!parsed.ok) {
     io.stderr(`tcpproxy: ${parsed.error}\n${USAGE}\n`);

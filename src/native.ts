@@ -66,6 +66,8 @@ export interface Addon {
   dupCloexec(fd: number): number;
   close(fd: number): void;
   fdInfo(fd: number): FdInfo;
+  /** Marks every fd >= first close-on-exec. */
+  cloexecFrom(first: number): void;
   /** dup2(fd, target) for target 0, 1 or 2. */
   dupOnto(fd: number, target: number): void;
   /** Local and peer address of an IP socket; null when fd is not one. */
