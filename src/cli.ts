@@ -310,8 +310,11 @@ export function parseArgs(argv: readonly string[], resolve: PortResolver): CliRe
   }
 
   const positional = argv.slice(i);
-  if (positional.length > 1) return fail(`unexpected argument "${positional[1] ?? ''}"`);
-  const serverText = positional[0];
+  // A handler takes the words after it as its arguments (inetd.conf cannot quote);
+  // a host[:port] stands alone.
+  const isProgram = /^[/.]/.test(positional[0] ?? '');
+  if (positional.length > 1 && !isProgram) return fail(`unexpected argument "${positional[1] ?? ''}"`);
+  const serverText = isProgram ? positional.join(' ') : positional[0];
   if (serverText !== undefined) {
     const t = parseTarget(serverText, resolve);
     if (!t.ok) return fail(`server argument: ${t.error}`);

@@ -9,7 +9,7 @@
 import * as fs from 'node:fs';
 import { normalizeIp, parsePort, type PortResolver } from './address';
 import { errorText, type ConfigError } from './errors';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Service, type Target } from './service';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Origin, type Service, type Target } from './service';
 
 export interface Config {
   readonly file: string;
@@ -445,6 +445,11 @@ export function parseConfig(
   }
 
   const g = global.values;
+  const acpOrigin = (scope: Scope | null): { acpOrigin?: Origin } => {
+    if (scope === null) return { acpOrigin: { file: 'command line', line: 0 } };
+    const line = scope.seen.get('acp');
+    return line === undefined ? {} : { acpOrigin: { file, line } };
+  };
   const services: Service[] = [];
   for (const e of entries) {
     const { port } = e.block;
@@ -462,6 +467,8 @@ export function parseConfig(
       uid: own.uid ?? blk.uid ?? g.uid ?? null,
       gid: own.gid ?? blk.gid ?? g.gid ?? null,
       origin: { file, line: e.line },
+      targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
+      ...acpOrigin(own.acp !== undefined ? e.scope : blk.acp !== undefined ? e.block.scope : cli?.acp !== undefined ? null : global),
     });
   }
   return { ok: true, config: { file, standalone, logname, services } };

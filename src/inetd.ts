@@ -77,7 +77,7 @@ export async function serveInetd(
   fs.closeSync(devnull);
   const borrowed = service.target.kind === 'exec';
   const sessionEngine = borrowed ? { ...engine, release: () => {} } : engine;
-  await runSession({
+  const end = await runSession({
     id: process.pid,
     client,
     service,
@@ -87,5 +87,5 @@ export async function serveInetd(
     ids: { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 },
     execInPlace: (argv, env) => addon.execve(argv[0] ?? '', argv, envArray(env)),
   });
-  return EXIT_OK;
+  return end.ok ? EXIT_OK : EXIT_FAILURE;
 }

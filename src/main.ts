@@ -2,6 +2,7 @@
  * The program: command line → service table → mode (list, standalone,
  * inetd). Returns the exit status; only src/tcpproxy.ts touches process.exit.
  */
+import * as fs from 'node:fs';
 import { parseArgs, DEFAULT_CONFIG, HELP, USAGE, type CliOptions } from './cli';
 import { configFileProblem, readConfig, type CommandLineDefaults, type Config } from './config';
 import { detach, takeReadyFd } from './daemon';
@@ -9,6 +10,7 @@ import { formatConfigError } from './errors';
 import { EXIT_OK, EXIT_USAGE } from './exit-codes';
 import { runningAsRoot } from './identity';
 import { serveInetd, stdinIsConnection } from './inetd';
+import { createLogger } from './log';
 import { loadNative } from './native';
 import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, describeTarget, type Service } from './service';
 import { etcServices } from './services-db';
@@ -99,9 +101,27 @@ function loadServices(o: CliOptions): Loaded {
   return { ok: true, services: programs.services, config };
 }
 
-export async function main(argv: readonly string[], io: Io = processIo): Promise<number> {
+/**
+ * Under inetd, fds 0, 1 and 2 are all the client's socket: before anything
+ * can be printed, fd 2 goes to /dev/null and messages go to syslog instead.
+ */
+function inetdSafeIo(io: Io): Io {
+  const addon = loadNative().addon;
+  if (!addon || !stdinIsConnection(addon) || addon.sockName(2) === null) return io;
+  const devnull = fs.openSync('/dev/null', 'r+');
+  addon.dupOnto(devnull, 2);
+  fs.closeSync(devnull);
+  const log = createLogger({ ident: 'tcpproxy', stderr: false, syslog: true });
+  const toLog = (text: string): void => {
+    for (const line of text.split('\n')) if (line !== '') log.error(line.replace(/^tcpproxy: /, ''));
+  };
+  return { stdout: toLog, stderr: toLog };
+}
+
+export async function main(argv: readonly string[], ioGiven: Io = processIo): Promise<number> {
   // Whatever our parent leaked to us (fds >= 3 without close-on-exec) must not reach workers or handlers.
   loadNative().addon?.cloexecFrom(3);
+  const io = inetdSafeIo(ioGiven);
   const parsed = parseArgs(argv, etcServices);
   if (!parsed.ok) {
     io.stderr(`tcpproxy: ${parsed.error}\n${USAGE}\n`);

@@ -7,7 +7,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ConfigError } from './errors';
-import { splitCommand, type Service } from './service';
+import { splitCommand, type Origin, type Service } from './service';
 
 function executable(file: string): string | null {
   try {
@@ -44,19 +44,19 @@ export function resolvePrograms(
   const errors: ConfigError[] = [];
   const out = services.map((s): Service => {
     let next: Service = s;
-    const at = (message: string): void => {
-      errors.push({ file: s.origin.file, line: s.origin.line, message });
+    const at = (where: Origin, message: string): void => {
+      errors.push({ file: where.file, line: where.line, message });
     };
     if (s.target.kind === 'exec') {
       const [prog, ...args] = s.target.argv;
       const r = resolveProgram(prog ?? '', cwd, searchPath);
-      if ('error' in r) at(r.error);
+      if ('error' in r) at(s.targetOrigin ?? s.origin, r.error);
       else next = { ...next, target: { kind: 'exec', argv: [r.file, ...args] } };
     }
     if (s.acp !== null) {
       const [prog, ...args] = splitCommand(s.acp);
       const r = resolveProgram(prog ?? '', cwd, searchPath);
-      if ('error' in r) at(`acp: ${r.error}`);
+      if ('error' in r) at(s.acpOrigin ?? s.origin, `acp: ${r.error}`);
       else next = { ...next, acp: [r.file, ...args].join(' ') };
     }
     return next;

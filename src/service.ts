@@ -33,6 +33,9 @@ export interface Service {
   readonly uid: number | null;
   readonly gid: number | null;
   readonly origin: Origin;
+  /** Where the `server`/`exec` and the `acp` in force were written, when not at `origin`. */
+  readonly targetOrigin?: Origin;
+  readonly acpOrigin?: Origin;
 }
 
 export const DEFAULT_TIMEOUT_SEC = 60;

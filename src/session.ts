@@ -37,6 +37,8 @@ export interface SessionContext {
 export interface SessionEnd {
   /** The forwarding record, or null when the connection was not forwarded. */
   readonly result: ForwardResult | null;
+  /** False when tcpproxy failed the connection (upstream unreachable, handler not started). */
+  readonly ok: boolean;
 }
 
 /** Formats the end record of a connection for the log. */
@@ -74,7 +76,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     else {
       log.warn(text);
       engine.release(client);
-      return { result: null };
+      return { result: null, ok: true };
     }
   }
 
@@ -87,7 +89,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
       } catch (err) {
         log.error(`${tag}: ${argv[0] ?? ''}: ${(err as Error).message}`);
         engine.release(client);
-        return { result: null };
+        return { result: null, ok: false };
       }
     }
     const started = Date.now();
@@ -97,9 +99,10 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
       spawned: () => engine.release(client),
     });
     const text = `${tag}: end: handler ${argv[0] ?? ''} pid ${exit.pid ?? '-'} ${exit.status}, ${Date.now() - started} ms`;
-    if (exit.status.startsWith('spawn')) log.error(text);
-    else log.info(text);
-    return { result: null };
+    const handlerRan = !exit.status.startsWith('spawn');
+    if (handlerRan) log.info(text);
+    else log.error(text);
+    return { result: null, ok: handlerRan };
   }
 
   const { host, port } = service.target.server;
@@ -110,7 +113,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
   } catch (err) {
     log.error(`${tag}: server ${formatHostPort(host, upstreamPort)}: ${(err as Error).message}`);
     engine.release(client);
-    return { result: null };
+    return { result: null, ok: false };
   }
   let transcript: Transcript | null = null;
   if (service.writefile !== null) {
@@ -125,7 +128,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     const finish = (r: ForwardResult): void => {
       transcript?.close();
       log.info(`${tag}: end: ${describeEnd(r)}`);
-      resolve({ result: r });
+      resolve({ result: r, ok: true });
     };
     try {
       // A transcribed connection goes through the copying JS path; the others keep the engine's.
@@ -139,7 +142,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
       log.error(`${tag}: cannot forward: ${(err as Error).message}`);
       engine.release(client);
       server.destroy();
-      resolve({ result: null });
+      resolve({ result: null, ok: false });
     }
   });
 }

@@ -1,4 +1,4 @@
-/** The built command's one-shot paths: usage, version, listings, config errors, refused options. */
+/** The built command's one-shot paths: usage, version, listings, config errors. */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -83,18 +83,7 @@ test('a handler program that does not exist is a config error at its line', asyn
   const f = conf('exec.conf', 'port 7000\n  exec /nonexistent/handler arg\n');
   const r = await runCli(['-s', '-f', f]);
   expect(r.code).toBe(2);
-  expect(r.stderr).toBe(`tcpproxy:${f}:1: program "/nonexistent/handler" does not exist\n`);
-});
-
-test('options whose behaviour is not built yet are refused, not ignored', async () => {
-  expect(await runCli(['-p', '-b', '0', '127.0.0.1:1'])).toMatchObject({
-    code: 2,
-    stderr: 'tcpproxy: option -p (pidfile) is not implemented yet\n',
-  });
-  expect(await runCli(['-w', path.join(dir, 'log'), '-b', '0', '127.0.0.1:1'])).toMatchObject({
-    code: 2,
-    stderr: 'tcpproxy: option -w (transcripts) is not implemented yet\n',
-  });
+  expect(r.stderr).toBe(`tcpproxy:${f}:2: program "/nonexistent/handler" does not exist\n`);
 });
 
 test('without -s/-b and with stdin not a connection, a server argument is refused', async () => {

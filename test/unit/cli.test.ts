@@ -333,7 +333,7 @@ describe('parseArgs: the server argument', () => {
   });
 
   it('the handler arguments are separate argv words only inside one word', () => {
-    expect(err('-b', '79', '/bin/echo', 'hi')).toBe('unexpected argument "hi"');
+    expect(ok('-b', '79', '/bin/echo', 'hi').server).toEqual({ kind: 'exec', argv: ['/bin/echo', 'hi'] });
   });
 
   it.each([
@@ -349,7 +349,7 @@ describe('parseArgs: the server argument', () => {
 
   it('options stop at the server argument', () => {
     expect(err('h', '-s')).toBe('unexpected argument "-s"');
-    expect(err('/bin/date', '-s')).toBe('unexpected argument "-s"');
+    expect(ok('/bin/date', '-s').server).toEqual({ kind: 'exec', argv: ['/bin/date', '-s'] });
   });
 
   it('more than one argument is an error naming the second', () => {

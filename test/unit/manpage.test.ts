@@ -5,18 +5,23 @@
  */
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { PortResolver } from '../../src/address';
-import { OPTION_LETTERS, USAGE, parseArgs } from '../../src/cli';
+import { DEFAULT_PIDFILE, OPTION_LETTERS, USAGE, parseArgs } from '../../src/cli';
 import { configFileProblem, DIRECTIVES, parseConfig, readConfig, type ConfigResult } from '../../src/config';
-import { formatConfigError } from '../../src/errors';
+import { formatConfigError, StartError } from '../../src/errors';
 import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from '../../src/exit-codes';
 import { DEFAULT_GID, DEFAULT_UID } from '../../src/identity';
 import { stdinIsConnection } from '../../src/inetd';
+import { listenAll } from '../../src/listener';
 import { main } from '../../src/main';
 import { loadNative } from '../../src/native';
+import { checkPidfile, removePidfile, writePidfile } from '../../src/pidfile';
 import type { Service } from '../../src/service';
+import { GRACE_MS } from '../../src/standalone';
+import { openTranscript } from '../../src/transcript';
 import { VERSION } from '../../src/version';
 
 const ROOT = path.join(__dirname, '..', '..');
@@ -122,6 +127,35 @@ function examples(lines: readonly string[]): string[] {
     } else if (cur) cur.push(line);
   }
   return blocks;
+}
+
+/** Runs `body` with a fresh temporary directory, removed afterwards. */
+async function withTempDir<T>(body: (dir: string) => T | Promise<T>): Promise<T> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-manpage-'));
+  try {
+    return await body(dir);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** The records of a transcript, read the way TRANSCRIPTS tells a reader to: header line, then count bytes. */
+function parseTranscript(buf: Buffer): { time: string; direction: string; data: string }[] {
+  const records: { time: string; direction: string; data: string }[] = [];
+  let at = 0;
+  while (at < buf.length) {
+    const nl = buf.indexOf(0x0a, at);
+    if (nl < 0) throw new Error(`header without newline at byte ${at}`);
+    const header = buf.subarray(at, nl).toString('latin1');
+    const m = /^([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z) (c>s|s>c) ([0-9]+)$/.exec(header);
+    if (!m) throw new Error(`not a header line: ${JSON.stringify(header)}`);
+    const count = Number(m[3]);
+    const data = buf.subarray(nl + 1, nl + 1 + count);
+    if (data.length !== count) throw new Error(`record of ${count} bytes cut short`);
+    records.push({ time: m[1] ?? '', direction: m[2] ?? '', data: data.toString('latin1') });
+    at = nl + 1 + count;
+  }
+  return records;
 }
 
 function okConfig(r: ConfigResult): Service[] {
@@ -281,7 +315,7 @@ describe('man/tcpproxy.1: content', () => {
     const prefix = 'tcpproxy:/etc/tcpproxy.conf: ';
     const documented = examples(section('CONFIGURATION FILE'))
       .flatMap((b) => b.split('\n'))
-      .filter((l) => l.startsWith(prefix))
+      .filter((l) => l.startsWith(prefix) && l.endsWith('when started as root'))
       .map((l) => l.slice(prefix.length));
     expect(documented).toEqual([
       'is owned by uid 1000, not root: refusing it when started as root',
@@ -304,17 +338,180 @@ describe('man/tcpproxy.1: content', () => {
     expect(render(section('CONFIGURATION FILE'))).toContain(`It exits with status ${EXIT_USAGE} before reading the file`);
   });
 
-  it('still says that transcripts, the pidfile, detaching and SIGHUP reload are not implemented', () => {
-    expect(render(section('TRANSCRIPTS'))).toMatch(/^Not implemented yet\./);
-    expect(render(section('PIDFILE'))).toMatch(/^Not implemented yet\./);
-    const bugs = render(section('BUGS'));
-    expect(bugs).toMatch(/Transcripts \(-w, writefile\) and the pid file \(-p\) are not implemented yet\./);
-    expect(bugs).toContain('does not detach');
-    expect(bugs).toContain('SIGHUP does not reload the configuration');
+  it('no longer calls transcripts, the pid file, detaching or SIGHUP reload unimplemented', () => {
+    expect(unescape(PAGE)).not.toMatch(/not implemented|does not detach|does not reload|not written by this version/i);
+    expect(README).not.toMatch(/not implemented/i);
+    expect(SECTIONS.has('SIGNALS')).toBe(true);
+  });
+
+  it('documents detaching: a new session on /dev/null in the same directory, returning once every port is bound', () => {
+    const modes = section('MODES');
+    const standaloneLines = modes.slice(modes.indexOf('.SS Standalone'), modes.indexOf('.SS inetd mode'));
+    const text = render(standaloneLines);
+    const steps = [
+      'Without -D, standalone tcpproxy detaches',
+      'a new session (setsid(2))',
+      'no controlling terminal',
+      'standard input, output and error are /dev/null',
+      'it keeps the working directory',
+      'with status 0 once every port is bound',
+      "with the daemon's status after printing its message on standard error",
+      '"tcpproxy: the daemon ended before it was ready"',
+      'logs to syslog only',
+      'With -D the process that was started is the daemon',
+      'writes every log line to standard error as well as to syslog',
+    ].map((t) => [t, text.indexOf(t)] as const);
+    for (const [t, i] of steps) expect({ t, found: i >= 0 }).toEqual({ t, found: true });
+    expect(fs.readFileSync(path.join(ROOT, 'src', 'daemon.ts'), 'utf8')).toContain('tcpproxy: the daemon ended before it was ready');
     const options = render(section('OPTIONS'));
-    expect(options).toContain('option -p (pidfile) is not implemented yet');
-    expect(options).toContain('option -w (transcripts) is not implemented yet');
-    expect(options).toContain('so -D does not change anything yet');
+    expect(options).toContain('-D Do not detach in standalone mode');
+    expect(render(section('LOGGING'))).toContain('a detached daemon logs to syslog only');
+  });
+
+  it('quotes a bind failure at start as listenAll reports it', async () => {
+    const modes = section('MODES');
+    const quoted = examples(modes.slice(modes.indexOf('.SS Standalone'), modes.indexOf('.SS inetd mode')));
+    expect(quoted).toEqual(['tcpproxy: cannot listen on 192.0.2.1:25: EADDRINUSE (address already in use)']);
+    const busy = net.createServer();
+    await new Promise<void>((resolve) => busy.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    try {
+      const port = (busy.address() as net.AddressInfo).port;
+      const err: unknown = await listenAll([{ iface: '127.0.0.1', port }], () => {}).then(
+        (servers) => {
+          for (const s of servers) s.close();
+          return null;
+        },
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(StartError);
+      expect(`tcpproxy: ${(err as StartError).message}`.replace(`127.0.0.1:${port}`, '192.0.2.1:25')).toBe(quoted[0]);
+      expect((err as StartError).exitCode).toBe(EXIT_FAILURE);
+    } finally {
+      busy.close();
+    }
+  });
+
+  it('documents the pid file as src/pidfile.ts keeps it: refused when live, stale replaced, removed only when ours', async () => {
+    const text = render(section('PIDFILE'));
+    expect(text).toContain(`With -p, the standalone daemon writes its process id in decimal, followed by a newline, to ${DEFAULT_PIDFILE}`);
+    for (const t of ['Before it binds any port', 'is stale and is replaced', 'Once every port is bound', 'with mode 0644', 'renamed', 'provided the file still holds its id']) {
+      expect(text).toContain(t);
+    }
+    expect(text).toContain(`kill -TERM $(cat ${DEFAULT_PIDFILE})`);
+    const quoted = examples(section('PIDFILE'))
+      .flatMap((b) => b.split('\n'))
+      .filter((l) => l.includes('already running'));
+    expect(quoted).toEqual([`tcpproxy: pidfile ${DEFAULT_PIDFILE}: tcpproxy is already running as pid 4711`]);
+    await withTempDir((dir) => {
+      const file = path.join(dir, 'tcpproxy.pid');
+      // A live process (jest's parent) in the file: refused with the documented message and status 1.
+      fs.writeFileSync(file, `${process.ppid}\n`);
+      let err: unknown = null;
+      try {
+        checkPidfile(file);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(StartError);
+      expect((err as StartError).exitCode).toBe(EXIT_FAILURE);
+      expect(`tcpproxy: ${(err as StartError).message}`.replace(file, DEFAULT_PIDFILE).replace(String(process.ppid), '4711')).toBe(quoted[0]);
+      // Not ours: left alone at exit.
+      removePidfile(file);
+      expect(fs.readFileSync(file, 'utf8')).toBe(`${process.ppid}\n`);
+      // Stale (a process that has exited, or no number at all): replaced by our id.
+      for (const stale of [`${spawnSync('true').pid ?? 0}\n`, 'garbage\n']) {
+        fs.writeFileSync(file, stale);
+        expect(() => checkPidfile(file)).not.toThrow();
+        writePidfile(file);
+        expect(fs.readFileSync(file, 'utf8')).toBe(`${process.pid}\n`);
+        expect(fs.statSync(file).mode & 0o777 & ~0o644).toBe(0);
+        expect(fs.readdirSync(dir)).toEqual(['tcpproxy.pid']);
+        removePidfile(file);
+        expect(fs.existsSync(file)).toBe(false);
+      }
+    });
+  });
+
+  it('documents transcripts as src/transcript.ts writes them: exclusive 0600 files, header line + raw bytes', async () => {
+    const text = render(section('TRANSCRIPTS'));
+    for (const t of [
+      'a file of its own named base.N.log',
+      '(in inetd mode the process id)',
+      'the next free number is used instead, up to 999 further numbers',
+      '"connection N: transcript path"',
+      "after it has taken the service's identity",
+      'O_CREAT, O_EXCL and O_NOFOLLOW and mode 0600',
+      'an existing file is never overwritten or appended to, and a symbolic link at the name is never followed',
+      'Request handlers are never recorded',
+      'c>s for data from the client to the server',
+      's>c for data from the server to the client',
+      'UTC time of the read in ISO 8601 form with milliseconds',
+      'followed by exactly count bytes',
+      'with no newline or other separator after it',
+      'end line says js',
+    ]) {
+      expect(text).toContain(t);
+    }
+    expect(render(section('OPTIONS'))).toContain('Request handlers are not recorded.');
+    // The sample of the page reads back as the records it describes.
+    const sample = examples(section('TRANSCRIPTS'));
+    expect(sample).toHaveLength(1);
+    expect(parseTranscript(Buffer.from(`${sample[0] ?? ''}\n`, 'latin1')).map((r) => [r.direction, r.data])).toEqual([
+      ['c>s', 'hello\n'],
+      ['s>c', 'echo:hello\n'],
+    ]);
+    await withTempDir((dir) => {
+      const base = path.join(dir, 'trace');
+      // Taken names: a file, and a symlink (dangling: following it would create the target).
+      fs.writeFileSync(`${base}.5.log`, 'old');
+      fs.symlinkSync(path.join(dir, 'target'), `${base}.6.log`);
+      const t = openTranscript(base, 5);
+      expect([t.path, t.n]).toEqual([`${base}.7.log`, 7]);
+      const before = new Date().toISOString();
+      t.write('c>s', Buffer.from('hello\n'));
+      t.write('s>c', Buffer.from('echo:hello\n'));
+      t.write('c>s', Buffer.from([0x00, 0x0a, 0xff]));
+      t.close();
+      expect(fs.readFileSync(`${base}.5.log`, 'utf8')).toBe('old');
+      expect(fs.existsSync(path.join(dir, 'target'))).toBe(false);
+      expect(fs.statSync(t.path).mode & 0o777 & ~0o600).toBe(0);
+      const records = parseTranscript(fs.readFileSync(t.path));
+      expect(records.map((r) => [r.direction, r.data])).toEqual([
+        ['c>s', 'hello\n'],
+        ['s>c', 'echo:hello\n'],
+        ['c>s', '\x00\n\xff'],
+      ]);
+      for (const r of records) expect(r.time >= before && r.time <= new Date().toISOString()).toBe(true);
+    });
+  });
+
+  it('documents SIGTERM/SIGINT and SIGHUP as src/standalone.ts handles them, with the grace period GRACE_MS', () => {
+    const sig = section('SIGNALS');
+    expect(tags(sig).map(tagWord)).toEqual(['SIGTERM', 'SIGHUP']);
+    const text = render(sig);
+    const src = fs.readFileSync(path.join(ROOT, 'src', 'standalone.ts'), 'utf8');
+    const seconds = GRACE_MS / 1000;
+    expect(text).toContain(`"SIGTERM: no new connections; live sessions have ${seconds} s to finish"`);
+    expect(src).toContain('no new connections; live sessions have ${GRACE_MS / 1000} s to finish');
+    expect(text).toContain(`up to ${seconds} seconds to end on their own`);
+    expect(text).toContain(`so their sessions get ${seconds} seconds to finish`);
+    expect(text).toContain('removes the pid file, logs "terminated" and exits with status 0');
+    for (const m of [
+      'SIGHUP: configuration has errors: keeping the running one',
+      'SIGHUP: no configuration file to re-read',
+      ': keeping the running configuration',
+      'SIGHUP: configuration reloaded, serving',
+      'stopped listening on',
+    ]) {
+      expect({ m, page: text.includes(m), src: src.includes(m) }).toEqual({ m, page: true, src: true });
+    }
+    for (const t of ['binds the addresses that are new', 'closes those that are no longer configured', 'All other live sessions go on undisturbed']) {
+      expect(text).toContain(t);
+    }
+    // Every mention of the grace period in the page is GRACE_MS.
+    const graces = [...unescape(PAGE).matchAll(/([0-9]+) seconds? to (?:finish|end|the connections)/g)].map((m) => Number(m[1]));
+    expect(graces.length).toBeGreaterThanOrEqual(3);
+    expect(new Set(graces)).toEqual(new Set([seconds]));
   });
 
   it('no longer calls inetd mode, socket activation or the example files unusable', () => {
@@ -413,7 +610,7 @@ describe('examples/', () => {
     for (const t of ['standalone', 'inetd mode', 'Socket activation', 'LISTEN_FDS', 'Accept=yes', 'StandardError=journal']) expect(modes).toContain(t);
   });
 
-  it('tcpproxy.conf parses, has the services of the man page sample, and nothing this version refuses', () => {
+  it('tcpproxy.conf parses, has the services of the man page sample, and records no transcripts', () => {
     const r = readConfig(file('tcpproxy.conf'), resolve);
     const services = okConfig(r);
     expect(r.ok && r.config.standalone).not.toBe(false);
@@ -456,6 +653,9 @@ describe('examples/', () => {
     const exec = unit('systemd/tcpproxy.service').get('ExecStart') ?? [];
     expect(exec).toHaveLength(1);
     expect(tcpproxyArgs((exec[0] ?? '').split(/\s+/))).toContain('-D');
+    // Reload by SIGHUP; stop by SIGTERM to the master only, so that sessions get their grace period.
+    expect(unit('systemd/tcpproxy.service').get('ExecReload')).toEqual(['/bin/kill -HUP $MAINPID']);
+    expect(unit('systemd/tcpproxy.service').get('KillMode')).toEqual(['mixed']);
   });
 
   it('systemd/tcpproxy-inetd.socket and tcpproxy-inetd@.service: Accept=yes, socket on stdin, stderr to the journal', () => {
