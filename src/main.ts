@@ -163,7 +163,9 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
   }
   if (o.standalone || (config !== null && config.standalone !== false)) {
     const readyFd = takeReadyFd();
-    if (!o.foreground && readyFd === null) return detach(argv, io.stderr);
+    // Sockets passed by a service manager are ours only in this process (LISTEN_PID): no detaching.
+    const activated = Number(process.env['LISTEN_PID']) === process.pid;
+    if (!o.foreground && !activated && readyFd === null) return detach(argv, io.stderr);
     return standalone({
       services,
       logname,

@@ -6,12 +6,17 @@
 import * as fs from 'node:fs';
 import { StartError } from './errors';
 
+/** True when `pid` runs and looks like a tcpproxy (its command line names us). */
 function running(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('tcpproxy');
+  } catch {
+    return true;
   }
 }
 

@@ -127,6 +127,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
   return new Promise((resolve) => {
     const finish = (r: ForwardResult): void => {
       transcript?.close();
+      if (transcript?.failure) log.error(`${tag}: transcript ${transcript.path}: write ${transcript.failure}: recording stopped`);
       log.info(`${tag}: end: ${describeEnd(r)}`);
       resolve({ result: r, ok: true });
     };

@@ -6,6 +6,7 @@
  */
 import type * as net from 'node:net';
 import { formatHostPort } from './address';
+import { GRACE_MS } from './grace';
 import { report } from './daemon';
 import { StartError } from './errors';
 import { EXIT_OK } from './exit-codes';
@@ -18,8 +19,7 @@ import { listenAddresses, lookupServiceIndex, type Service } from './service';
 import { Supervisor } from './supervisor';
 import { VERSION } from './version';
 
-/** Live sessions get this long to finish after SIGTERM/SIGINT, or when a reload retires their worker. */
-export const GRACE_MS = 10_000;
+export { GRACE_MS };
 
 export type Reloaded = { ok: true; services: readonly Service[] } | { ok: false; errors: readonly string[] };
 
@@ -154,9 +154,19 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
 
   return new Promise((resolve) => {
     const onHup = (): void => void reload();
+    const now = (sig: string): void => {
+      log.info(`${sig} again: closing every session now`);
+      running.kill();
+      if (opts.pidfile !== null) removePidfile(opts.pidfile);
+      resolve(EXIT_OK);
+    };
     const stop = (sig: string): void => {
       log.info(`${sig}: no new connections; live sessions have ${GRACE_MS / 1000} s to finish`);
       process.off('SIGHUP', onHup);
+      // Caught from now on: a second signal cuts the grace period short, and SIGHUP is ignored.
+      process.on('SIGHUP', () => {});
+      process.once('SIGTERM', () => now('SIGTERM'));
+      process.once('SIGINT', () => now('SIGINT'));
       for (const s of servers.values()) s.close();
       void running.stop(GRACE_MS).then(() => {
         if (opts.pidfile !== null) removePidfile(opts.pidfile);

@@ -55,10 +55,13 @@ class Worker {
   start(): void {
     this.state = 'starting';
     this.startedAt = Date.now();
+    // The worker drops to its ids itself, first thing on the init message and
+    // before any connection is sent: forked with {uid, gid}, Node would have to
+    // load our code as the service user, which fails wherever the package sits
+    // below a directory only root may enter (root's home, a private checkout).
     const child = fork(path.join(__dirname, 'worker.js'), [], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       execArgv: [],
-      ...(this.drop ? { uid: this.id.uid, gid: this.id.gid } : {}),
     });
     this.child = child;
     child.on('error', (err) => this.log.error(`${this.label}: ${err.message}`));
@@ -216,6 +219,14 @@ export class Supervisor {
     const m = new Map<string, number>();
     for (const [k, w] of this.workers) if (w.child?.pid !== undefined) m.set(k, w.child.pid);
     return m;
+  }
+
+  /** Kills every worker at once (a second stop signal): their sessions end with them. */
+  kill(): void {
+    for (const w of this.workers.values()) {
+      w.state = 'stopped';
+      w.child?.kill('SIGKILL');
+    }
   }
 
   /** Drains every worker (see Worker.stop). */

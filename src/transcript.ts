@@ -14,6 +14,8 @@ export interface Transcript {
   readonly path: string;
   /** The number in the file name (the connection number unless that name was taken). */
   readonly n: number;
+  /** The write error that stopped recording, if one did. */
+  readonly failure: string | null;
   write(direction: Direction, chunk: Buffer): void;
   close(): void;
 }
@@ -34,18 +36,21 @@ export function openTranscript(base: string, n: number): Transcript {
       if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
       throw err;
     }
-    let failed = false;
+    let failure: string | null = null;
     return {
       path,
       n: n + i,
+      get failure() {
+        return failure;
+      },
       write(direction, chunk) {
-        if (failed) return;
+        if (failure !== null) return;
         try {
           fs.writeSync(fd, `${new Date().toISOString()} ${direction} ${chunk.length}\n`);
           fs.writeSync(fd, chunk);
-        } catch {
-          // A full disk must not break the connection; the end line says so.
-          failed = true;
+        } catch (err) {
+          // A full disk must not break the connection; the session logs it at the end.
+          failure = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
         }
       },
       close() {

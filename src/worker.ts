@@ -1,14 +1,18 @@
 /**
  * A worker: the process of one service identity (uid, gid). Forked by the
- * master with {uid, gid}, so libuv has already run setgroups(0) → setgid →
- * setuid before this code starts. It checks the drop took, then serves the
- * connections the master hands over: ACP, handler or upstream + forwarding.
+ * master; on its init message, before any connection can arrive, it drops to
+ * the service ids (setgroups(0) → setgid → setuid) and checks that the drop
+ * took. Then it serves the connections the master hands over: ACP, handler
+ * or upstream + forwarding.
  */
 import type * as net from 'node:net';
 import { selectEngine, type Engine } from './forward';
+import type { Identity } from './identity';
 import { createLogger, type Logger } from './log';
+import { loadNative } from './native';
 import type { InitMessage, ToMaster, ToWorker } from './protocol';
 import { runSession } from './session';
+import { GRACE_MS } from './grace';
 
 /** Why this process must not serve, or null: ids as expected, and root cannot be regained. */
 export function privilegeProblem(expect: InitMessage['expect']): string | null {
@@ -30,6 +34,26 @@ export function privilegeProblem(expect: InitMessage['expect']): string | null {
   return 'worker could regain root';
 }
 
+/**
+ * setgroups(0), setresgid, setresuid for the whole process (glibc applies
+ * them to every thread), then the addon proves root cannot be regained.
+ * Without the addon, Node's own calls do the same in the same order.
+ */
+function drop(id: Identity): string | null {
+  try {
+    const addon = loadNative().addon;
+    if (addon) addon.dropPrivileges(id.uid, id.gid);
+    else {
+      process.setgroups?.([]);
+      process.setgid?.(id.gid);
+      process.setuid?.(id.uid);
+    }
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
 function start(): void {
   let init: InitMessage | null = null;
   let log: Logger | null = null;
@@ -44,12 +68,26 @@ function start(): void {
   const exitWhenIdle = (): void => {
     if (draining && live.size === 0) process.exit(0);
   };
+  const drain = (graceMs: number): void => {
+    if (draining) return;
+    draining = true;
+    const timer = setTimeout(() => {
+      for (const c of live) c.abort();
+    }, graceMs);
+    timer.unref();
+    exitWhenIdle();
+  };
 
   process.on('message', (msg: ToWorker, handle: unknown) => {
     switch (msg.type) {
       case 'init': {
         init = msg;
         log = createLogger({ ident: msg.logname, stderr: msg.stderr, syslog: true });
+        const dropError = msg.expect === null ? null : drop(msg.expect);
+        if (dropError !== null) {
+          log.error(`worker cannot drop to uid ${msg.expect?.uid} gid ${msg.expect?.gid}: ${dropError}: refusing to serve`);
+          process.exit(1);
+        }
         const problem = privilegeProblem(msg.expect);
         if (problem !== null) {
           log.error(`${problem}: refusing to serve`);
@@ -63,15 +101,9 @@ function start(): void {
       case 'services':
         if (init) init = { ...init, services: msg.services };
         return;
-      case 'drain': {
-        draining = true;
-        const timer = setTimeout(() => {
-          for (const c of live) c.abort();
-        }, msg.graceMs);
-        timer.unref();
-        exitWhenIdle();
+      case 'drain':
+        drain(msg.graceMs);
         return;
-      }
       case 'conn':
         break;
     }
@@ -105,8 +137,10 @@ function start(): void {
   });
   // The master is gone: nobody supervises this process any more.
   process.on('disconnect', () => process.exit(0));
-  // The master drains workers by message; a SIGTERM from elsewhere ends this one at once.
-  process.on('SIGTERM', () => process.exit(0));
+  // A signal to the whole process group (Ctrl-C in the foreground, a service
+  // manager stopping the unit) drains like the master's own message does.
+  process.on('SIGTERM', () => drain(GRACE_MS));
+  process.on('SIGINT', () => drain(GRACE_MS));
 }
 
 if (require.main === module) start();
