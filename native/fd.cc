@@ -102,6 +102,15 @@ Napi::Value SockName(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// setNonblock(fd): O_NONBLOCK back on a socket a child had on its stdio
+// (libuv clears it in the child, on the file description both share).
+Napi::Value SetNonblock(const Napi::CallbackInfo& info) {
+  int fd = IntArg(info, 0, "setNonblock(fd): fd must be a number");
+  int fl = fcntl(fd, F_GETFL);
+  if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) ThrowErrno(info.Env(), "fcntl", errno);
+  return info.Env().Undefined();
+}
+
 // cloexecFrom(first): close-on-exec on every fd >= first (close_range(2)),
 // so that nothing a parent leaked to tcpproxy reaches a worker or handler.
 Napi::Value CloexecFrom(const Napi::CallbackInfo& info) {
@@ -120,6 +129,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("fdInfo", Napi::Function::New(env, FdInfo, "fdInfo"));
   exports.Set("dupOnto", Napi::Function::New(env, DupOnto, "dupOnto"));
+  exports.Set("setNonblock", Napi::Function::New(env, SetNonblock, "setNonblock"));
   exports.Set("cloexecFrom", Napi::Function::New(env, CloexecFrom, "cloexecFrom"));
   exports.Set("sockName", Napi::Function::New(env, SockName, "sockName"));
 }

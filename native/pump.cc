@@ -597,6 +597,13 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
   if (napi_get_uv_event_loop(env, &loop) != napi_ok || addon.pump == nullptr) {
     ThrowType(env, "pump(req, done): no event loop");
   }
+  // Both sockets must be non-blocking: a child that had one on its stdio
+  // (an ACP) leaves the shared file description blocking (libuv clears
+  // O_NONBLOCK on a child's stdio), and a blocking splice would stall the loop.
+  for (int fd : {client, server}) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  }
   // From here on the fds belong to the session, on every path.
   uint64_t id = addon.pump->next_id++;
   auto* s = new PumpSession(env, addon.pump, client, server,

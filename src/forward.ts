@@ -86,6 +86,17 @@ export function detachFd(addon: Addon, sock: net.Socket): number {
   return dup;
 }
 
+/**
+ * After a child had the client on its stdio (an ACP), the socket's file
+ * description is blocking again (libuv clears O_NONBLOCK in the child): put
+ * it back before this process reads or writes it.
+ */
+export function restoreNonblocking(client: HeldClient): void {
+  const addon = loadNative().addon;
+  const fd = client.kind === 'fd' ? client.fd : handleOf(client.sock)?.fd;
+  if (addon && typeof fd === 'number' && fd >= 0) addon.setNonblock(fd);
+}
+
 const jsEngine: Engine = {
   name: 'js',
   hold(sock) {

@@ -77,9 +77,25 @@ export function runAcp(
   const argv = splitCommand(command);
   return new Promise((resolve) => {
     const stdio: StdioOptions = ['ignore', clientStdio(client), 'pipe'];
-    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env, ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}) });
-    let message = '';
     let timedOut = false;
+    // Its own process group: a verdict past the deadline kills the ACP and
+    // whatever it started, which could otherwise hold the client open.
+    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env, detached: true });
+    const killGroup = (): void => {
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          // Already gone.
+        }
+      }
+    };
+    const onAbort = (): void => {
+      timedOut = true;
+      killGroup();
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let message = '';
     child.stderr?.on('data', (chunk: Buffer) => {
       if (message.length < ACP_MESSAGE_MAX) message += chunk.toString('utf8');
     });
@@ -87,7 +103,7 @@ export function runAcp(
       timeoutMs > 0
         ? setTimeout(() => {
             timedOut = true;
-            child.kill('SIGKILL');
+            killGroup();
           }, timeoutMs)
         : null;
     const clean = (): string =>
@@ -100,9 +116,10 @@ export function runAcp(
       if (timer) clearTimeout(timer);
       resolve({ granted: false, status: `spawn ${err.code ?? err.message}`, message: '' });
     });
-    child.once('close', (code, signal) => {
+    child.once('close', (code, sig) => {
       if (timer) clearTimeout(timer);
-      const status = timedOut ? 'timeout' : signal !== null ? `signal ${signal}` : `exit ${code ?? '?'}`;
+      signal?.removeEventListener('abort', onAbort);
+      const status = timedOut ? 'timeout' : sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`;
       resolve({ granted: !timedOut && code === 0, status, message: clean() });
     });
   });

@@ -66,6 +66,8 @@ export interface Addon {
   dupCloexec(fd: number): number;
   close(fd: number): void;
   fdInfo(fd: number): FdInfo;
+  /** Sets O_NONBLOCK (a child with the socket on its stdio cleared it). */
+  setNonblock(fd: number): void;
   /** Marks every fd >= first close-on-exec. */
   cloexecFrom(first: number): void;
   /** dup2(fd, target) for target 0, 1 or 2. */

@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 import { formatHostPort } from './address';
-import type { Engine, ForwardResult, HeldClient } from './forward';
+import { restoreNonblocking, type Engine, type ForwardResult, type HeldClient } from './forward';
 import { forwardJs } from './forward-js';
 import { clientName, handlerEnv, runAcp, runHandler } from './handler';
 import type { Logger } from './log';
@@ -71,6 +71,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     // An ACP is always bounded: with `timeout 0` (no idle timeout) it gets the default.
     const acpMs = (service.timeoutSec > 0 ? service.timeoutSec : DEFAULT_TIMEOUT_SEC) * 1000;
     const v = await runAcp(service.acp, client, env, acpMs, ctx.signal);
+    restoreNonblocking(client);
     const text = `${tag}: acp ${service.acp}: ${v.granted ? 'granted' : 'denied'} (${v.status})${v.message ? `: ${v.message}` : ''}`;
     if (v.granted) log.info(text);
     else {

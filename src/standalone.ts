@@ -56,6 +56,19 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
   const asRoot = runningAsRoot();
   warnIgnoredIds(opts.services, log);
 
+  // Signals are caught from the start: one that arrives while ports are still
+  // being bound is acted on as soon as the daemon is up, never by dying.
+  let requested: string | null = null;
+  let onStop: ((sig: string) => void) | null = null;
+  let onHup = (): void => {};
+  const first = (sig: string): void => {
+    if (onStop) onStop(sig);
+    else requested ??= sig;
+  };
+  process.once('SIGTERM', () => first('SIGTERM'));
+  process.once('SIGINT', () => first('SIGINT'));
+  process.on('SIGHUP', () => onHup());
+
   let services = opts.services;
   let supervisor: Supervisor | null = null;
   let nextId = 1;
@@ -153,7 +166,6 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
   };
 
   return new Promise((resolve) => {
-    const onHup = (): void => void reload();
     const now = (sig: string): void => {
       log.info(`${sig} again: closing every session now`);
       running.kill();
@@ -162,9 +174,8 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     };
     const stop = (sig: string): void => {
       log.info(`${sig}: no new connections; live sessions have ${GRACE_MS / 1000} s to finish`);
-      process.off('SIGHUP', onHup);
-      // Caught from now on: a second signal cuts the grace period short, and SIGHUP is ignored.
-      process.on('SIGHUP', () => {});
+      // From now on SIGHUP is ignored and a second stop signal cuts the grace period short.
+      onHup = () => {};
       process.once('SIGTERM', () => now('SIGTERM'));
       process.once('SIGINT', () => now('SIGINT'));
       for (const s of servers.values()) s.close();
@@ -174,8 +185,8 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
         resolve(EXIT_OK);
       });
     };
-    process.on('SIGHUP', onHup);
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
+    onHup = () => void reload();
+    onStop = stop;
+    if (requested !== null) stop(requested);
   });
 }

@@ -114,21 +114,20 @@ export function socketInodesOf(pid: number): Set<string> {
   return out;
 }
 
+/** The parent pid of `pid`, or null when it is gone. */
+export function parentOf(pid: number): number | null {
+  try {
+    const m = /^PPid:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m?.[1] === undefined ? null : Number(m[1]);
+  } catch {
+    return null;
+  }
+}
+
 /** True when `pid` holds a listening socket on host:port. */
 export function listensOn(pid: number, host: string, port: number): boolean {
   const mine = socketInodesOf(pid);
   return listeningInodes(host, port).some((i) => mine.has(i));
-}
-
-/** One field of /proc/PID/status (`PPid`, `Uid`, ...), or null when the process is gone. */
-export function procStatus(pid: number, field: string): string | null {
-  try {
-    const text = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
-    const m = new RegExp(`^${field}:\\s*(.*)$`, 'm').exec(text);
-    return m?.[1] ?? null;
-  } catch {
-    return null;
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -153,6 +152,7 @@ export interface Daemon {
 }
 
 const live = new Set<Daemon>();
+const kills = new WeakMap<Daemon, () => void>();
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
@@ -167,7 +167,26 @@ export interface StartOptions {
   readonly env?: NodeJS.ProcessEnv;
   /** stdio of the child; default ignore, pipe, pipe. */
   readonly stdio?: readonly ('ignore' | 'pipe' | net.Socket)[];
+  /**
+   * Called before it is killed (stop, killDaemons), for processes it started
+   * outside its group (inetd puts each service in a session of its own).
+   */
+  readonly beforeKill?: (pid: number) => void;
 }
+
+/** Stops waiting for an exit after `ms` (a process that escaped every kill must not hang the suite). */
+function bounded<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(fallback), ms);
+    timer.unref();
+    void p.then((v) => {
+      clearTimeout(timer);
+      resolve(v);
+    });
+  });
+}
+
+const STILL_RUNNING: Exit = { code: null, signal: null };
 
 /** Starts `argv` in its own process group, recording its output and exit. */
 export function startDaemon(argv: readonly string[], opts: StartOptions = {}): Daemon {
@@ -188,7 +207,10 @@ export function startDaemon(argv: readonly string[], opts: StartOptions = {}): D
   child.stderr?.setEncoding('utf8').on('data', (s: string) => (err += s));
   child.on('error', (e) => (err += `spawn failed: ${e.message}\n`));
   const exited = new Promise<Exit>((resolve) => {
-    child.on('exit', (code, signal) => {
+    // Anything left in its group once it has exited is killed: nothing outlives what a test started.
+    child.on('exit', () => killGroup(pid, 'SIGKILL'));
+    // 'close': exited and its stdout/stderr drained, so what it printed is all there.
+    child.on('close', (code, signal) => {
       exit = { code, signal };
       resolve(exit);
     });
@@ -202,6 +224,7 @@ export function startDaemon(argv: readonly string[], opts: StartOptions = {}): D
     exit: () => exit,
     exited,
     async stop(graceMs = 3000): Promise<Exit> {
+      opts.beforeKill?.(pid);
       if (exit === null) {
         try {
           process.kill(pid, 'SIGTERM');
@@ -211,7 +234,7 @@ export function startDaemon(argv: readonly string[], opts: StartOptions = {}): D
       }
       const timer = setTimeout(() => killGroup(pid, 'SIGKILL'), graceMs);
       try {
-        return await exited;
+        return await bounded(exited, graceMs + 5000, STILL_RUNNING);
       } finally {
         clearTimeout(timer);
         // Whatever it started in its group (sessions still running) goes with it.
@@ -221,10 +244,8 @@ export function startDaemon(argv: readonly string[], opts: StartOptions = {}): D
     },
   };
   live.add(daemon);
-  void exited.then(() => {
-    if (!live.has(daemon)) return;
-    live.delete(daemon);
-  });
+  kills.set(daemon, () => opts.beforeKill?.(pid));
+  void exited.then(() => live.delete(daemon));
   return daemon;
 }
 
@@ -232,8 +253,11 @@ export function startDaemon(argv: readonly string[], opts: StartOptions = {}): D
 export async function killDaemons(): Promise<void> {
   const running = [...live];
   live.clear();
-  for (const d of running) killGroup(d.pid, 'SIGKILL');
-  await Promise.all(running.map((d) => (d.exit() === null ? d.exited : Promise.resolve(d.exit()))));
+  for (const d of running) {
+    kills.get(d)?.();
+    killGroup(d.pid, 'SIGKILL');
+  }
+  await Promise.all(running.map((d) => bounded(d.exited, 5000, STILL_RUNNING)));
 }
 
 /** Resolves once `daemon` listens on every address; fails with its output if it exits or the deadline passes. */
@@ -294,10 +318,16 @@ export interface Inetd extends Daemon {
 export async function startInetd(dir: string, services: readonly InetdService[], env?: NodeJS.ProcessEnv): Promise<Inetd> {
   const conf = path.join(dir, `inetd-${Date.now()}-${Math.random().toString(16).slice(2)}.conf`);
   fs.writeFileSync(conf, services.map(inetdLine).join('\n') + '\n', { mode: 0o600 });
-  const d = startDaemon([INETD, '-d', conf], env === undefined ? {} : { env });
+  const started = (): number[] => [...d.stderr().matchAll(/^(\d+) execv /gm)].map((m) => Number(m[1]));
+  // Each service runs in a session of its own (inetd calls setsid): kill those still
+  // running, while inetd is still their parent (so a reused pid is never hit).
+  const beforeKill = (inetdPid: number): void => {
+    for (const pid of started()) if (parentOf(pid) === inetdPid) killGroup(pid, 'SIGKILL');
+  };
+  const d = startDaemon([INETD, '-d', conf], { ...(env === undefined ? {} : { env }), beforeKill });
   const inetd: Inetd = Object.assign(d, {
     conf,
-    started: () => [...d.stderr().matchAll(/^(\d+) execv /gm)].map((m) => Number(m[1])),
+    started,
     reaped: () =>
       new Map(
         [...d.stderr().matchAll(/^(\d+) reaped, status (?:0x)?([0-9a-fA-F]+)$/gm)].map((m): [number, number | string] => {

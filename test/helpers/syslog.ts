@@ -6,7 +6,8 @@
  *   no AF_UNIX datagram sockets) and removes it afterwards; when it exists
  *   (a syslog daemon owns it), the socket is bound in a temporary directory
  *   and tcpproxy is started under `unshare -m` with it bind-mounted over
- *   /dev/log, so the system's syslog is never touched.
+ *   /dev/log, so the system's syslog is never touched. A machine-wide lock
+ *   keeps concurrent runs of these tests from owning /dev/log at once.
  * - startDaemon(): starts `tcpproxy -D` with exactly the environment given
  *   (nothing merged in), optionally under that mount namespace, optionally
  *   with an extra inherited descriptor; killDaemons() ends what it started.
@@ -111,17 +112,28 @@ except OSError as e:
 ino = os.stat(path).st_ino
 try:
     os.chmod(path, 0o666)
-    sys.stdout.write("READY %d\\n" % ino)
-    sys.stdout.flush()
+    out = bytearray(b"READY %d\\n" % ino)
+    # Never stop reading the socket: with net.unix.max_dgram_qlen (often 10)
+    # datagrams queued, every sender on the machine would block in syslog(3).
+    # So stdout is non-blocking and what it cannot take yet waits here.
+    os.set_blocking(1, False)
     while True:
-        r, _, _ = select.select([s, 0], [], [])
+        r, w, _ = select.select([s, 0], [1] if out else [], [])
         if 0 in r and not os.read(0, 4096):
             break
         if s in r:
-            d = s.recv(65536)
-            t = d.decode("utf-8", "replace").replace("\\\\", "\\\\\\\\").replace("\\n", "\\\\n")
-            sys.stdout.write("MSG " + t + "\\n")
-            sys.stdout.flush()
+            for _ in range(256):
+                try:
+                    d = s.recv(65536, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    break
+                out += b"MSG " + d.replace(b"\\\\", b"\\\\\\\\").replace(b"\\n", b"\\\\n") + b"\\n"
+        if 1 in w and out:
+            try:
+                n = os.write(1, out)
+                del out[:n]
+            except BlockingIOError:
+                pass
 finally:
     try:
         if os.stat(path).st_ino == ino:
@@ -144,7 +156,10 @@ export class SyslogSink {
   private readonly child: ChildProcess;
   private readonly tmpDir: string | null;
   private readonly inode: number;
-  private readonly datagrams: string[] = [];
+  private release: () => void = () => {};
+  private readonly datagrams: string[];
+  private readonly parsed: SyslogRecord[] = [];
+  private parsedUpTo = 0;
   private exited = false;
 
   private constructor(mode: SinkMode, socketPath: string, child: ChildProcess, inode: number, tmpDir: string | null, datagrams: string[]) {
@@ -161,9 +176,27 @@ export class SyslogSink {
 
   /**
    * Opens a sink. `auto`: at /dev/log when that does not exist, else (or if
-   * another process creates it first) a socket to bind-mount over it.
+   * another process creates it first) a socket to bind-mount over it. An
+   * `auto` sink first takes the machine-wide lock (see takeSyslogLock), held
+   * until close(): /dev/log is one for the whole machine, and a concurrent
+   * run of these tests that removed its own /dev/log would also detach our
+   * bind mount over it. (Sinks opened by name are for use while an `auto`
+   * one is open, and take no lock.)
    */
-  static async open(want: SinkMode | 'auto' = 'auto'): Promise<SyslogSink> {
+  static async open(want: SinkMode | 'auto' = 'auto', lockTimeoutMs = 120000): Promise<SyslogSink> {
+    if (want !== 'auto') return SyslogSink.openUnlocked(want);
+    const release = await takeSyslogLock(lockTimeoutMs);
+    try {
+      const sink = await SyslogSink.openUnlocked('auto');
+      sink.release = release;
+      return sink;
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  private static async openUnlocked(want: SinkMode | 'auto'): Promise<SyslogSink> {
     if (want !== 'bind-mount' && !fs.existsSync(DEV_LOG)) {
       try {
         return await SyslogSink.bindAt('dev-log', DEV_LOG, null);
@@ -226,23 +259,35 @@ export class SyslogSink {
     return this.datagrams;
   }
 
-  /** Every datagram received so far that parses as a syslog line. */
-  records(): SyslogRecord[] {
-    return this.datagrams.map(parseSyslog).filter((r): r is SyslogRecord => r !== null);
+  /**
+   * Every datagram received so far that parses as a syslog line. Parsed once
+   * each: while the sink owns /dev/log, every process on the machine logs
+   * into it (another test run's daemons, a benchmark), possibly a lot.
+   */
+  records(): readonly SyslogRecord[] {
+    for (; this.parsedUpTo < this.datagrams.length; this.parsedUpTo++) {
+      const r = parseSyslog(this.datagrams[this.parsedUpTo] ?? '');
+      if (r !== null) this.parsed.push(r);
+    }
+    return this.parsed;
   }
 
-  /** The records with this ident. */
-  recordsOf(ident: string): SyslogRecord[] {
-    return this.records().filter((r) => r.ident === ident);
-  }
-
-  /** Waits for a record matching `pred` and returns the first one. */
+  /** Waits for a record matching `pred` (already received or still to come) and returns the first one. */
   async waitFor(pred: (r: SyslogRecord) => boolean, what: string, timeoutMs = 10000): Promise<SyslogRecord> {
     let found: SyslogRecord | undefined;
+    let next = 0;
+    const look = (): boolean => {
+      const all = this.records();
+      for (; next < all.length && found === undefined; next++) {
+        const r = all[next] as SyslogRecord;
+        if (pred(r)) found = r;
+      }
+      return found !== undefined;
+    };
     try {
-      await until(() => (found = this.records().find(pred)) !== undefined, `syslog record: ${what}`, timeoutMs);
+      await until(look, `syslog record: ${what}`, timeoutMs);
     } catch (e) {
-      throw new Error(`${(e as Error).message}; received:\n${this.datagrams.slice(-40).join('\n')}`);
+      throw new Error(`${(e as Error).message}; the last of ${this.datagrams.length} datagrams received:\n${this.datagrams.slice(-20).join('\n')}`);
     }
     return found as SyslogRecord;
   }
@@ -265,7 +310,65 @@ export class SyslogSink {
       // gone already
     }
     if (this.tmpDir !== null) fs.rmSync(this.tmpDir, { recursive: true, force: true });
+    this.release();
+    this.release = (): void => {};
   }
+}
+
+/** The machine-wide lock of the syslog tests: a directory made atomically, holding the owner's pid. */
+export const SYSLOG_LOCK = '/tmp/tcpproxy-test-syslog.lock';
+
+function lockOwner(): number | null {
+  try {
+    const pid = Number(fs.readFileSync(path.join(SYSLOG_LOCK, 'pid'), 'utf8'));
+    return Number.isInteger(pid) && pid > 0 ? pid : null;
+  } catch {
+    return null;
+  }
+}
+
+/** mtime of the lock directory (ms since the epoch), or now if it is gone. */
+function lockAge(): number {
+  try {
+    return fs.statSync(SYSLOG_LOCK).mtimeMs;
+  } catch {
+    return Date.now();
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * Takes SYSLOG_LOCK, waiting (polling, bounded) while another live process
+ * holds it; a lock whose owner is gone is taken over. Returns the release.
+ */
+export async function takeSyslogLock(timeoutMs: number): Promise<() => void> {
+  const mine = path.join(SYSLOG_LOCK, 'pid');
+  const tryTake = (): boolean => {
+    try {
+      fs.mkdirSync(SYSLOG_LOCK, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = lockOwner();
+      // No pid yet: its owner is between mkdir and write (or died there, if that was long ago).
+      const stale = owner === null ? Date.now() - lockAge() > 10000 : !processExists(owner);
+      if (stale) fs.rmSync(SYSLOG_LOCK, { recursive: true, force: true });
+      return false;
+    }
+    fs.writeFileSync(mine, String(process.pid));
+    return true;
+  };
+  await until(tryTake, () => `the syslog test lock ${SYSLOG_LOCK} (held by pid ${lockOwner() ?? '?'})`, timeoutMs);
+  return () => {
+    if (lockOwner() === process.pid) fs.rmSync(SYSLOG_LOCK, { recursive: true, force: true });
+  };
 }
 
 // ------------------------------------------------------------------ daemons
@@ -301,10 +404,12 @@ export interface DaemonOptions {
   /**
    * Start tcpproxy with this file open on fd INHERITED_FD, not close-on-exec,
    * as a careless parent (a shell redirection, a service manager) would leave
-   * it. (Node itself marks fds 3-16 close-on-exec at start, so the fd is
-   * above those.)
+   * it. (Measured: Node 20 itself marks fds 3-16 close-on-exec at start, so
+   * the fd is above those.)
    */
   readonly inheritFile?: string;
+  /** Called with each chunk of tcpproxy's stderr as it arrives (and the process). */
+  readonly onStderr?: (text: string, child: ChildProcess) => void;
   /** `listening on` lines to wait for; default 1. */
   readonly listeners?: number;
   readonly timeoutMs?: number;
@@ -322,6 +427,8 @@ export interface Daemon {
   readonly addresses: ListenAddress[];
   readonly stderr: () => string;
   readonly exit: () => DaemonExit | null;
+  /** Resolves at exit; SIGKILLs the group if that takes longer than `timeoutMs`. */
+  wait(timeoutMs?: number): Promise<DaemonExit>;
   /** SIGTERM, then SIGKILL to the group after `graceMs`; resolves at exit. */
   stop(graceMs?: number): Promise<DaemonExit>;
 }
@@ -388,7 +495,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   let err = '';
   let exit: DaemonExit | null = null;
   child.stdout?.resume();
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => (err += s));
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
+    err += s;
+    opts.onStderr?.(s, child);
+  });
   child.on('error', (e) => (err += `spawn failed: ${e.message}\n`));
   child.on('exit', () => killGroup(child));
   const exited = new Promise<DaemonExit>((resolve) => {
@@ -407,7 +517,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     throw new Error(`${(e as Error).message}; stderr so far:\n${err}`);
   }
   const ended = exit as DaemonExit | null;
-  if (ended !== null) throw new Error(`tcpproxy ${args.join(' ')} exited before listening (code ${ended.code}, signal ${ended.signal}):\n${err}`);
+  if (ended !== null && listening().length < listeners) throw new Error(`tcpproxy ${args.join(' ')} exited before listening (code ${ended.code}, signal ${ended.signal}):\n${err}`);
   if (child.pid === undefined) throw new Error('tcpproxy has no pid');
   return {
     child,
@@ -415,6 +525,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
     addresses: listening().map(parseListenAddress),
     stderr: () => err,
     exit: () => exit,
+    async wait(timeoutMs = 10000): Promise<DaemonExit> {
+      const timer = setTimeout(() => killGroup(child), timeoutMs);
+      try {
+        return await exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
     async stop(graceMs = 5000): Promise<DaemonExit> {
       if (exit !== null) return exit;
       child.kill('SIGTERM');
@@ -654,7 +772,7 @@ let handlersDir: string | null = null;
  * (mode 0755). The tree itself when others may search every directory on the
  * way (the handlers run as 65535 and other unprivileged ids, and a shell
  * script must be readable to run); otherwise a copy in a fresh directory
- * under the system's temporary directory, removed at process exit.
+ * under the system's temporary directory, removed by releaseHandlers().
  */
 export function handlers(): string {
   if (handlersDir !== null) return handlersDir;
@@ -669,11 +787,21 @@ export function handlers(): string {
     fs.copyFileSync(path.join(HANDLERS_IN_TREE, f), path.join(copy, f));
     fs.chmodSync(path.join(copy, f), 0o755);
   }
-  const problem = unusableByOthers(copy);
-  if (problem !== null) throw new Error(`handler fixtures cannot be made usable by unprivileged ids: ${problem}`);
-  process.once('exit', () => fs.rmSync(copy, { recursive: true, force: true }));
   handlersDir = copy;
+  const problem = unusableByOthers(copy);
+  if (problem !== null) {
+    releaseHandlers();
+    throw new Error(`handler fixtures cannot be made usable by unprivileged ids: ${problem}`);
+  }
+  // A fallback only: jest may end its workers without an 'exit' event, so test files call releaseHandlers().
+  process.once('exit', releaseHandlers);
   return copy;
+}
+
+/** Removes the copy of the handler fixtures, if handlers() made one (for afterAll). */
+export function releaseHandlers(): void {
+  if (handlersDir !== null && handlersDir !== HANDLERS_IN_TREE) fs.rmSync(handlersDir, { recursive: true, force: true });
+  handlersDir = null;
 }
 
 /** Absolute path of a handler fixture. */

@@ -19,6 +19,7 @@ import {
   handler,
   killProcesses,
   re,
+  releaseHandlers,
   requireRoot,
   uniqueSeconds,
   waitLog,
@@ -44,6 +45,7 @@ afterEach(async () => {
 });
 
 afterAll(() => {
+  releaseHandlers();
   if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
 });
 

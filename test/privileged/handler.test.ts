@@ -24,6 +24,7 @@ import {
   openFds,
   procIds,
   re,
+  releaseHandlers,
   requireRoot,
   startDaemon,
   tcpSockets,
@@ -56,6 +57,7 @@ afterEach(async () => {
 });
 
 afterAll(() => {
+  releaseHandlers();
   if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
 });
 

@@ -18,6 +18,7 @@ import {
   procIds,
   procStatus,
   re,
+  releaseHandlers,
   requireRoot,
   uniqueSeconds,
   waitLog,
@@ -42,6 +43,7 @@ afterEach(() => {
 });
 
 afterAll(() => {
+  releaseHandlers();
   if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
 });
 
