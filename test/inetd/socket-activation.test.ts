@@ -92,7 +92,7 @@ async function withOutput(d: Daemon, body: () => Promise<void>): Promise<void> {
 }
 
 /** Connects, reads the whole reply until EOF and returns it. */
-async function fetch(host: string, port: number, send = ''): Promise<string> {
+async function readReply(host: string, port: number, send = ''): Promise<string> {
   const c = await Client.connect(host, port);
   c.socket.end(send);
   await waitEnd(c);
@@ -136,7 +136,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
     const d = launchWithSockets([{ host: '127.0.0.1', port }], ['-D', '-s', '-f', conf]);
     await withOutput(d, async () => {
       await waitStarted(d);
-      const who = parseWhoami(await fetch('127.0.0.1', port));
+      const who = parseWhoami(await readReply('127.0.0.1', port));
       expect(who.listenEnv).toBe('');
       // The client on 0 and 1 and no other TCP socket (the listening one on fd 3 is not passed on).
       expect(who.tcpFds).toBe('0 1');
@@ -153,7 +153,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
     await withOutput(d, async () => {
       await waitStarted(d);
       expect(d.stderr()).toContain(activationLine('127.0.0.1', port));
-      expect(await fetch('127.0.0.1', port)).toBe('any interface\n');
+      expect(await readReply('127.0.0.1', port)).toBe('any interface\n');
     });
   }, 30000);
 
@@ -180,8 +180,8 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
       await waitStarted(d, 2);
       expect(d.stderr()).toContain(activationLine('127.0.0.3', port, 3));
       expect(d.stderr()).toContain(activationLine('127.0.0.2', port, 4));
-      expect(await fetch('127.0.0.2', port)).toBe('banner A\n');
-      expect(await fetch('127.0.0.3', port)).toBe('banner B\n');
+      expect(await readReply('127.0.0.2', port)).toBe('banner A\n');
+      expect(await readReply('127.0.0.3', port)).toBe('banner B\n');
       expect([upstreamA.sockets.length, upstreamB.sockets.length]).toEqual([1, 1]);
     });
   }, 30000);
@@ -236,7 +236,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
       expect(d.stderr()).toContain(activationLine('127.0.0.1', port, 3));
       expect(d.stderr()).toContain(activationLine('127.0.0.1', execPort, 4));
 
-      const who = parseWhoami(await fetch('127.0.0.1', execPort));
+      const who = parseWhoami(await readReply('127.0.0.1', execPort));
       expect(who.listenEnv).toBe('');
       expect(who.tcpFds).toBe('0 1');
       expect((await d.stop()).code).toBe(0);
@@ -259,7 +259,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
     await withOutput(d, async () => {
       await waitListening(d, [{ host: '127.0.0.1', port }]);
       for (const word of ['one', 'two']) {
-        expect(await fetch('127.0.0.1', port, `${word}\r\n`)).toBe(`220 upstream\r\n${word}\r\n`);
+        expect(await readReply('127.0.0.1', port, `${word}\r\n`)).toBe(`220 upstream\r\n${word}\r\n`);
       }
       expect(upstream.sockets).toHaveLength(2);
       // tcpproxy logs to syslog only in inetd mode; fd 2 (inherited here) stays silent.
@@ -272,7 +272,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
     const d = startDaemon([SOCKET_ACTIVATE, '--inetd', '-a', '-l', `127.0.0.1:${port}`, process.execPath, CLI, fixture('whoami.sh')]);
     await withOutput(d, async () => {
       await waitListening(d, [{ host: '127.0.0.1', port }]);
-      const who = parseWhoami(await fetch('127.0.0.1', port));
+      const who = parseWhoami(await readReply('127.0.0.1', port));
       expect(who.ppid).toBe(d.pid);
       expect({ uid: who.uid, gid: who.gid, groups: who.groups }).toEqual({ uid: 65535, gid: 65534, groups: '' });
       expect(who.tcpFds).toBe('0 1');

@@ -13,6 +13,7 @@ interface PumpStats {
   sessions: number;
   pipesBusy: number;
   pipesIdle: number;
+  wakeups: number;
 }
 
 const MiB = 1024 * 1024;
@@ -33,6 +34,22 @@ afterEach(async () => {
 
 function expectReset(errors: NodeJS.ErrnoException[]): void {
   expect(errors.map((e) => e.code)).toContain('ECONNRESET');
+}
+
+const tick = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until the pumps stop waking up (no progress possible), then counts wake-ups over 300 ms. */
+async function wakeupsWhileStalled(): Promise<number> {
+  const deadline = Date.now() + 10000;
+  let last = -1;
+  while (pumpStats().wakeups !== last) {
+    if (Date.now() > deadline) throw new Error('the session never stalled');
+    last = pumpStats().wakeups;
+    await tick(100);
+  }
+  const before = pumpStats().wakeups;
+  await tick(300); // a measuring window, not a wait for a condition
+  return pumpStats().wakeups - before;
 }
 
 describe.each([
@@ -142,6 +159,41 @@ describe.each([
     expect(s.doneCalls()).toBe(1);
   });
 
+  test('a stalled session does not spin: upstream not reading, all buffers full', async () => {
+    const s = await rig.open({ copy });
+    const chunk = crypto.randomBytes(MiB);
+    let sent = 0;
+    const writer = (async () => {
+      for (; sent < 32 * MiB; sent += MiB) {
+        if (!s.client.write(chunk)) await new Promise((resolve) => s.client.once('drain', resolve));
+      }
+      s.client.end();
+    })();
+    // The upstream socket has no reader: Node stops reading it at its high-water mark.
+    expect(await wakeupsWhileStalled()).toBeLessThanOrEqual(2);
+    expect(sent).toBeLessThan(32 * MiB); // really stalled, not finished
+    if (!copy) expect(pumpStats().pipesBusy).toBe(1); // the up pipe holds data
+    const atUpstream = sink(s.upstream);
+    await writer;
+    s.upstream.end();
+    expect((await atUpstream).bytes).toBe(32 * MiB);
+    expect(await s.result).toMatchObject({ end: 'eof', bytesUp: 32 * MiB, bytesDown: 0 });
+  });
+
+  test('a half-closed session waiting for its upstream does not spin', async () => {
+    const s = await rig.open({ copy });
+    const atClient = sink(s.client);
+    const upstreamEnd = new Promise((resolve) => s.upstream.once('end', resolve));
+    s.upstream.resume();
+    s.client.end('request');
+    await upstreamEnd;
+    expect(await wakeupsWhileStalled()).toBeLessThanOrEqual(2);
+    expect(s.settled()).toBe(false);
+    s.upstream.end('late reply');
+    expect((await atClient).text).toBe('late reply');
+    expect(await s.result).toMatchObject({ end: 'eof', bytesUp: 7, bytesDown: 10 });
+  });
+
   test('1-byte ping-pong, 200 rounds, has no per-message stall', async () => {
     const s = await rig.open({ copy });
     s.upstream.on('data', (b: Buffer) => s.upstream.write(b));
@@ -230,12 +282,12 @@ test('200 sequential connections leave no fd and no pipe behind', async () => {
     expect(c.text).toBe('pong');
     expect(r.end).toBe('eof');
   };
-  await exchange(); // warms up jest's and the pool's own fds
+  await exchange(); // warms up the rig's and the pool's own fds
   await until(() => pumpStats().sessions === 0, 'the warm-up session to end');
   const before = fdSnapshot();
   const idleBefore = pumpStats().pipesIdle;
   for (let i = 0; i < 200; i++) await exchange();
-  // The pool may keep a pipe pair it did not have before; nothing else may stay.
+  // Only the pool may keep a pipe pair it did not have before; nothing else stays.
   const pooled = (): number => 2 * (pumpStats().pipesIdle - idleBefore);
   await until(() => fdSnapshot().total === before.total + pooled(), 'fds back to the baseline');
   const after = fdSnapshot();
@@ -246,6 +298,8 @@ test('200 sequential connections leave no fd and no pipe behind', async () => {
 
 test('idle sessions hold their two sockets and no pipe', async () => {
   const n = 300;
+  const before = fdSnapshot();
+  const idleBefore = pumpStats().pipesIdle;
   const sessions = [];
   for (let i = 0; i < n; i += 50) {
     sessions.push(...(await Promise.all(Array.from({ length: Math.min(50, n - i) }, () => rig.open()))));
@@ -257,10 +311,12 @@ test('idle sessions hold their two sockets and no pipe', async () => {
     s.client.write('x');
     await back;
   }));
-  const stats = pumpStats();
-  expect(stats.sessions).toBe(n);
-  expect(stats.pipesBusy).toBe(0);
-  // Every pipe fd of the process is an idle pool pipe or someone else's (jest's).
+  expect(pumpStats()).toMatchObject({ sessions: n, pipesBusy: 0 });
+  // Per session: the pump's two sockets plus the test's client and upstream
+  // sockets. Beyond that only the pool's idle pipes (at most 64 pairs).
+  const expected = (): number => before.total + 4 * n + 2 * (pumpStats().pipesIdle - idleBefore);
+  await until(() => fdSnapshot().total === expected(), 'the fd count of idle sessions');
+  expect(pumpStats().pipesIdle).toBeLessThanOrEqual(64);
   for (const s of sessions) s.handle.abort();
   await Promise.all(sessions.map((s) => s.result));
   expect(pumpStats()).toMatchObject({ sessions: 0, pipesBusy: 0 });
