@@ -15,6 +15,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { usableFixtures } from './fixtures';
 import { Client } from './client';
 import { CLI, ROOT } from './proxy';
 import { freePort } from './servers';
@@ -24,11 +25,9 @@ export { CLI, ROOT };
 
 export const INETD = '/usr/sbin/inetd';
 export const SOCKET_ACTIVATE = '/usr/bin/systemd-socket-activate';
-/** Handler and ACP scripts; they run as the service ids (65535/65534), so they live in a world-readable tree. */
-export const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'inetd');
-
+/** Handler and ACP scripts; they run as the service ids (65535/65534): see usableFixtures. */
 export function fixture(name: string): string {
-  return path.join(FIXTURES, name);
+  return path.join(usableFixtures('inetd'), name);
 }
 
 /** The first executable called `name` on PATH, or null. */
