@@ -6,7 +6,7 @@
 import * as fs from 'node:fs';
 import { StartError } from './errors';
 
-/** True when `pid` runs and looks like a tcpproxy (its command line names us). */
+/** True when `pid` runs a tcpproxy: one of its first two arguments is a file named tcpproxy or tcpproxy.js. */
 function running(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -14,7 +14,8 @@ function running(pid: number): boolean {
     if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
   }
   try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('tcpproxy');
+    const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').slice(0, 2);
+    return args.some((a) => /(^|\/)tcpproxy(\.js)?$/.test(a));
   } catch {
     return true;
   }

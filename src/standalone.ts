@@ -60,7 +60,10 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
   // being bound is acted on as soon as the daemon is up, never by dying.
   let requested: string | null = null;
   let onStop: ((sig: string) => void) | null = null;
-  let onHup = (): void => {};
+  let hupPending = false;
+  let onHup = (): void => {
+    hupPending = true;
+  };
   const first = (sig: string): void => {
     if (onStop) onStop(sig);
     else requested ??= sig;
@@ -188,5 +191,6 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     onHup = () => void reload();
     onStop = stop;
     if (requested !== null) stop(requested);
+    else if (hupPending) void reload();
   });
 }

@@ -3,7 +3,7 @@
  * (options, directives, exit codes, usage line, version), the page's lint
  * status, and the sample files of examples/ against the parsers.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -404,20 +404,33 @@ describe('man/tcpproxy.1: content', () => {
     expect(quoted).toEqual([`tcpproxy: pidfile ${DEFAULT_PIDFILE}: tcpproxy is already running as pid 4711`]);
     await withTempDir((dir) => {
       const file = path.join(dir, 'tcpproxy.pid');
-      // A live process (jest's parent) in the file: refused with the documented message and status 1.
-      fs.writeFileSync(file, `${process.ppid}\n`);
-      let err: unknown = null;
+      // A live tcpproxy (a process whose command line names it) in the file:
+      // refused with the documented message and status 1.
+      const fake = path.join(dir, 'tcpproxy.js');
+      fs.writeFileSync(fake, 'setInterval(() => {}, 1000);\n');
+      const live = spawn(process.execPath, [fake], { stdio: 'ignore' });
+      const livePid = live.pid ?? 0;
       try {
-        checkPidfile(file);
-      } catch (e) {
-        err = e;
+        fs.writeFileSync(file, `${livePid}\n`);
+        let err: unknown = null;
+        try {
+          checkPidfile(file);
+        } catch (e) {
+          err = e;
+        }
+        expect(err).toBeInstanceOf(StartError);
+        expect((err as StartError).exitCode).toBe(EXIT_FAILURE);
+        expect(`tcpproxy: ${(err as StartError).message}`.replace(file, DEFAULT_PIDFILE).replace(String(livePid), '4711')).toBe(quoted[0]);
+        // Not ours: left alone at exit.
+        removePidfile(file);
+        expect(fs.readFileSync(file, 'utf8')).toBe(`${livePid}\n`);
+      } finally {
+        live.kill('SIGKILL');
+        fs.rmSync(fake);
       }
-      expect(err).toBeInstanceOf(StartError);
-      expect((err as StartError).exitCode).toBe(EXIT_FAILURE);
-      expect(`tcpproxy: ${(err as StartError).message}`.replace(file, DEFAULT_PIDFILE).replace(String(process.ppid), '4711')).toBe(quoted[0]);
-      // Not ours: left alone at exit.
-      removePidfile(file);
-      expect(fs.readFileSync(file, 'utf8')).toBe(`${process.ppid}\n`);
+      // A live process that is not a tcpproxy (jest's parent): the file is stale.
+      fs.writeFileSync(file, `${process.ppid}\n`);
+      expect(() => checkPidfile(file)).not.toThrow();
       // Stale (a process that has exited, or no number at all): replaced by our id.
       for (const stale of [`${spawnSync('true').pid ?? 0}\n`, 'garbage\n']) {
         fs.writeFileSync(file, stale);

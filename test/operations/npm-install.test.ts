@@ -1,0 +1,179 @@
+/**
+ * The package as users get it: `npm pack` of a copy of the source tree
+ * (which runs `prepare`, the TypeScript build) and `npm install -g --prefix` of the tarball (which
+ * compiles the addon with node-gyp against the headers in /usr). The
+ * installed command must serve a forward on the splice engine, and the man
+ * page must be installed. Needs the npm registry for node-addon-api.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client, destroyAllClients } from '../helpers/client';
+import { descendants, parseListenAddress, ROOT } from '../helpers/proxy';
+import { closeAllServers, echoServer, payload, sha256 } from '../helpers/servers';
+import { until } from '../helpers/until';
+
+const MINUTE = 60_000;
+let tmp = '';
+const started = new Set<ChildProcess>();
+
+beforeAll(() => {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-ops-npm-'));
+});
+
+function killTree(pid: number): void {
+  for (const p of [pid, ...descendants(pid)]) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      // gone
+    }
+  }
+}
+
+afterEach(async () => {
+  destroyAllClients();
+  for (const c of started) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) killTree(c.pid);
+  started.clear();
+  await closeAllServers();
+});
+
+afterAll(() => {
+  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+interface Ran {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly output: string;
+}
+
+/** Runs a command to completion (bounded), stdout and stderr together. */
+function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Ran> {
+  const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  started.add(child);
+  let output = '';
+  child.stdout.setEncoding('utf8').on('data', (s: string) => (output += s));
+  child.stderr.setEncoding('utf8').on('data', (s: string) => (output += s));
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      if (child.pid !== undefined) killTree(child.pid);
+      output += `\n[killed after ${timeoutMs} ms]`;
+    }, timeoutMs);
+    child.on('error', (e) => (output += `spawn failed: ${e.message}\n`));
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      started.delete(child);
+      resolve({ code, signal, output });
+    });
+  });
+}
+
+/**
+ * A copy of the source tree, as a checkout has it (without the build
+ * outputs; node_modules linked). `npm pack` runs `prepare`, which rewrites
+ * dist/: in the working tree that would race with the other test files
+ * starting the CLI from it at the same time.
+ */
+function sourceTree(): string {
+  const tree = path.join(tmp, 'tree');
+  const skip = new Set(['.git', 'node_modules', 'build', 'dist']);
+  fs.mkdirSync(tree);
+  for (const name of fs.readdirSync(ROOT)) {
+    if (skip.has(name) || name.endsWith('.tgz')) continue;
+    fs.cpSync(path.join(ROOT, name), path.join(tree, name), {
+      recursive: true,
+      filter: (src) => !src.startsWith(path.join(ROOT, 'bench', 'results')),
+    });
+  }
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(tree, 'node_modules'));
+  return tree;
+}
+
+test('package.json: linux only, an engines range, a files list', () => {
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as {
+    os?: string[];
+    engines?: { node?: string };
+    files?: string[];
+    bin?: Record<string, string>;
+    man?: string[] | string;
+  };
+  expect(pkg.os).toEqual(['linux']);
+  expect(pkg.engines?.node).toMatch(/^>=\s*20/);
+  expect(pkg.files).toEqual(expect.arrayContaining(['dist/', 'native/', 'binding.gyp', 'man/']));
+  expect(pkg.bin).toEqual({ tcpproxy: 'dist/src/tcpproxy.js' });
+  expect(pkg.man).toEqual(['man/tcpproxy.1']);
+});
+
+test(
+  'npm pack + npm install -g --prefix: bin/tcpproxy serves a forward (splice), share/man/man1/tcpproxy.1 is installed',
+  async () => {
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      npm_config_nodedir: '/usr',
+      npm_config_update_notifier: 'false',
+      npm_config_fund: 'false',
+      npm_config_audit: 'false',
+      npm_config_cache: path.join(os.homedir(), '.npm'),
+    };
+    const packDir = path.join(tmp, 'pack');
+    const prefix = path.join(tmp, 'prefix');
+    fs.mkdirSync(packDir);
+    const tree = sourceTree();
+    const pack = await run('npm', ['pack', '--pack-destination', packDir], tree, env, 2 * MINUTE);
+    expect({ code: pack.code, output: pack.output }).toEqual({ code: 0, output: expect.any(String) });
+    const tarballs = fs.readdirSync(packDir).filter((n) => /^tcpproxy-.*\.tgz$/.test(n));
+    expect(tarballs).toHaveLength(1);
+    // `prepare` built the JavaScript.
+    expect(fs.existsSync(path.join(tree, 'dist', 'src', 'tcpproxy.js'))).toBe(true);
+    const tgz = path.join(packDir, tarballs[0] ?? '');
+
+    const install = await run('npm', ['install', '-g', '--prefix', prefix, tgz], tmp, env, 3 * MINUTE);
+    expect({ code: install.code, output: install.output }).toEqual({ code: 0, output: expect.any(String) });
+
+    const bin = path.join(prefix, 'bin', 'tcpproxy');
+    expect(fs.existsSync(bin)).toBe(true);
+    fs.accessSync(bin, fs.constants.X_OK);
+    const man = path.join(prefix, 'share', 'man', 'man1', 'tcpproxy.1');
+    expect(fs.readFileSync(man, 'utf8')).toBe(fs.readFileSync(path.join(ROOT, 'man', 'tcpproxy.1'), 'utf8'));
+    const installed = path.join(prefix, 'lib', 'node_modules', 'tcpproxy');
+    expect(fs.existsSync(path.join(installed, 'build', 'Release', 'tcpproxy.node'))).toBe(true);
+    // `files` keeps the tests and the TypeScript sources out.
+    expect(fs.existsSync(path.join(installed, 'test'))).toBe(false);
+    expect(fs.existsSync(path.join(installed, 'src'))).toBe(false);
+
+    // The installed command, run through its bin link (shebang), forwards.
+    const up = await echoServer();
+    const runEnv = { ...process.env };
+    delete runEnv['TCPPROXY_ENGINE']; // the default engine: splice, from the addon built at install
+    const child = spawn(bin, ['-D', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], {
+      cwd: tmp,
+      env: runEnv,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    started.add(child);
+    let err = '';
+    let exited: number | null | undefined;
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
+    child.on('exit', (code) => (exited = code));
+    await until(() => /^tcpproxy: listening on \S+$/m.test(err) || exited !== undefined, () => `"listening on" from ${bin}; stderr:\n${err}`, 15000);
+    const m = /^tcpproxy: listening on (\S+)$/m.exec(err);
+    if (m === null) throw new Error(`${bin} exited (${exited}) before listening:\n${err}`);
+    const { port } = parseListenAddress(m[1] ?? '');
+
+    const data = payload(1024 * 1024, 'npm-installed');
+    const c = await Client.connect('127.0.0.1', port, { keep: false });
+    c.socket.end(data);
+    await c.waitClosed(20000);
+    expect({ got: c.digest(), end: c.describeEnd() }).toEqual({ got: { bytes: data.length, sha256: sha256(data) }, end: ' (clean end)' });
+    await until(() => /^tcpproxy: connection 1: end: /m.test(err), 'the end line of connection 1', 5000);
+    expect(err).toMatch(new RegExp(`^tcpproxy: connection 1: end: ${data.length} bytes up, ${data.length} down, \\d+ ms, eof, splice$`, 'm'));
+    expect(err).not.toMatch(/warning/);
+
+    child.kill('SIGTERM');
+    await until(() => exited !== undefined, `${bin} to exit after SIGTERM`, 15000);
+    expect(exited).toBe(0);
+  },
+  5 * MINUTE,
+);
