@@ -174,6 +174,8 @@ class Bench {
   instances = new Map<string, Instance>();
   /** Proxy log lines other than per-connection records, by instance, over all rounds. */
   readonly proxyLogs: Record<string, string[]> = {};
+  /** tcpproxy: connections per forwarding path (splice, copy, js) from the end records, by instance. */
+  readonly forwardPaths: Record<string, Record<string, number>> = {};
 
   constructor(opts: Options, variants: VariantName[], hasIperf: boolean) {
     this.opts = opts;
@@ -265,6 +267,9 @@ class Bench {
   reportEvents(key: string, inst: Instance): void {
     const lines = inst.scanLog();
     (this.proxyLogs[key] ??= []).push(...lines);
+    const paths = (this.forwardPaths[key] ??= {});
+    for (const [p, n] of Object.entries(inst.paths)) paths[p] = (paths[p] ?? 0) + n;
+    for (const p of Object.keys(inst.paths)) delete inst.paths[p];
     // socat logs a reset or broken pipe whenever iperf3 ends a test: kept in the JSON only.
     if (inst.variant === 'socat') return;
     for (const line of lines) this.note(`${key}: ${line}`);
@@ -552,6 +557,7 @@ async function main(): Promise<number> {
   if (!tools['iperf3']) log('iperf3 not available: throughput and CPU per GiB skipped');
 
   const bench = new Bench(opts, variants, tools['iperf3'] === true);
+  if (!opts.keepTmp) tmpDirToRemove = bench.tmpDir;
   const defs = metricDefs(opts.idle);
   try {
     await bench.startEcho();
@@ -577,6 +583,11 @@ async function main(): Promise<number> {
     await killAll();
   }
 
+  for (const [key, paths] of Object.entries(bench.forwardPaths)) {
+    const engine = key.split('/')[0];
+    const other = Object.entries(paths).filter(([p]) => (engine === 'js' ? p !== 'js' : p !== 'splice'));
+    if (other.length > 0) bench.note(`${key}: connections not forwarded by ${engine}: ${other.map(([p, n]) => `${n} on ${p}`).join(', ')}`);
+  }
   const medians = computeMedians(bench.samples, variants, defs);
   const targets = evaluateTargets(defs, medians, variants);
   const table = markdownTable(defs, medians, variants, targets, opts.rounds);
@@ -635,17 +646,23 @@ async function main(): Promise<number> {
     targets,
     notes: bench.notes,
     proxyLogs: bench.proxyLogs,
+    forwardPaths: bench.forwardPaths,
     table,
   };
   fs.writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);
   log(`raw numbers: ${path.relative(process.cwd(), file)}`);
   log(`load average at end: ${loadEnd}`);
   if (opts.keepTmp) log(`temp dir kept: ${bench.tmpDir}`);
-  else fs.rmSync(bench.tmpDir, { recursive: true, force: true });
   return 0;
 }
 
-process.on('exit', killAllNow);
+/** The temp dir (proxy logs, haproxy config), removed at exit however the run ends, unless --keep-tmp. */
+let tmpDirToRemove: string | null = null;
+
+process.on('exit', () => {
+  killAllNow();
+  if (tmpDirToRemove !== null) fs.rmSync(tmpDirToRemove, { recursive: true, force: true });
+});
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(sig, () => {
     log(`${sig}: stopping everything started`);

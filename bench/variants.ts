@@ -40,6 +40,8 @@ export class Instance {
   /** Lines of the log that are not per-connection records: crashes, restarts, warnings. */
   readonly events: string[] = [];
   starts = 0;
+  /** tcpproxy: how many connections each forwarding path (splice, copy, js) ended on, from the log. */
+  readonly paths: Record<string, number> = {};
 
   constructor(variant: VariantName, upstreamPort: number) {
     this.variant = variant;
@@ -77,10 +79,13 @@ export class Instance {
       const text = buf.toString('utf8');
       const cut = text.lastIndexOf('\n') + 1;
       this.logOffset += Buffer.byteLength(text.slice(0, cut));
-      const lines = text
-        .slice(0, cut)
-        .split('\n')
-        .filter((l) => l !== '' && !/^tcpproxy: connection \d+: (client|end:) /.test(l) && !/ ready, pid \d+$/.test(l));
+      const lines: string[] = [];
+      for (const l of text.slice(0, cut).split('\n')) {
+        if (l === '' || / ready, pid \d+$/.test(l) || /^tcpproxy: connection \d+: client /.test(l)) continue;
+        const end = /^tcpproxy: connection \d+: end: .*, (\w+)$/.exec(l);
+        if (end) this.paths[end[1] as string] = (this.paths[end[1] as string] ?? 0) + 1;
+        else lines.push(l);
+      }
       this.events.push(...lines);
       return lines;
     } finally {
