@@ -7,14 +7,9 @@
  * and that nothing is ever written to fd 2 (the client socket).
  */
 import * as dns from 'node:dns';
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { destroyAllClients } from '../helpers/client';
-import { executable, fixture, killDaemons, parseWhoami, serveOneConnection, waitEnd, type Served } from '../helpers/inetd';
+import { fixture, killDaemons, parseWhoami, serveOneConnection, waitEnd, type Served } from '../helpers/inetd';
 import { assertBuilt, ENGINES } from '../helpers/proxy';
 import {
-  closeAllServers,
   digestOf,
   freePort,
   payload,
@@ -25,37 +20,19 @@ import {
   StreamHash,
   type Digest,
 } from '../helpers/servers';
+import { assertExecutableFixtures, cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
 const MB = 1000 * 1000;
 /** PATH of a handler started with -y (src/handler.ts SAFE_PATH, documented in the man page). */
 const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
-let tmp = '';
-let configCount = 0;
 
 beforeAll(() => {
   assertBuilt();
-  for (const f of ['whoami.sh', 'acp-deny.sh']) {
-    if (!executable(fixture(f))) throw new Error(`${fixture(f)} must be executable (chmod 755)`);
-  }
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-inetd-direct-'));
+  assertExecutableFixtures(['whoami.sh', 'acp-deny.sh']);
 });
-
-afterEach(async () => {
-  destroyAllClients();
-  await killDaemons();
-  await closeAllServers();
-});
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-function writeConfig(lines: readonly string[]): string {
-  const file = path.join(tmp, `tcpproxy-${++configCount}.conf`);
-  fs.writeFileSync(file, lines.join('\n') + '\n', { mode: 0o600 });
-  return file;
-}
+const tmp = useTempDir('tcpproxy-inetd-direct-');
+cleanUpAfterEach(killDaemons);
 
 /** tcpproxy's exit, bounded; a failure shows what it printed (to the pipes it never has here: empty). */
 async function exitOf(s: Served, timeoutMs = 10000): Promise<number | string> {
@@ -210,7 +187,7 @@ it('an ACP that grants (exit 0): the connection is forwarded', async () => {
 it('a config file without the port: the client is closed at once with no data, exit 1', async () => {
   const upstream = await speaksFirstServer('should not be seen\n');
   const port = await freePort();
-  const conf = writeConfig([`port ${port}`, `  server 127.0.0.1:${upstream.port}`]);
+  const conf = tmp.config([`port ${port}`, `  server 127.0.0.1:${upstream.port}`]);
   // serveOneConnection listens on another ephemeral port, so `port` cannot be the one it uses.
   const s = await serveOneConnection(['-f', conf]);
   expect(s.port).not.toBe(port);
@@ -223,7 +200,7 @@ it('a config file without the port: the client is closed at once with no data, e
 it('a config file with the port (any interface) serves the connection', async () => {
   const upstream = await speaksFirstServer('hello from upstream\n');
   const port = await freePort();
-  const conf = writeConfig([`port ${port}`, `  server 127.0.0.1:${upstream.port}`]);
+  const conf = tmp.config([`port ${port}`, `  server 127.0.0.1:${upstream.port}`]);
   const s = await serveOneConnection(['-f', conf], { port });
   await s.client.waitBytes('hello from upstream\n'.length);
   s.client.socket.end();
@@ -233,7 +210,7 @@ it('a config file with the port (any interface) serves the connection', async ()
 });
 
 it('never writes to fd 2 (the client): a config error goes to syslog only, the client sees no data', async () => {
-  const conf = writeConfig(['port 1', '  sever 127.0.0.1:1']);
+  const conf = tmp.config(['port 1', '  sever 127.0.0.1:1']);
   const s = await serveOneConnection(['-f', conf]);
   await waitEnd(s.client, 5000);
   expect(s.client.data().toString()).toBe('');

@@ -6,10 +6,7 @@
  * the handler (same pid: its parent is inetd). CI installs openbsd-inetd
  * (.ci/run); without it these tests fail with the fix.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
+import { Client } from '../helpers/client';
 import {
   executable,
   fixture,
@@ -23,38 +20,21 @@ import {
   type Inetd,
 } from '../helpers/inetd';
 import { assertBuilt, ENGINES } from '../helpers/proxy';
-import { closeAllServers, digestOf, freePort, freePortOn, payload, sinkServer, speaksFirstServer } from '../helpers/servers';
+import { twoInterfaces } from '../helpers/scenarios';
+import { digestOf, freePort, payload, sinkServer, speaksFirstServer } from '../helpers/servers';
+import { assertExecutableFixtures, cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
 const MB = 1000 * 1000;
-let tmp = '';
-let configCount = 0;
 
 beforeAll(() => {
   assertBuilt();
   if (!executable(INETD)) throw new Error(`${INETD} is missing: apt-get install -y openbsd-inetd`);
-  for (const f of ['whoami.sh']) {
-    if (!executable(fixture(f))) throw new Error(`${fixture(f)} must be executable (chmod 755)`);
-  }
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-inetd-'));
+  assertExecutableFixtures(['whoami.sh']);
 });
-
-afterEach(async () => {
-  destroyAllClients();
-  await killDaemons();
-  await closeAllServers();
-});
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-/** A tcpproxy config file only root can read or write (it refuses others' files when run as root). */
-function writeConfig(lines: readonly string[]): string {
-  const file = path.join(tmp, `tcpproxy-${++configCount}.conf`);
-  fs.writeFileSync(file, lines.join('\n') + '\n', { mode: 0o600 });
-  return file;
-}
+/** Holds inetd.conf and the tcpproxy config files (tmp.config: only root can read or write them). */
+const tmp = useTempDir('tcpproxy-inetd-');
+cleanUpAfterEach(killDaemons);
 
 /** A failure message with inetd's debug output (it shows what it started and how that ended). */
 async function withInetd(inetd: Inetd, body: () => Promise<void>): Promise<void> {
@@ -72,8 +52,8 @@ describe.each(ENGINES)('forwarding, %s engine', (engine) => {
     const down = payload(10 * MB, `inetd-${engine}-down`);
     const sink = await sinkServer({ send: down });
     const port = await freePort();
-    const conf = writeConfig([`port ${port}`, `  server 127.0.0.1:${sink.port}`]);
-    const inetd = await startInetd(tmp, [tcpproxyService('127.0.0.1', port, ['-f', conf], { TCPPROXY_ENGINE: engine })]);
+    const conf = tmp.config([`port ${port}`, `  server 127.0.0.1:${sink.port}`]);
+    const inetd = await startInetd(tmp.path, [tcpproxyService('127.0.0.1', port, ['-f', conf], { TCPPROXY_ENGINE: engine })]);
     await withInetd(inetd, async () => {
       const c = await Client.connect('127.0.0.1', port, { keep: false });
       c.socket.end(up);
@@ -96,7 +76,7 @@ describe.each(ENGINES)('forwarding, %s engine', (engine) => {
 it('serves a server argument on whatever port inetd accepted the connection', async () => {
   const upstream = await speaksFirstServer('220 upstream\r\n');
   const [p1, p2] = (await freePorts(2)) as [number, number];
-  const inetd = await startInetd(tmp, [
+  const inetd = await startInetd(tmp.path, [
     tcpproxyService('127.0.0.1', p1, [`127.0.0.1:${upstream.port}`]),
     tcpproxyService('127.0.0.1', p2, [`127.0.0.1:${upstream.port}`]),
   ]);
@@ -115,8 +95,8 @@ it('serves a server argument on whatever port inetd accepted the connection', as
 
 it('becomes the handler: same pid, inetd its parent, the service ids, no groups, only the client socket', async () => {
   const port = await freePort();
-  const conf = writeConfig([`port ${port}`, `  exec ${fixture('whoami.sh')}`]);
-  const inetd = await startInetd(tmp, [tcpproxyService('127.0.0.1', port, ['-f', conf])]);
+  const conf = tmp.config([`port ${port}`, `  exec ${fixture('whoami.sh')}`]);
+  const inetd = await startInetd(tmp.path, [tcpproxyService('127.0.0.1', port, ['-f', conf])]);
   await withInetd(inetd, async () => {
     const c = await Client.connect('127.0.0.1', port);
     await waitEnd(c);
@@ -137,8 +117,8 @@ it('becomes the handler: same pid, inetd its parent, the service ids, no groups,
 
 it('uses the configured uid and gid of the service', async () => {
   const port = await freePort();
-  const conf = writeConfig([`port ${port}`, '  uid 4242', '  gid 4343', `  exec ${fixture('whoami.sh')}`]);
-  const inetd = await startInetd(tmp, [tcpproxyService('127.0.0.1', port, ['-f', conf])]);
+  const conf = tmp.config([`port ${port}`, '  uid 4242', '  gid 4343', `  exec ${fixture('whoami.sh')}`]);
+  const inetd = await startInetd(tmp.path, [tcpproxyService('127.0.0.1', port, ['-f', conf])]);
   await withInetd(inetd, async () => {
     const c = await Client.connect('127.0.0.1', port);
     await waitEnd(c);
@@ -148,17 +128,8 @@ it('uses the configured uid and gid of the service', async () => {
 }, 30000);
 
 it('routes by the local address of the socket: one port on two interfaces, two upstreams', async () => {
-  const upstreamA = await speaksFirstServer('banner A\n');
-  const upstreamB = await speaksFirstServer('banner B\n');
-  const port = await freePortOn(['127.0.0.2', '127.0.0.3']);
-  const conf = writeConfig([
-    `port ${port}`,
-    '  interface 127.0.0.2',
-    `    server 127.0.0.1:${upstreamA.port}`,
-    '  interface 127.0.0.3',
-    `    server 127.0.0.1:${upstreamB.port}`,
-  ]);
-  const inetd = await startInetd(tmp, [
+  const { port, upstreamA, upstreamB, conf } = await twoInterfaces(tmp);
+  const inetd = await startInetd(tmp.path, [
     tcpproxyService('127.0.0.2', port, ['-f', conf]),
     tcpproxyService('127.0.0.3', port, ['-f', conf]),
   ]);
@@ -180,8 +151,8 @@ it('routes by the local address of the socket: one port on two interfaces, two u
 it('closes a connection on a port the config does not list at once, with no data, and exits 1', async () => {
   const upstream = await speaksFirstServer('should not be seen\n');
   const [listed, unlisted] = (await freePorts(2)) as [number, number];
-  const conf = writeConfig([`port ${listed}`, `  server 127.0.0.1:${upstream.port}`]);
-  const inetd = await startInetd(tmp, [tcpproxyService('127.0.0.1', unlisted, ['-f', conf])]);
+  const conf = tmp.config([`port ${listed}`, `  server 127.0.0.1:${upstream.port}`]);
+  const inetd = await startInetd(tmp.path, [tcpproxyService('127.0.0.1', unlisted, ['-f', conf])]);
   await withInetd(inetd, async () => {
     const c = await Client.connect('127.0.0.1', unlisted);
     // tcpproxy is a fresh node process: its start-up is most of these 2 s.

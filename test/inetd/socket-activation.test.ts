@@ -10,10 +10,7 @@
  * 3.. and execs tcpproxy with its own pid in LISTEN_PID) and
  * systemd-socket-activate when it is installed.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
+import { Client } from '../helpers/client';
 import {
   executable,
   fixture,
@@ -28,44 +25,27 @@ import {
   type Daemon,
 } from '../helpers/inetd';
 import { assertBuilt, CLI } from '../helpers/proxy';
+import { twoInterfaces } from '../helpers/scenarios';
 import {
-  closeAllServers,
   digestOf,
   freePort,
-  freePortOn,
   payload,
   sinkServer,
   speaksFirstServer,
   type SinkUpstream,
 } from '../helpers/servers';
+import { assertExecutableFixtures, cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
 const MB = 1000 * 1000;
 const HAVE_SOCKET_ACTIVATE = executable(SOCKET_ACTIVATE);
-let tmp = '';
-let configCount = 0;
 
 beforeAll(() => {
   assertBuilt();
-  if (!executable(fixture('whoami.sh'))) throw new Error(`${fixture('whoami.sh')} must be executable (chmod 755)`);
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-activation-'));
+  assertExecutableFixtures(['whoami.sh']);
 });
-
-afterEach(async () => {
-  destroyAllClients();
-  await killDaemons();
-  await closeAllServers();
-});
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-function writeConfig(lines: readonly string[]): string {
-  const file = path.join(tmp, `tcpproxy-${++configCount}.conf`);
-  fs.writeFileSync(file, lines.join('\n') + '\n', { mode: 0o600 });
-  return file;
-}
+const tmp = useTempDir('tcpproxy-activation-');
+cleanUpAfterEach(killDaemons);
 
 const activationLine = (host: string, port: number, fd = 3): string =>
   `tcpproxy: socket activation: fd ${fd} listening on ${host}:${port}\n`;
@@ -117,7 +97,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
     const down = payload(4 * MB, 'launcher-down');
     const sink = await sinkServer({ send: down });
     const port = await freePort();
-    const conf = writeConfig([`port ${port}`, '  interface 127.0.0.1', `    server 127.0.0.1:${sink.port}`]);
+    const conf = tmp.config([`port ${port}`, '  interface 127.0.0.1', `    server 127.0.0.1:${sink.port}`]);
     const d = launchWithSockets([{ host: '127.0.0.1', port }], ['-D', '-s', '-f', conf]);
     await withOutput(d, async () => {
       await waitStarted(d);
@@ -132,7 +112,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
 
   it('a handler started by the daemon sees no LISTEN_ variables and no inherited socket', async () => {
     const port = await freePort();
-    const conf = writeConfig([`port ${port}`, '  interface 127.0.0.1', `    exec ${fixture('whoami.sh')}`]);
+    const conf = tmp.config([`port ${port}`, '  interface 127.0.0.1', `    exec ${fixture('whoami.sh')}`]);
     const d = launchWithSockets([{ host: '127.0.0.1', port }], ['-D', '-s', '-f', conf]);
     await withOutput(d, async () => {
       await waitStarted(d);
@@ -147,7 +127,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
   it('an any-interface service takes the inherited socket on its port instead of binding the wildcard', async () => {
     const upstream = await speaksFirstServer('any interface\n');
     const port = await freePort();
-    const conf = writeConfig([`port ${port}`, `  server 127.0.0.1:${upstream.port}`]);
+    const conf = tmp.config([`port ${port}`, `  server 127.0.0.1:${upstream.port}`]);
     // Binding [::]:port itself would fail (EADDRINUSE): the launcher's 127.0.0.1:port is listening.
     const d = launchWithSockets([{ host: '127.0.0.1', port }], ['-D', '-s', '-f', conf]);
     await withOutput(d, async () => {
@@ -158,16 +138,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
   }, 30000);
 
   it('matches two inherited sockets on one port to their interfaces by address, not by fd order', async () => {
-    const upstreamA = await speaksFirstServer('banner A\n');
-    const upstreamB = await speaksFirstServer('banner B\n');
-    const port = await freePortOn(['127.0.0.2', '127.0.0.3']);
-    const conf = writeConfig([
-      `port ${port}`,
-      '  interface 127.0.0.2',
-      `    server 127.0.0.1:${upstreamA.port}`,
-      '  interface 127.0.0.3',
-      `    server 127.0.0.1:${upstreamB.port}`,
-    ]);
+    const { port, upstreamA, upstreamB, conf } = await twoInterfaces(tmp);
     // fd 3 is 127.0.0.3, fd 4 is 127.0.0.2: the reverse of the config's order.
     const d = launchWithSockets(
       [
@@ -188,7 +159,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
 
   it('ignores sockets whose LISTEN_PID is another process (and then cannot bind the port they hold)', async () => {
     const port = await freePort();
-    const conf = writeConfig([`port ${port}`, '  interface 127.0.0.1', '    server 127.0.0.1:9']);
+    const conf = tmp.config([`port ${port}`, '  interface 127.0.0.1', '    server 127.0.0.1:9']);
     const d = launchWithSockets([{ host: '127.0.0.1', port }], ['-D', '-s', '-f', conf], { pidOffset: 1 });
     await withOutput(d, async () => {
       await until(() => d.exit() !== null, 'tcpproxy to give up');
@@ -205,7 +176,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
     const down = payload(4 * MB, 'sa-down');
     const sink = await sinkServer({ send: down });
     const [port, execPort] = (await freePorts(2)) as [number, number];
-    const conf = writeConfig([
+    const conf = tmp.config([
       `port ${port}`,
       '  interface 127.0.0.1',
       `    server 127.0.0.1:${sink.port}`,

@@ -1,19 +1,15 @@
 /** The built command's one-shot paths: usage, version, listings, config errors. */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { ROOT, runCli } from '../helpers/proxy';
+import { useTempDir } from '../helpers/setup';
 import { USAGE } from '../../src/cli';
 import { VERSION } from '../../src/version';
 
-let dir: string;
-beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-cli-'));
-});
-afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+const dir = useTempDir('tcpproxy-cli-');
 
 function conf(name: string, text: string): string {
-  const file = path.join(dir, name);
+  const file = path.join(dir.path, name);
   fs.writeFileSync(file, text);
   return file;
 }
@@ -73,7 +69,7 @@ test('every config error is reported at once with file and line, exit 2', async 
 });
 
 test('a missing config file is an error naming it, exit 2', async () => {
-  const f = path.join(dir, 'missing.conf');
+  const f = path.join(dir.path, 'missing.conf');
   const r = await runCli(['-s', '-f', f]);
   expect(r.code).toBe(2);
   expect(r.stderr).toBe(`tcpproxy:${f}: cannot read: ENOENT (no such file or directory)\ntcpproxy:${f}: 1 error\n`);

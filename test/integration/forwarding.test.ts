@@ -5,13 +5,10 @@
  * failure and IPv6. Everything listens on loopback; ports are ephemeral
  * except where a config file needs a literal one (freePort).
  */
-import * as fs from 'node:fs';
 import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { assertBuilt, ENGINES, killLeftovers, runCli, withProxy, type ListenAddress, type Proxy } from '../helpers/proxy';
+import { Client } from '../helpers/client';
+import { assertBuilt, ENGINES, runCli, withProxy, type ListenAddress, type Proxy } from '../helpers/proxy';
 import {
-  closeAllServers,
   digestOf,
   echoServer,
   freePort,
@@ -24,6 +21,7 @@ import {
   StreamHash,
   type Digest,
 } from '../helpers/servers';
+import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
 const MiB = 1024 * 1024;
@@ -34,31 +32,14 @@ const itIpv6 = hasIpv6Loopback ? it : it.skip;
 if (!hasIpv6Loopback) console.warn('forwarding.test.ts: no ::1 on this host, skipping the IPv6 test');
 
 const savedEnv = { ...process.env };
-let tmp = '';
-let configCount = 0;
 
-beforeAll(() => {
-  assertBuilt();
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-forwarding-'));
-});
-
-afterEach(async () => {
-  destroyAllClients();
-  killLeftovers();
-  await closeAllServers();
+beforeAll(assertBuilt);
+/** tmp.config: a config file only its owner can write (tcpproxy refuses others when run as root). */
+const tmp = useTempDir('tcpproxy-forwarding-');
+cleanUpAfterEach();
+afterEach(() => {
   process.env = { ...savedEnv };
 });
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-/** A config file only its owner can write (tcpproxy refuses others when run as root). */
-function writeConfig(text: string): string {
-  const file = path.join(tmp, `tcpproxy-${++configCount}.conf`);
-  fs.writeFileSync(file, text, { mode: 0o600 });
-  return file;
-}
 
 function onlyAddress(proxy: Proxy): ListenAddress {
   expect(proxy.addresses).toHaveLength(1);
@@ -222,7 +203,7 @@ describe.each(ENGINES)('%s engine', (engine) => {
     const upstreamA = await speaksFirstServer('banner A\n');
     const upstreamB = await speaksFirstServer('banner B\n');
     const port = await freePortOn(['127.0.0.2', '127.0.0.3']);
-    const conf = writeConfig(
+    const conf = tmp.config(
       [
         `port ${port}`,
         'interface 127.0.0.2',
@@ -254,7 +235,7 @@ describe.each(ENGINES)('%s engine', (engine) => {
     const port = await freePortOn(['127.0.0.1', '127.0.0.2']);
     const banner = `upstream on 127.0.0.1:${port}\n`;
     const upstream = await speaksFirstServer(banner, { host: '127.0.0.1', port });
-    const conf = writeConfig([`port ${port}`, 'interface 127.0.0.2', 'server 127.0.0.1', ''].join('\n'));
+    const conf = tmp.config([`port ${port}`, 'interface 127.0.0.2', 'server 127.0.0.1', ''].join('\n'));
     await proxy(['-s', '-f', conf], async (p) => {
       expect(p.addresses).toEqual([{ host: '127.0.0.2', port }]);
       const c = await Client.connect('127.0.0.2', port);
@@ -270,7 +251,7 @@ describe.each(ENGINES)('%s engine', (engine) => {
     const refusing = await freePort('127.0.0.1'); // nothing listens there
     const echo = await echoServer();
     const port = await freePortOn(['127.0.0.2', '127.0.0.3']);
-    const conf = writeConfig(
+    const conf = tmp.config(
       [
         `port ${port}`,
         'interface 127.0.0.2',

@@ -7,86 +7,39 @@
  * one refuses the start. Detached daemons are found through their pidfile
  * and always stopped (SIGTERM, then SIGKILL of what is left).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { CLI, ROOT, assertBuilt, descendants, killLeftovers, startProxy } from '../helpers/proxy';
-import { closeAllServers, echoServer, freePort, payload, sha256 } from '../helpers/servers';
+import { Client } from '../helpers/client';
+import { killTree, runToExit, type Ran } from '../helpers/commands';
+import { tryConnect } from '../helpers/ports';
+import { CLI, ROOT, assertBuilt, descendants, startProxy } from '../helpers/proxy';
+import { echoServer, freePort, payload, sha256 } from '../helpers/servers';
+import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { alive, findProcesses, IS_ROOT, IN_CI, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'operations');
 const DEFAULT_PIDFILE = '/var/run/tcpproxy.pid';
 
-let tmp = '';
-beforeAll(() => {
-  assertBuilt();
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-ops-detach-'));
-  // Handlers run as uid 65535: the directory must be searchable by others.
-  fs.chmodSync(tmp, 0o755);
-});
+beforeAll(assertBuilt);
+// Handlers run as uid 65535: the directory must be searchable by others.
+const tmp = useTempDir('tcpproxy-ops-detach-', 0o755);
 
 /** Pids of detached daemons started here (from their pidfiles), for the cleanup. */
 const daemons = new Set<number>();
-/** Commands started here that may still run. */
-const commands = new Set<ChildProcess>();
 const holders: net.Server[] = [];
 
-function killTree(pid: number): void {
-  for (const p of [pid, ...descendants(pid)]) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-}
-
-afterEach(async () => {
-  destroyAllClients();
+cleanUpAfterEach(() => {
   for (const pid of daemons) if (alive(pid)) killTree(pid);
   daemons.clear();
-  for (const c of commands) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) killTree(c.pid);
-  commands.clear();
   for (const h of holders.splice(0)) h.close();
-  killLeftovers();
-  await closeAllServers();
 });
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-interface Ran {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
 
 /** Runs `tcpproxy ...args` in `cwd` to its exit (bounded); stdin is /dev/null. */
 function run(args: readonly string[], cwd: string, timeoutMs = 15000): Promise<Ran> {
-  const child = spawn(process.execPath, [CLI, ...args], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  commands.add(child);
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      if (child.pid !== undefined) killTree(child.pid);
-      stderr += `\n[killed after ${timeoutMs} ms]`;
-    }, timeoutMs);
-    child.on('error', (e) => (stderr += `spawn failed: ${e.message}\n`));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      commands.delete(child);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+  return runToExit(process.execPath, [CLI, ...args], { cwd, timeoutMs });
 }
 
 /** The pid a pidfile names; it must hold exactly `PID\n`. */
@@ -112,18 +65,6 @@ async function stopDaemon(pidfile: string): Promise<void> {
   await until(() => !fs.existsSync(pidfile), `${pidfile} to be removed`, 2000);
   await until(() => workers.every((w) => !alive(w)), `workers ${workers.join(' ')} to exit`, 5000);
   daemons.delete(pid);
-}
-
-/** The outcome of one connect attempt: 'connected' or the error code. */
-function tryConnect(port: number, host = '127.0.0.1'): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve('connected');
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-  });
 }
 
 /** A listening socket on 127.0.0.1 holding a port, closed after the test. */
@@ -169,7 +110,7 @@ async function echoes(port: number, seed: string): Promise<void> {
 
 /** A fresh directory under tmp, searchable by others, with the handler fixture copied in. */
 function workdir(name: string): string {
-  const dir = path.join(tmp, name);
+  const dir = path.join(tmp.path, name);
   fs.mkdirSync(dir, { mode: 0o755 });
   fs.chmodSync(dir, 0o755);
   fs.copyFileSync(path.join(FIXTURES, 'handler.sh'), path.join(dir, 'handler.sh'));
@@ -256,7 +197,7 @@ describe('pidfile', () => {
     const beforePid = before === null ? NaN : Number.parseInt(before.trim(), 10);
     if (before !== null && Number.isInteger(beforePid) && beforePid > 0 && alive(beforePid) && cmdline(beforePid).includes('tcpproxy')) {
       // Another tcpproxy (or anything) holds it: then -p must refuse to start.
-      const r = await run(['-p', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], tmp);
+      const r = await run(['-p', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], tmp.path);
       expect(r).toMatchObject({ code: 1, stderr: `tcpproxy: pidfile ${DEFAULT_PIDFILE}: tcpproxy is already running as pid ${beforePid}\n` });
       expect(fs.readFileSync(DEFAULT_PIDFILE, 'utf8')).toBe(before);
       return;
@@ -279,11 +220,11 @@ describe('pidfile', () => {
     ['-ppNAME', (f: string) => [`-pp${f}`]],
   ])('%s writes NAME: the master pid and a newline; removed at exit', async (form, flags) => {
     const up = await echoServer();
-    const pidfile = path.join(tmp, `named-${form.replace(/[^a-zA-Z]/g, '')}.pid`);
+    const pidfile = path.join(tmp.path, `named-${form.replace(/[^a-zA-Z]/g, '')}.pid`);
     const p = await startProxy([...flags(pidfile), '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`]);
     await until(() => fs.existsSync(pidfile), `${pidfile} to be written`, 5000);
     expect(fs.readFileSync(pidfile, 'utf8')).toBe(`${p.pid}\n`);
-    expect(fs.readdirSync(tmp).filter((n) => n.endsWith('.tmp'))).toEqual([]);
+    expect(fs.readdirSync(tmp.path).filter((n) => n.endsWith('.tmp'))).toEqual([]);
     await echoes(p.addresses[0]?.port ?? 0, `named-${form}`);
     expect(await p.stop()).toMatchObject({ code: 0, signal: null });
     expect(fs.existsSync(pidfile)).toBe(false);

@@ -5,69 +5,31 @@
  * installed command must serve a forward on the splice engine, and the man
  * page must be installed. Needs the npm registry for node-addon-api.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { descendants, parseListenAddress, ROOT } from '../helpers/proxy';
-import { closeAllServers, echoServer, payload, sha256 } from '../helpers/servers';
+import { Client } from '../helpers/client';
+import { killLater, runToExit } from '../helpers/commands';
+import { parseListenAddress, ROOT } from '../helpers/proxy';
+import { echoServer, payload, sha256 } from '../helpers/servers';
+import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
 const MINUTE = 60_000;
-let tmp = '';
-const started = new Set<ChildProcess>();
+const tmp = useTempDir('tcpproxy-ops-npm-');
+cleanUpAfterEach();
 
-beforeAll(() => {
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-ops-npm-'));
-});
-
-function killTree(pid: number): void {
-  for (const p of [pid, ...descendants(pid)]) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-}
-
-afterEach(async () => {
-  destroyAllClients();
-  for (const c of started) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) killTree(c.pid);
-  started.clear();
-  await closeAllServers();
-});
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-interface Ran {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly output: string;
-}
-
-/** Runs a command to completion (bounded), stdout and stderr together. */
-function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.ProcessEnv, timeoutMs: number): Promise<Ran> {
-  const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  started.add(child);
-  let output = '';
-  child.stdout.setEncoding('utf8').on('data', (s: string) => (output += s));
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (output += s));
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      if (child.pid !== undefined) killTree(child.pid);
-      output += `\n[killed after ${timeoutMs} ms]`;
-    }, timeoutMs);
-    child.on('error', (e) => (output += `spawn failed: ${e.message}\n`));
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      started.delete(child);
-      resolve({ code, signal, output });
-    });
-  });
+/** Runs a command to completion (bounded), stdout and stderr together in `output`. */
+async function run(
+  cmd: string,
+  args: readonly string[],
+  cwd: string,
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
+  const r = await runToExit(cmd, args, { cwd, env, timeoutMs, together: true });
+  return { code: r.code, signal: r.signal, output: r.stdout };
 }
 
 /**
@@ -77,7 +39,7 @@ function run(cmd: string, args: readonly string[], cwd: string, env: NodeJS.Proc
  * starting the CLI from it at the same time.
  */
 function sourceTree(): string {
-  const tree = path.join(tmp, 'tree');
+  const tree = path.join(tmp.path, 'tree');
   const skip = new Set(['.git', 'node_modules', 'build', 'dist']);
   fs.mkdirSync(tree);
   for (const name of fs.readdirSync(ROOT)) {
@@ -117,8 +79,8 @@ test(
       npm_config_audit: 'false',
       npm_config_cache: path.join(os.homedir(), '.npm'),
     };
-    const packDir = path.join(tmp, 'pack');
-    const prefix = path.join(tmp, 'prefix');
+    const packDir = path.join(tmp.path, 'pack');
+    const prefix = path.join(tmp.path, 'prefix');
     fs.mkdirSync(packDir);
     const tree = sourceTree();
     const pack = await run('npm', ['pack', '--pack-destination', packDir], tree, env, 2 * MINUTE);
@@ -129,7 +91,7 @@ test(
     expect(fs.existsSync(path.join(tree, 'dist', 'src', 'tcpproxy.js'))).toBe(true);
     const tgz = path.join(packDir, tarballs[0] ?? '');
 
-    const install = await run('npm', ['install', '-g', '--prefix', prefix, tgz], tmp, env, 3 * MINUTE);
+    const install = await run('npm', ['install', '-g', '--prefix', prefix, tgz], tmp.path, env, 3 * MINUTE);
     expect({ code: install.code, output: install.output }).toEqual({ code: 0, output: expect.any(String) });
 
     const bin = path.join(prefix, 'bin', 'tcpproxy');
@@ -147,12 +109,13 @@ test(
     const up = await echoServer();
     const runEnv = { ...process.env };
     delete runEnv['TCPPROXY_ENGINE']; // the default engine: splice, from the addon built at install
-    const child = spawn(bin, ['-D', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], {
-      cwd: tmp,
-      env: runEnv,
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    started.add(child);
+    const child = killLater(
+      spawn(bin, ['-D', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], {
+        cwd: tmp.path,
+        env: runEnv,
+        stdio: ['ignore', 'ignore', 'pipe'],
+      }),
+    );
     let err = '';
     let exited: number | null | undefined;
     child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));

@@ -12,11 +12,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { CLI, descendants, ENGINES, killLeftovers, ROOT, runCli, startProxy, type Proxy } from '../helpers/proxy';
-import { closeAllServers, digestOf, echoServer, freePort, payload, startServer, StreamHash, type Digest } from '../helpers/servers';
+import { Client } from '../helpers/client';
+import { killTree } from '../helpers/commands';
+import { tryConnect } from '../helpers/ports';
+import { CLI, descendants, ENGINES, ROOT, runCli, startProxy, type Proxy } from '../helpers/proxy';
+import { digestOf, echoServer, freePort, payload, startServer, StreamHash, type Digest } from '../helpers/servers';
+import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { alive, describeAsRoot, logLines, re, requireRoot, waitLog, waitWorkers, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 import { GRACE_MS } from '../../src/grace';
@@ -24,40 +26,17 @@ import { GRACE_MS } from '../../src/grace';
 const KiB = 1024;
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'operations');
 
-let tmp = '';
 let handler = '';
 
+beforeAll(requireRoot);
+// The handler runs as uid 4242: its directory must be searchable and the script readable.
+const tmp = useTempDir('tcpproxy-ops-signals-', 0o755);
 beforeAll(() => {
-  requireRoot();
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-ops-signals-'));
-  // The handler runs as uid 4242: its directory must be searchable and the script readable.
-  fs.chmodSync(tmp, 0o755);
-  handler = path.join(tmp, 'handler.sh');
+  handler = path.join(tmp.path, 'handler.sh');
   fs.copyFileSync(path.join(FIXTURES, 'handler.sh'), handler);
   fs.chmodSync(handler, 0o755);
 });
-
-afterEach(async () => {
-  destroyAllClients();
-  killLeftovers();
-  await closeAllServers();
-});
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-/** The outcome of one connect attempt: 'connected' or the error code. */
-function tryConnect(port: number, host = '127.0.0.1'): Promise<string> {
-  return new Promise((resolve) => {
-    const s = net.connect({ host, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve('connected');
-    });
-    s.once('error', (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
-  });
-}
+cleanUpAfterEach();
 
 /** Waits until connects to `port` are refused (the listener is closed). */
 async function waitRefused(port: number, timeoutMs = 2000): Promise<void> {
@@ -173,7 +152,7 @@ describeAsRoot('SIGTERM and SIGINT drain (root)', () => {
 
   test('a second SIGTERM during the drain ends every session at once: exit 0, pidfile removed', async () => {
     const up = await slowUpstream(400, 50, 'second-signal');
-    const pidfile = path.join(tmp, 'second.pid');
+    const pidfile = path.join(tmp.path, 'second.pid');
     const p = await startProxy(['-pp', pidfile, '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`]);
     const c = await Client.connect('127.0.0.1', p.addresses[0]?.port ?? 0, { keep: false });
     await c.waitBytes(10 * KiB);
@@ -208,7 +187,7 @@ describeAsRoot('SIGHUP reload (root)', () => {
     const up = await echoServer();
     const [keep, drop, add] = [await freePort(), await freePort(), await freePort()];
     const keepBlock = `port ${keep}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`;
-    const conf = writeConfig(tmp, 'reload.conf', `${keepBlock}port ${drop}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
+    const conf = writeConfig(tmp.path, 'reload.conf', `${keepBlock}port ${drop}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
     const p: Proxy = await startProxy(['-f', conf], {}, 2);
     await waitWorkers(p.stderr, 65535, 65534);
 
@@ -284,7 +263,7 @@ describeAsRoot('SIGHUP reload (root)', () => {
     try {
       const busy = (holder.address() as net.AddressInfo).port;
       const block = (port: number): string => `port ${port}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`;
-      const conf = writeConfig(tmp, 'busy.conf', block(keep) + block(drop));
+      const conf = writeConfig(tmp.path, 'busy.conf', block(keep) + block(drop));
       const p = await startProxy(['-f', conf], {}, 2);
       await serving(p);
       fs.writeFileSync(conf, block(keep) + block(busy));
@@ -306,7 +285,7 @@ describeAsRoot('SIGHUP reload (root)', () => {
     const up = await echoServer();
     const port = await freePort();
     const block = `port ${port}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`;
-    const conf = writeConfig(tmp, 'identity.conf', block);
+    const conf = writeConfig(tmp.path, 'identity.conf', block);
     const p = await startProxy(['-f', conf]);
     const [old] = await waitWorkers(p.stderr, 65535, 65534);
     if (old === undefined) throw new Error('no worker');
@@ -349,7 +328,7 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
    * pidfile's directory.
    */
   async function startAndFire(name: string, args: readonly string[], trigger: Trigger, fire: (pid: number) => void): Promise<{ d: Launched; pidfile: string }> {
-    const dir = path.join(tmp, name);
+    const dir = path.join(tmp.path, name);
     fs.mkdirSync(dir);
     const pidfile = path.join(dir, 'tcpproxy.pid');
     let fired = false;
@@ -386,7 +365,7 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
     const [port, added] = [await freePort(), await freePort()];
     const block = (p: number): string => `port ${p}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`;
     const name = `race-hup-${trigger.includes('pidfile') ? 'pidfile' : 'listening'}`;
-    const conf = writeConfig(tmp, `${name}.conf`, block(port));
+    const conf = writeConfig(tmp.path, `${name}.conf`, block(port));
     const { d, pidfile } = await startAndFire(name, ['-f', conf], trigger, (pid) => {
       fs.writeFileSync(conf, block(port) + block(added));
       process.kill(pid, 'SIGHUP');
@@ -419,9 +398,9 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
   test('detached: kill -HUP $(cat pidfile) right after the command returns reloads', async () => {
     const up = await echoServer();
     const [port, added] = [await freePort(), await freePort()];
-    const pidfile = path.join(tmp, 'race-detached.pid');
+    const pidfile = path.join(tmp.path, 'race-detached.pid');
     const block = (p: number): string => `port ${p}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`;
-    const conf = writeConfig(tmp, 'race-detached.conf', block(port));
+    const conf = writeConfig(tmp.path, 'race-detached.conf', block(port));
     const r = await runCli(['-pp', pidfile, '-f', conf]);
     expect(r).toMatchObject({ code: 0, stdout: '', stderr: '' });
     const pid = Number(fs.readFileSync(pidfile, 'utf8').trim());
@@ -446,15 +425,7 @@ const detached = new Set<number>();
 const launched = new Set<ChildProcess>();
 
 afterEach(() => {
-  for (const pid of [...detached, ...[...launched].flatMap((c) => (c.pid === undefined ? [] : [c.pid]))]) {
-    for (const p of [pid, ...descendants(pid)]) {
-      try {
-        process.kill(p, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
+  for (const pid of [...detached, ...[...launched].flatMap((c) => (c.pid === undefined ? [] : [c.pid]))]) killTree(pid);
   detached.clear();
   launched.clear();
 });

@@ -8,36 +8,23 @@
  * next number is taken and the log line names it.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { killLeftovers, startProxy, type Proxy } from '../helpers/proxy';
-import { closeAllServers, digestOf, echoServer, freePort, payload, sinkServer, type Digest } from '../helpers/servers';
+import { Client } from '../helpers/client';
+import { startProxy, type Proxy } from '../helpers/proxy';
+import { digestOf, echoServer, freePort, payload, sinkServer, type Digest } from '../helpers/servers';
+import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { describeAsRoot, re, requireRoot, waitLog, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const MiB = 1024 * 1024;
-let tmp = '';
 
-beforeAll(() => {
-  requireRoot();
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-ops-transcripts-'));
-  fs.chmodSync(tmp, 0o755);
-});
-
-afterEach(async () => {
-  destroyAllClients();
-  killLeftovers();
-  await closeAllServers();
-});
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
+beforeAll(requireRoot);
+const tmp = useTempDir('tcpproxy-ops-transcripts-', 0o755);
+cleanUpAfterEach();
 
 /** A directory uid 65535 may create files in (the transcript's base directory). */
 function openDir(name: string): string {
-  const dir = path.join(tmp, name);
+  const dir = path.join(tmp.path, name);
   fs.mkdirSync(dir);
   fs.chmodSync(dir, 0o777);
   return dir;
@@ -106,7 +93,7 @@ describeAsRoot('transcripts (root)', () => {
         p = await startProxy(['-w', base, '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`]);
       } else {
         const port = await freePort();
-        const conf = writeConfig(tmp, 'writefile.conf', `port ${port}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n  writefile ${base}\n`);
+        const conf = writeConfig(tmp.path, 'writefile.conf', `port ${port}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n  writefile ${base}\n`);
         p = await startProxy(['-f', conf]);
       }
       const port = p.addresses[0]?.port ?? 0;
@@ -149,7 +136,7 @@ describeAsRoot('transcripts (root)', () => {
     const dir = openDir('symlink');
     const base = path.join(dir, 'victim');
     // A file uid 65535 could write, so only O_NOFOLLOW/O_EXCL protect it.
-    const safe = path.join(tmp, 'safe');
+    const safe = path.join(tmp.path, 'safe');
     fs.mkdirSync(safe, { mode: 0o755 });
     const target = path.join(safe, 'precious');
     const original = 'precious content\n';

@@ -6,21 +6,17 @@
  * killed and denies, in about that time; a granted connection leaves its
  * worker able to serve others.
  */
-import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { ENGINES, killLeftovers, startProxy, type Proxy } from '../helpers/proxy';
-import { closeAllServers, digestOf, echoServer, freePort, payload, startServer, type Upstream } from '../helpers/servers';
+import { Client } from '../helpers/client';
+import { portOf } from '../helpers/ports';
+import { ENGINES, startProxy } from '../helpers/proxy';
+import { digestOf, echoServer, freePort, payload, startServer, type Upstream } from '../helpers/servers';
+import { cleanUpAfterEach, killTokens, useHandlerFixtures, useTempDir } from '../helpers/setup';
 import {
   describeAsRoot,
   findProcesses,
   handler,
-  killProcesses,
   re,
-  releaseHandlers,
-  requireRoot,
   uniqueSeconds,
   waitLog,
   writeConfig,
@@ -28,32 +24,11 @@ import {
 import { until } from '../helpers/until';
 
 const MiB = 1024 * 1024;
-let tmp = '';
 const tokens: string[] = [];
 
-beforeAll(() => {
-  requireRoot();
-  handler('acp-grant.sh'); // prepares the fixtures (executable, usable by unprivileged ids)
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-acp-'));
-});
-
-afterEach(async () => {
-  destroyAllClients();
-  killLeftovers();
-  for (const t of tokens.splice(0)) killProcesses(t);
-  await closeAllServers();
-});
-
-afterAll(() => {
-  releaseHandlers();
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-function portOf(p: Proxy): number {
-  const a = p.addresses[0];
-  if (a === undefined) throw new Error('no listening address');
-  return a.port;
-}
+useHandlerFixtures();
+const tmp = useTempDir('tcpproxy-acp-');
+cleanUpAfterEach(() => killTokens(tokens));
 
 /** An upstream that must never be contacted: counts connections (Upstream.sockets). */
 function untouchedUpstream(): Promise<Upstream> {
@@ -92,7 +67,7 @@ describeAsRoot('access control programs (root)', () => {
       const up = await echoServer();
       const portNo = await freePort();
       const conf = writeConfig(
-        tmp,
+        tmp.path,
         `acp-${engine}.conf`,
         `port ${portNo}\n  interface 127.0.0.1\n  uid 4242\n  gid 4343\n  acp ${acp}\n  server 127.0.0.1:${up.port}\n`,
       );

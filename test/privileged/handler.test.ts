@@ -8,11 +8,12 @@
  * script: a shell adds variables of its own (PWD) to what it passes on.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { ENGINES, ROOT, killLeftovers, runCli, startProxy } from '../helpers/proxy';
-import { closeAllServers, freePort, senderServer } from '../helpers/servers';
+import { Client } from '../helpers/client';
+import { portOf } from '../helpers/ports';
+import { ENGINES, ROOT, runCli, startProxy } from '../helpers/proxy';
+import { freePort, senderServer } from '../helpers/servers';
+import { cleanUpAfterEach, killTokens, useHandlerFixtures, useTempDir } from '../helpers/setup';
 import {
   describeAsRoot,
   fdTarget,
@@ -20,12 +21,9 @@ import {
   INHERITED_FD,
   inodeOf,
   killDaemons,
-  killProcesses,
   openFds,
   procIds,
   re,
-  releaseHandlers,
-  requireRoot,
   startDaemon,
   tcpSockets,
   uniqueSeconds,
@@ -39,33 +37,11 @@ import {
 const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
 const ENV = '/usr/bin/env';
 
-let tmp = '';
 const tokens: string[] = [];
 
-beforeAll(() => {
-  requireRoot();
-  handler('sleeper.sh'); // prepares the fixtures (executable, usable by unprivileged ids)
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-handler-'));
-});
-
-afterEach(async () => {
-  destroyAllClients();
-  killLeftovers();
-  killDaemons();
-  for (const t of tokens.splice(0)) killProcesses(t);
-  await closeAllServers();
-});
-
-afterAll(() => {
-  releaseHandlers();
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-function portOf(p: { addresses: { port: number }[] }): number {
-  const a = p.addresses[0];
-  if (a === undefined) throw new Error('no listening address');
-  return a.port;
-}
+useHandlerFixtures();
+const tmp = useTempDir('tcpproxy-handler-');
+cleanUpAfterEach(killDaemons, () => killTokens(tokens));
 
 /** `env -0` output → variables. */
 function parseEnv0(buf: Buffer): Record<string, string> {
@@ -150,7 +126,7 @@ describeAsRoot('request handlers (root)', () => {
     test('a descriptor tcpproxy inherited from its parent does not reach the handler', async () => {
       const token = uniqueSeconds();
       tokens.push(token);
-      const inherited = path.join(tmp, `inherited-${engine}`);
+      const inherited = path.join(tmp.path, `inherited-${engine}`);
       fs.writeFileSync(inherited, 'not for handlers\n');
       const d = await startDaemon({
         args: ['-b', '127.0.0.1:0', `${handler('sleeper.sh')} ${token}`],
@@ -194,7 +170,7 @@ describeAsRoot('request handlers (root)', () => {
 
     test('"setenv" in a port block, with -y', async () => {
       const portNo = await freePort();
-      const conf = writeConfig(tmp, `setenv-${engine}.conf`, `port ${portNo}\n  interface 127.0.0.1\n  setenv CFG_\n  exec ${ENV} -0\n`);
+      const conf = writeConfig(tmp.path, `setenv-${engine}.conf`, `port ${portNo}\n  interface 127.0.0.1\n  setenv CFG_\n  exec ${ENV} -0\n`);
       const { out, port } = await handlerOutput(['-y', '-s', '-f', conf], baseEnv(engine));
       expect(port).toBe(portNo);
       expect(parseEnv0(out)).toEqual({ PATH: SAFE_PATH, ...connectionVars('CFG_', portNo) });
@@ -214,7 +190,7 @@ describeAsRoot('request handlers (root)', () => {
     const portNo = await freePort();
     const hello = handler('hello.sh');
     const rel = path.relative(ROOT, hello);
-    const conf = writeConfig(tmp, 'relative.conf', `port ${portNo}\n  interface 127.0.0.1\n  exec ./${rel}\n`);
+    const conf = writeConfig(tmp.path, 'relative.conf', `port ${portNo}\n  interface 127.0.0.1\n  exec ./${rel}\n`);
     // Started in the repository root; the handler itself runs wherever tcpproxy was started.
     const d = await startDaemon({ args: ['-s', '-f', conf], env: { PATH: '/usr/bin:/bin' }, cwd: ROOT });
     const c = await Client.connect('127.0.0.1', portNo);
@@ -227,7 +203,7 @@ describeAsRoot('request handlers (root)', () => {
 
   test('a missing handler is a configuration error at its line: exit 2', async () => {
     const portNo = await freePort();
-    const conf = writeConfig(tmp, 'missing.conf', `port ${portNo}\n  interface 127.0.0.1\n    exec ./no-such-handler arg\n`);
+    const conf = writeConfig(tmp.path, 'missing.conf', `port ${portNo}\n  interface 127.0.0.1\n    exec ./no-such-handler arg\n`);
     const r = await runCli(['-D', '-s', '-f', conf]);
     expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
       code: 2,
@@ -237,7 +213,7 @@ describeAsRoot('request handlers (root)', () => {
   });
 
   test('a handler that is not executable is a configuration error: exit 2', async () => {
-    const script = path.join(tmp, 'not-executable.sh');
+    const script = path.join(tmp.path, 'not-executable.sh');
     fs.writeFileSync(script, '#!/bin/sh\necho hi\n', { mode: 0o644 });
     const r = await runCli(['-D', '-b', '127.0.0.1:0', script]);
     expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({

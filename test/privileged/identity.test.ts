@@ -4,22 +4,18 @@
  * workers as the kernel sees them, several identities serving at the same
  * time, and `uid 0` / `gid 0` refused by the config parser.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { killLeftovers, runCli, startProxy, type Proxy } from '../helpers/proxy';
+import { Client } from '../helpers/client';
+import { portOf } from '../helpers/ports';
+import { runCli, startProxy } from '../helpers/proxy';
 import { freePort } from '../helpers/servers';
+import { cleanUpAfterEach, killTokens, useHandlerFixtures, useTempDir } from '../helpers/setup';
 import {
   describeAsRoot,
   findProcesses,
   handler,
-  killProcesses,
   procIds,
   procStatus,
   re,
-  releaseHandlers,
-  requireRoot,
   uniqueSeconds,
   waitLog,
   waitWorkers,
@@ -27,31 +23,11 @@ import {
 } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
-let tmp = '';
 const tokens: string[] = [];
 
-beforeAll(() => {
-  requireRoot();
-  handler('ids.sh'); // prepares the fixtures (executable, usable by unprivileged ids)
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-identity-'));
-});
-
-afterEach(() => {
-  destroyAllClients();
-  killLeftovers();
-  for (const t of tokens.splice(0)) killProcesses(t);
-});
-
-afterAll(() => {
-  releaseHandlers();
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
-
-function port(p: Proxy, i = 0): number {
-  const a = p.addresses[i];
-  if (a === undefined) throw new Error(`no listening address #${i}`);
-  return a.port;
-}
+useHandlerFixtures();
+const tmp = useTempDir('tcpproxy-identity-');
+cleanUpAfterEach(() => killTokens(tokens));
 
 /** Connects, reads until the handler closes, returns the text. */
 async function readAll(portNo: number): Promise<{ text: string; clientPort: number }> {
@@ -87,20 +63,20 @@ describeAsRoot('service identities (root)', () => {
   test('without uid/gid a handler runs as 65535/65534 with no supplementary groups', async () => {
     const ids = handler('ids.sh');
     const p = await startProxy(['-b', '127.0.0.1:0', ids]);
-    const { text, clientPort } = await readAll(port(p));
+    const { text, clientPort } = await readAll(portOf(p));
     expect(parseIds(text)).toEqual(expectedIds(65535, 65534));
     await waitLog(
       p.stderr,
-      new RegExp(`^connection 1: client 127\\.0\\.0\\.1:${clientPort} on 127\\.0\\.0\\.1:${port(p)}: exec ${re(ids)}, uid 65535 gid 65534$`),
+      new RegExp(`^connection 1: client 127\\.0\\.0\\.1:${clientPort} on 127\\.0\\.0\\.1:${portOf(p)}: exec ${re(ids)}, uid 65535 gid 65534$`),
     );
     await waitLog(p.stderr, new RegExp(`^connection 1: end: handler ${re(ids)} pid \\d+ exit 0, \\d+ ms$`));
   });
 
   test('global uid/gid in the config file: the handler runs as those ids', async () => {
     const portNo = await freePort();
-    const conf = writeConfig(tmp, 'global.conf', `uid 4242\ngid 4343\nport ${portNo}\n  interface 127.0.0.1\n  exec ${handler('ids.sh')}\n`);
+    const conf = writeConfig(tmp.path, 'global.conf', `uid 4242\ngid 4343\nport ${portNo}\n  interface 127.0.0.1\n  exec ${handler('ids.sh')}\n`);
     const p = await startProxy(['-s', '-f', conf]);
-    expect(port(p)).toBe(portNo);
+    expect(portOf(p)).toBe(portNo);
     const { text } = await readAll(portNo);
     expect(parseIds(text)).toEqual(expectedIds(4242, 4343));
     await waitLog(p.stderr, new RegExp(`^connection 1: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${portNo}: exec .*, uid 4242 gid 4343$`));
@@ -109,7 +85,7 @@ describeAsRoot('service identities (root)', () => {
   test('the worker process runs with all four uids and gids of its service, no groups, no capabilities', async () => {
     const [a, b] = [await freePort(), await freePort()];
     const conf = writeConfig(
-      tmp,
+      tmp.path,
       'workers.conf',
       `port ${a}\n  interface 127.0.0.1\n  uid 4242\n  gid 4343\n  exec ${handler('ids.sh')}\n` +
         `port ${b}\n  interface 127.0.0.1\n  exec ${handler('ids.sh')}\n`,
@@ -149,7 +125,7 @@ describeAsRoot('service identities (root)', () => {
     tokens.push(token);
     const wait = handler('ids-wait.sh');
     const conf = writeConfig(
-      tmp,
+      tmp.path,
       'three.conf',
       [
         'uid 5252',
@@ -207,7 +183,7 @@ describeAsRoot('service identities (root)', () => {
 
   test('"uid 0" and "gid 0" are configuration errors: exit 2, nothing served', async () => {
     const portNo = await freePort();
-    const conf = writeConfig(tmp, 'root.conf', `uid 0\nport ${portNo}\n  gid 0\n  exec ${handler('ids.sh')}\n`);
+    const conf = writeConfig(tmp.path, 'root.conf', `uid 0\nport ${portNo}\n  gid 0\n  exec ${handler('ids.sh')}\n`);
     const r = await runCli(['-D', '-s', '-f', conf]);
     expect(r.timedOut).toBe(false);
     expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
@@ -222,7 +198,7 @@ describeAsRoot('service identities (root)', () => {
 
   test('"uid 0" alone, inside an interface entry: the exact message, exit 2', async () => {
     const portNo = await freePort();
-    const conf = writeConfig(tmp, 'root2.conf', `port ${portNo}\n  interface 127.0.0.1\n    uid 0\n    exec ${handler('ids.sh')}\n`);
+    const conf = writeConfig(tmp.path, 'root2.conf', `port ${portNo}\n  interface 127.0.0.1\n    uid 0\n    exec ${handler('ids.sh')}\n`);
     const r = await runCli(['-z', '-f', conf]);
     expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
       code: 2,

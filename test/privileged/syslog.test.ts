@@ -8,10 +8,10 @@
  * worker), and that syslog gets the same lines as stderr.
  */
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { closeAllServers, echoServer, freePort, startServer } from '../helpers/servers';
+import { Client } from '../helpers/client';
+import { portOf } from '../helpers/ports';
+import { echoServer, freePort, startServer } from '../helpers/servers';
+import { cleanUpAfterEach, useHandlerFixtures, useTempDir } from '../helpers/setup';
 import {
   DEV_LOG,
   describeAsRoot,
@@ -19,8 +19,6 @@ import {
   killDaemons,
   logLines,
   re,
-  releaseHandlers,
-  requireRoot,
   startDaemon,
   SyslogSink,
   waitLog,
@@ -36,27 +34,17 @@ const INFO = 24 + 6;
 const WARNING = 24 + 4;
 const ERR = 24 + 3;
 
-let tmp = '';
 let sink: SyslogSink | null = null;
 
+useHandlerFixtures();
+const tmp = useTempDir('tcpproxy-syslog-');
 beforeAll(async () => {
-  requireRoot();
-  handler('hello.sh'); // prepares the fixtures (executable, usable by unprivileged ids)
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-syslog-'));
   // Waits while a concurrent run of these tests owns /dev/log (see SyslogSink.open).
   sink = await SyslogSink.open('auto', 120000);
 }, 150000);
-
-afterEach(async () => {
-  destroyAllClients();
-  killDaemons();
-  await closeAllServers();
-});
-
+cleanUpAfterEach(killDaemons);
 afterAll(async () => {
-  releaseHandlers();
   await sink?.close();
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
 });
 
 function theSink(): SyslogSink {
@@ -73,12 +61,6 @@ function testEnv(): Record<string, string> {
 /** Starts tcpproxy so that its syslog reaches `s` (directly, or through the bind mount). */
 function launch(args: readonly string[], s: SyslogSink = theSink(), listeners = 1): Promise<Daemon> {
   return startDaemon({ args, env: testEnv(), listeners, ...(s.mode === 'bind-mount' ? { syslog: s } : {}) });
-}
-
-function portOf(d: Daemon, i = 0): number {
-  const a = d.addresses[i];
-  if (a === undefined) throw new Error(`no listening address #${i}`);
-  return a.port;
 }
 
 /** What a record should look like: priority, ident, pid, message. */
@@ -143,7 +125,7 @@ describeAsRoot(`syslog (root; via ${fs.existsSync(DEV_LOG) ? 'a bind mount over 
     const up = await startServer((sock) => sock.destroy());
     const [refusing, denying, closed] = [await freePort(), await freePort(), await freePort()];
     const conf = writeConfig(
-      tmp,
+      tmp.path,
       'levels.conf',
       `logname cfgident\n` +
         `port ${refusing}\n  interface 127.0.0.1\n  server 127.0.0.1:${closed}\n` +
@@ -196,7 +178,7 @@ describeAsRoot(`syslog (root; via ${fs.existsSync(DEV_LOG) ? 'a bind mount over 
     const s = theSink();
     const up = await echoServer();
     const portNo = await freePort();
-    const conf = writeConfig(tmp, 'ident.conf', `logname cfgident\nport ${portNo}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
+    const conf = writeConfig(tmp.path, 'ident.conf', `logname cfgident\nport ${portNo}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
     const withL = await launch(['-l', 'cliident', '-s', '-f', conf]);
     const l1 = await record(s, withL.pid, /^listening on /, 'listening line with -l');
     expect(l1.ident).toBe('cliident');

@@ -4,32 +4,18 @@
  * own live connections are lost, while a session of another identity keeps
  * flowing before, during and after the restart, and ends with every byte.
  */
-import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
-import { Client, destroyAllClients } from '../helpers/client';
-import { ENGINES, killLeftovers, startProxy } from '../helpers/proxy';
-import { closeAllServers, echoServer, freePort, payload, StreamHash } from '../helpers/servers';
+import { Client } from '../helpers/client';
+import { ENGINES, startProxy } from '../helpers/proxy';
+import { echoServer, freePort, payload, StreamHash } from '../helpers/servers';
+import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { alive, describeAsRoot, procIds, requireRoot, waitLog, waitWorkers, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const KiB = 1024;
-let tmp = '';
 
-beforeAll(() => {
-  requireRoot();
-  tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-workers-'));
-});
-
-afterEach(async () => {
-  destroyAllClients();
-  killLeftovers();
-  await closeAllServers();
-});
-
-afterAll(() => {
-  if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
-});
+beforeAll(requireRoot);
+const tmp = useTempDir('tcpproxy-workers-');
+cleanUpAfterEach();
 
 describeAsRoot('worker supervision (root)', () => {
   test.each(ENGINES)(
@@ -38,7 +24,7 @@ describeAsRoot('worker supervision (root)', () => {
       const up = await echoServer();
       const [a, b] = [await freePort(), await freePort()];
       const conf = writeConfig(
-        tmp,
+        tmp.path,
         `kill-${engine}.conf`,
         `port ${a}\n  interface 127.0.0.1\n  uid 4242\n  gid 4343\n  server 127.0.0.1:${up.port}\n` +
           `port ${b}\n  interface 127.0.0.1\n  uid 5252\n  gid 5353\n  server 127.0.0.1:${up.port}\n`,

@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import type { PortResolver } from '../../src/address';
 import {
@@ -13,7 +12,9 @@ import {
 } from '../../src/config';
 import { formatConfigError } from '../../src/errors';
 import { etcServices } from '../../src/services-db';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service, type Target } from '../../src/service';
+import { DEFAULT_TIMEOUT_SEC, type Service, type Target } from '../../src/service';
+import { SERVICE_DEFAULTS } from '../helpers/service';
+import { useTempDir } from '../helpers/setup';
 
 const FILE = 'test.conf';
 const FIXTURES = path.join(__dirname, '..', 'fixtures', 'configs');
@@ -98,12 +99,7 @@ function svc(s: Pick<Service, 'port' | 'target'> & Partial<Omit<Service, 'origin
   const { line, ...rest } = s;
   return {
     iface: null,
-    acp: null,
-    timeoutSec: DEFAULT_TIMEOUT_SEC,
-    prefix: DEFAULT_PREFIX,
-    writefile: null,
-    uid: null,
-    gid: null,
+    ...SERVICE_DEFAULTS,
     ...rest,
     origin: { file: FILE, line },
   };
@@ -735,16 +731,10 @@ describe('DIRECTIVES', () => {
 });
 
 describe('readConfig', () => {
-  let dir: string;
-  beforeAll(() => {
-    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-config-'));
-  });
-  afterAll(() => {
-    fs.rmSync(dir, { recursive: true, force: true });
-  });
+  const tmp = useTempDir('tcpproxy-config-');
 
   const write = (name: string, data: string | Buffer): string => {
-    const file = path.join(dir, name);
+    const file = path.join(tmp.path, name);
     fs.writeFileSync(file, data);
     return file;
   };
@@ -767,7 +757,7 @@ describe('readConfig', () => {
   });
 
   it('reports a missing file at line 0', () => {
-    const file = path.join(dir, 'missing.conf');
+    const file = path.join(tmp.path, 'missing.conf');
     expect(readErrors(file)).toEqual([`tcpproxy:${file}: cannot read: ENOENT (no such file or directory)`]);
   });
 
@@ -777,11 +767,11 @@ describe('readConfig', () => {
   });
 
   it('refuses a directory', () => {
-    expect(readErrors(dir)).toEqual([`tcpproxy:${dir}: is not a regular file`]);
+    expect(readErrors(tmp.path)).toEqual([`tcpproxy:${tmp.path}: is not a regular file`]);
   });
 
   it('refuses a FIFO without blocking on it', () => {
-    const fifo = path.join(dir, 'fifo.conf');
+    const fifo = path.join(tmp.path, 'fifo.conf');
     execFileSync('mkfifo', [fifo]);
     expect(readErrors(fifo)).toEqual([`tcpproxy:${fifo}: is not a regular file`]);
   });
@@ -792,7 +782,7 @@ describe('readConfig', () => {
 
   it('follows a symlink to a regular file', () => {
     const target = write('target.conf', conf('port 25', 'server a'));
-    const link = path.join(dir, 'link.conf');
+    const link = path.join(tmp.path, 'link.conf');
     fs.symlinkSync(target, link);
     expect(readConfig(link, fakeServices).ok).toBe(true);
   });

@@ -129,6 +129,13 @@ function examples(lines: readonly string[]): string[] {
   return blocks;
 }
 
+/** Where each of `phrases` first stands in `text`; expects every one to be there, naming any that is not. */
+function positionsOf(text: string, phrases: readonly string[]): number[] {
+  const steps = phrases.map((t) => [t, text.indexOf(t)] as const);
+  for (const [t, i] of steps) expect({ t, found: i >= 0 }).toEqual({ t, found: true });
+  return steps.map(([, i]) => i);
+}
+
 /** Runs `body` with a fresh temporary directory, removed afterwards. */
 async function withTempDir<T>(body: (dir: string) => T | Promise<T>): Promise<T> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-manpage-'));
@@ -265,7 +272,7 @@ describe('man/tcpproxy.1: content', () => {
 
   it('documents inetd mode: fd 2 to /dev/null, syslog only, lookup, id drop before anything else, then ACP and execve or forwarding', () => {
     const inetd = render(section('MODES').slice(section('MODES').indexOf('.SS inetd mode'), section('MODES').indexOf('.SS Socket activation')));
-    const steps = [
+    const at = positionsOf(inetd, [
       'is pointed at /dev/null',
       'logs to syslog only',
       'the entry for exactly that interface, else the entry of that port for any address',
@@ -283,9 +290,7 @@ describe('man/tcpproxy.1: content', () => {
       'no other descriptor open',
       'every signal back to its default action',
       'forwards between descriptor 0 and that connection',
-    ].map((t) => [t, inetd.indexOf(t)] as const);
-    for (const [t, i] of steps) expect({ t, found: i >= 0 }).toEqual({ t, found: true });
-    const at = steps.map(([, i]) => i);
+    ]);
     expect([...at].sort((a, b) => a - b)).toEqual(at);
     expect(inetd).toContain('The connection number in the log lines of inetd mode is the process id');
   });
@@ -348,7 +353,7 @@ describe('man/tcpproxy.1: content', () => {
     const modes = section('MODES');
     const standaloneLines = modes.slice(modes.indexOf('.SS Standalone'), modes.indexOf('.SS inetd mode'));
     const text = render(standaloneLines);
-    const steps = [
+    positionsOf(text, [
       'Without -D, standalone tcpproxy detaches',
       'a new session (setsid(2))',
       'no controlling terminal',
@@ -360,8 +365,7 @@ describe('man/tcpproxy.1: content', () => {
       'logs to syslog only',
       'With -D the process that was started is the daemon',
       'writes every log line to standard error as well as to syslog',
-    ].map((t) => [t, text.indexOf(t)] as const);
-    for (const [t, i] of steps) expect({ t, found: i >= 0 }).toEqual({ t, found: true });
+    ]);
     expect(fs.readFileSync(path.join(ROOT, 'src', 'daemon.ts'), 'utf8')).toContain('tcpproxy: the daemon ended before it was ready');
     const options = render(section('OPTIONS'));
     expect(options).toContain('-D Do not detach in standalone mode');

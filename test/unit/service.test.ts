@@ -10,6 +10,7 @@ import {
   type Service,
   type Target,
 } from '../../src/service';
+import { SERVICE_DEFAULTS } from '../helpers/service';
 
 const resolve: PortResolver = (name) => (name === 'smtp' ? 25 : null);
 
@@ -21,12 +22,7 @@ function svc(port: number, iface: string | null, upstream = '127.0.0.1'): Servic
     port,
     iface,
     target: { kind: 'server', server: { host: upstream, port: null } },
-    acp: null,
-    timeoutSec: DEFAULT_TIMEOUT_SEC,
-    prefix: DEFAULT_PREFIX,
-    writefile: null,
-    uid: null,
-    gid: null,
+    ...SERVICE_DEFAULTS,
     origin: { file: 'test.conf', line: nextLine++ },
   };
 }

@@ -1,0 +1,12 @@
+/** Building expected Service records in the unit tests. */
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service } from '../../src/service';
+
+/** The fields of a Service that nothing set: the built-in defaults. */
+export const SERVICE_DEFAULTS = {
+  acp: null,
+  timeoutSec: DEFAULT_TIMEOUT_SEC,
+  prefix: DEFAULT_PREFIX,
+  writefile: null,
+  uid: null,
+  gid: null,
+} as const satisfies Partial<Service>;
