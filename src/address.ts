@@ -4,6 +4,7 @@
  * the resolver given (normally /etc/services, see services-db.ts).
  */
 import { isIP } from 'node:net';
+import { quote } from './text';
 
 export type PortResolver = (name: string) => number | null;
 
@@ -19,10 +20,10 @@ export function parsePort(text: string, resolve: PortResolver): Parsed<number> {
   }
   if (/^[A-Za-z][A-Za-z0-9._+-]*$/.test(text)) {
     const n = resolve(text);
-    if (n === null) return { ok: false, error: `unknown service name "${text}"` };
+    if (n === null) return { ok: false, error: `unknown service name ${quote(text)}` };
     return { ok: true, value: n };
   }
-  return { ok: false, error: `invalid port "${text}"` };
+  return { ok: false, error: `invalid port ${quote(text)}` };
 }
 
 /** Normalises an IP literal (IPv6 to its compressed lower-case form); null if not an IP. */
@@ -66,15 +67,15 @@ export interface ServerAddress {
 /** `host[:port]` of a `server` directive or the server argument. */
 export function parseServer(text: string, resolve: PortResolver): Parsed<ServerAddress> {
   const hp = splitHostPort(text);
-  if (!hp || hp.host === '') return { ok: false, error: `invalid server "${text}": expected host[:port]` };
+  if (!hp || hp.host === '') return { ok: false, error: `invalid server ${quote(text)}: expected host[:port]` };
   const ip = normalizeIp(hp.host);
   if (ip === null && !/^[A-Za-z0-9._-]+$/.test(hp.host)) {
-    return { ok: false, error: `invalid server host "${hp.host}"` };
+    return { ok: false, error: `invalid server host ${quote(hp.host)}` };
   }
   const host = ip ?? hp.host.toLowerCase();
   if (hp.port === null) return { ok: true, value: { host, port: null } };
   const port = parsePort(hp.port, resolve);
-  if (!port.ok) return { ok: false, error: `server "${text}": ${port.error}` };
+  if (!port.ok) return { ok: false, error: `server ${quote(text)}: ${port.error}` };
   return { ok: true, value: { host, port: port.value } };
 }
 
@@ -89,7 +90,7 @@ export function parseBind(text: string, resolve: PortResolver): Parsed<BindAddre
   const hp = splitHostPort(text);
   let ifaceText: string | null;
   let portText: string;
-  if (hp === null) return { ok: false, error: `invalid address "${text}": expected [interface:]port` };
+  if (hp === null) return { ok: false, error: `invalid address ${quote(text)}: expected [interface:]port` };
   if (hp.port === null) {
     ifaceText = null;
     portText = hp.host;
@@ -100,7 +101,7 @@ export function parseBind(text: string, resolve: PortResolver): Parsed<BindAddre
   let iface: string | null = null;
   if (ifaceText !== null) {
     iface = normalizeIp(ifaceText);
-    if (iface === null) return { ok: false, error: `invalid interface "${ifaceText}": expected an IP address` };
+    if (iface === null) return { ok: false, error: `invalid interface ${quote(ifaceText)}: expected an IP address` };
   }
   const port = parsePort(portText, resolve);
   if (!port.ok) return { ok: false, error: port.error };

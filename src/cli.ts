@@ -20,6 +20,7 @@
  */
 import { parseBind, splitHostPort, type BindAddress, type Parsed, type PortResolver } from './address';
 import { parseTarget, type Target } from './service';
+import { escapeText, quote } from './text';
 
 export const DEFAULT_PIDFILE = '/var/run/tcpproxy.pid';
 export const DEFAULT_CONFIG = '/etc/tcpproxy.conf';
@@ -172,7 +173,7 @@ const SPECS: ReadonlyMap<string, OptionSpec> = new Map<string, OptionSpec>([
     argName: 'timeout',
     help: 'idle timeout in seconds (default 60, 0 = none)',
     apply: (o, arg) => {
-      if (!/^[0-9]+$/.test(arg)) return `option -t needs a number of seconds, not "${arg}"`;
+      if (!/^[0-9]+$/.test(arg)) return `option -t needs a number of seconds, not ${quote(arg)}`;
       const n = Number(arg);
       if (n > MAX_TIMEOUT_SEC) return `option -t: timeout ${arg} is out of range (0-${MAX_TIMEOUT_SEC})`;
       o.timeoutSec = n;
@@ -184,7 +185,7 @@ const SPECS: ReadonlyMap<string, OptionSpec> = new Map<string, OptionSpec>([
     argName: 'prefix',
     help: 'handler variables prefixPORT, ... not PROXY_PORT, ...',
     apply: (o, arg) => {
-      if (!PREFIX_RE.test(arg)) return `option -v: invalid variable prefix "${arg}"`;
+      if (!PREFIX_RE.test(arg)) return `option -v: invalid variable prefix ${quote(arg)}`;
       o.prefix = arg;
       return null;
     },
@@ -270,7 +271,7 @@ export function parseArgs(argv: readonly string[], resolve: PortResolver): CliRe
     if (word.startsWith('--')) {
       if (word === '--help') o.help = true;
       else if (word === '--version') o.version = true;
-      else return fail(`unknown option "${word}"`);
+      else return fail(`unknown option ${quote(word)}`);
       return { ok: true, options: o };
     }
     if (!word.startsWith('-') || word === '-') break;
@@ -280,7 +281,7 @@ export function parseArgs(argv: readonly string[], resolve: PortResolver): CliRe
     for (let j = 0; j < letters.length; j++) {
       const letter = letters[j] ?? '';
       const spec = SPECS.get(letter);
-      if (spec === undefined) return fail(`unknown option -${letter}`);
+      if (spec === undefined) return fail(`unknown option -${escapeText(letter)}`);
       const takesArg = spec.takesArg || (letter === 'p' && pCount === 1);
       if (letter === 'p' && ++pCount > 2) return fail('-p given more than twice');
       if (!takesArg) {
@@ -313,7 +314,7 @@ export function parseArgs(argv: readonly string[], resolve: PortResolver): CliRe
   // A handler takes the words after it as its arguments (inetd.conf cannot quote);
   // a host[:port] stands alone.
   const isProgram = /^[/.]/.test(positional[0] ?? '');
-  if (positional.length > 1 && !isProgram) return fail(`unexpected argument "${positional[1] ?? ''}"`);
+  if (positional.length > 1 && !isProgram) return fail(`unexpected argument ${quote(positional[1] ?? '')}`);
   const serverText = isProgram ? positional.join(' ') : positional[0];
   if (serverText !== undefined) {
     const t = parseTarget(serverText, resolve);

@@ -10,6 +10,7 @@ import * as fs from 'node:fs';
 import { normalizeIp, parsePort, type PortResolver } from './address';
 import { errorText, type ConfigError } from './errors';
 import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Origin, type Service, type Target } from './service';
+import { quote } from './text';
 
 export interface Config {
   readonly file: string;
@@ -197,11 +198,11 @@ export function parseConfig(
   /** A one-word argument, or null after reporting what is wrong with it. */
   const oneArg = (lineNo: number, name: string, value: string): string | null => {
     if (value === '') {
-      error(lineNo, `"${name}" needs an argument`);
+      error(lineNo, `${quote(name)} needs an argument`);
       return null;
     }
     if (BLANKS.test(value)) {
-      error(lineNo, `"${name}" takes one argument`);
+      error(lineNo, `${quote(name)} takes one argument`);
       return null;
     }
     return value;
@@ -211,7 +212,7 @@ export function parseConfig(
   const firstTime = (lineNo: number, seen: Map<string, number>, name: string): boolean => {
     const first = seen.get(name);
     if (first !== undefined) {
-      error(lineNo, `duplicate "${name}" (first on line ${first})`);
+      error(lineNo, `duplicate ${quote(name)} (first on line ${first})`);
       return false;
     }
     seen.set(name, lineNo);
@@ -219,7 +220,7 @@ export function parseConfig(
   };
 
   const outside = (lineNo: number, name: string): void => {
-    error(lineNo, `"${name}" outside a port block (add a "port" line before it)`);
+    error(lineNo, `${quote(name)} outside a port block (add a "port" line before it)`);
   };
 
   const setting = (lineNo: number, name: SettingName, value: string): void => {
@@ -238,14 +239,14 @@ export function parseConfig(
     switch (name) {
       case 'timeout': {
         const n = /^[0-9]+$/.test(arg) ? Number(arg) : NaN;
-        if (!(n <= MAX_TIMEOUT_SEC)) error(lineNo, `invalid timeout "${arg}": expected a number of seconds`);
+        if (!(n <= MAX_TIMEOUT_SEC)) error(lineNo, `invalid timeout ${quote(arg)}: expected a number of seconds`);
         else store('timeoutSec', n);
         return;
       }
       case 'uid':
       case 'gid': {
         if (!/^[0-9]+$/.test(arg)) {
-          error(lineNo, `invalid ${name} "${arg}": expected a number`);
+          error(lineNo, `invalid ${name} ${quote(arg)}: expected a number`);
           return;
         }
         const n = Number(arg);
@@ -255,7 +256,7 @@ export function parseConfig(
         return;
       }
       case 'setenv':
-        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(arg)) error(lineNo, `invalid variable prefix "${arg}"`);
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(arg)) error(lineNo, `invalid variable prefix ${quote(arg)}`);
         else store('prefix', arg);
         return;
       case 'writefile':
@@ -296,7 +297,7 @@ export function parseConfig(
     if (block === null) outside(lineNo, 'interface');
     const arg = oneArg(lineNo, 'interface', value);
     const iface = arg === null ? null : normalizeIp(arg);
-    if (arg !== null && iface === null) error(lineNo, `interface "${arg}" is not an IP address`);
+    if (arg !== null && iface === null) error(lineNo, `interface ${quote(arg)} is not an IP address`);
     if (block === null) return;
     if (iface !== null) {
       const first = block.ifaces.get(iface);
@@ -323,7 +324,7 @@ export function parseConfig(
     if (block === null) outside(lineNo, kind);
     let target: Target | null = null;
     if (value === '') {
-      error(lineNo, `"${kind}" needs an argument`);
+      error(lineNo, `${quote(kind)} needs an argument`);
     } else if (kind === 'exec') {
       target = { kind: 'exec', argv: splitCommand(value) };
     } else if (!value.startsWith('/') && !value.startsWith('.') && BLANKS.test(value)) {
@@ -355,9 +356,9 @@ export function parseConfig(
     const sameLine = kind === 'server' ? entry.serverLine : entry.execLine;
     const otherLine = kind === 'server' ? entry.execLine : entry.serverLine;
     if (sameLine !== null) {
-      error(lineNo, `duplicate "${kind}" (first on line ${sameLine})`);
+      error(lineNo, `duplicate ${quote(kind)} (first on line ${sameLine})`);
     } else {
-      if (otherLine !== null) error(lineNo, `${entry.label} has both "${other}" (line ${otherLine}) and "${kind}"`);
+      if (otherLine !== null) error(lineNo, `${entry.label} has both ${quote(other)} (line ${otherLine}) and ${quote(kind)}`);
       if (kind === 'server') entry.serverLine = lineNo;
       else entry.execLine = lineNo;
       if (otherLine === null && target !== null) entry.target = target;
@@ -394,7 +395,7 @@ export function parseConfig(
         const arg = oneArg(lineNo, name, value);
         if (arg === null) break;
         const yesNo = arg.toLowerCase();
-        if (yesNo !== 'yes' && yesNo !== 'no') error(lineNo, `standalone must be "yes" or "no", not "${arg}"`);
+        if (yesNo !== 'yes' && yesNo !== 'no') error(lineNo, `standalone must be "yes" or "no", not ${quote(arg)}`);
         else if (fresh) standalone = yesNo === 'yes';
         break;
       }
@@ -424,7 +425,7 @@ export function parseConfig(
         break;
       default: {
         const hint = suggestDirective(word);
-        error(lineNo, hint === null ? `unknown directive "${word}"` : `unknown directive "${word}" (did you mean "${hint}"?)`);
+        error(lineNo, hint === null ? `unknown directive ${quote(word)}` : `unknown directive ${quote(word)} (did you mean ${quote(hint)}?)`);
       }
     }
   }

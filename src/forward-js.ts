@@ -3,7 +3,7 @@
  * The portable reference for the splice engine; both run the same tests.
  */
 import type * as net from 'node:net';
-import type { Forwarding, ForwardResult } from './forward';
+import { peerWasReset, type Forwarding, type ForwardResult } from './forward';
 
 type Side = 'client' | 'server';
 
@@ -55,6 +55,12 @@ export function forwardJs(
       abort(err.code !== undefined && RESET_CODES.has(err.code) ? 'reset' : 'error', name, err);
     });
     from.on('close', finish);
+    from.once('end', () => {
+      // A reset that came right behind data is reported as end-of-file: never pass it on as a FIN.
+      // Only while our side of `from` is still open: once both sides sent FIN, the socket may be
+      // closed by the final ACK before 'end' runs, which is no reset.
+      if (!from.writableEnded && peerWasReset(from)) abort('reset', name, new Error('read ECONNRESET'));
+    });
     // pipe() ends `to` (shutdown SHUT_WR) once `from` has ended and everything is written.
     from.pipe(to);
   };

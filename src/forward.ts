@@ -67,6 +67,7 @@ export function endpointsOf(sock: net.Socket): Endpoints {
 
 interface SocketHandle {
   fd?: number;
+  getpeername?: (out: object) => number;
 }
 
 function handleOf(sock: net.Socket): SocketHandle | undefined {
@@ -80,10 +81,23 @@ function handleOf(sock: net.Socket): SocketHandle | undefined {
  */
 export function detachFd(addon: Addon, sock: net.Socket): number {
   const fd = handleOf(sock)?.fd;
-  if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');
-  const dup = addon.dupCloexec(fd);
-  sock.destroy();
-  return dup;
+  try {
+    if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');
+    return addon.dupCloexec(fd);
+  } finally {
+    // Also when the dup fails (EMFILE): the connection is closed, not left behind.
+    sock.destroy();
+  }
+}
+
+/**
+ * After 'end', whether the peer had in fact reset the connection: when a
+ * reset arrives right behind data, libuv reports end-of-file and never reads
+ * the error, but a reset socket has no peer any more.
+ */
+export function peerWasReset(sock: net.Socket): boolean {
+  const h = handleOf(sock);
+  return h?.getpeername !== undefined && h.getpeername({}) !== 0;
 }
 
 /**
@@ -136,13 +150,8 @@ function spliceEngine(addon: Addon, pump: NonNullable<Addon['pump']>): Engine {
     },
     forward(client, server, idleMs, done) {
       if (client.kind !== 'fd') throw new Error('splice engine given a socket');
-      let s: number;
-      try {
-        s = detachFd(addon, server);
-      } catch (err) {
-        addon.close(client.fd);
-        throw err;
-      }
+      // On a failure here the client stays the caller's to release.
+      const s = detachFd(addon, server);
       return pump({ client: client.fd, server: s, idleMs }, (r) =>
         done({
           end: r.end,

@@ -8,6 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ConfigError } from './errors';
 import { splitCommand, type Origin, type Service } from './service';
+import { quote } from './text';
 
 function executable(file: string): string | null {
   try {
@@ -26,13 +27,13 @@ export function resolveProgram(name: string, cwd: string, searchPath: string): {
   if (name.includes('/')) {
     const file = path.resolve(cwd, name);
     const problem = executable(file);
-    return problem === null ? { file } : { error: `program "${name}" ${problem}` };
+    return problem === null ? { file } : { error: `program ${quote(name)} ${problem}` };
   }
   for (const dir of searchPath.split(':').filter((d) => d !== '')) {
     const file = path.resolve(cwd, dir, name);
     if (executable(file) === null) return { file };
   }
-  return { error: `program "${name}" not found in PATH` };
+  return { error: `program ${quote(name)} not found in PATH` };
 }
 
 /** The services with absolute program paths, or the errors found. */

@@ -4,6 +4,7 @@
  * standalone mode for each accepted connection and by inetd mode for fd 0.
  */
 import { normalizeIp, parseServer, plainAddress, type Parsed, type PortResolver, type ServerAddress } from './address';
+import { quote } from './text';
 
 export type Target =
   | { readonly kind: 'server'; readonly server: ServerAddress }
@@ -102,7 +103,7 @@ export function parseTarget(text: string, resolve: PortResolver): Parsed<Target>
   if (trimmed.startsWith('/') || trimmed.startsWith('.')) {
     return { ok: true, value: { kind: 'exec', argv: splitCommand(trimmed) } };
   }
-  if (/[ \t]/.test(trimmed)) return { ok: false, error: `invalid server "${trimmed}": expected host[:port]` };
+  if (/[ \t]/.test(trimmed)) return { ok: false, error: `invalid server ${quote(trimmed)}: expected host[:port]` };
   const server = parseServer(trimmed, resolve);
   return server.ok ? { ok: true, value: { kind: 'server', server: server.value } } : server;
 }

@@ -113,7 +113,14 @@ function start(): void {
       return;
     }
     // Hold the client in this tick: Node starts reading a received socket at once.
-    const client = engine.hold(sock);
+    let client;
+    try {
+      client = engine.hold(sock);
+    } catch (err) {
+      log.error(`connection ${msg.id}: cannot take over the client: ${(err as Error).message}`);
+      sock.destroy();
+      return;
+    }
     const service = init.services[msg.service];
     if (!service) {
       engine.release(client);

@@ -167,7 +167,7 @@ describe('parseTarget', () => {
 
   it.each([
     ['mail.provider.com 25', 'invalid server "mail.provider.com 25": expected host[:port]'],
-    ['host\t:25', 'invalid server "host\t:25": expected host[:port]'],
+    ['host\t:25', 'invalid server "host\\t:25": expected host[:port]'],
     ['', 'invalid server "": expected host[:port]'],
     ['   ', 'invalid server "": expected host[:port]'],
     ['host:0', 'server "host:0": port 0 is out of range (1-65535)'],

@@ -1,0 +1,392 @@
+/**
+ * Bad input, config file: property-based fuzzing of parseConfig (thousands
+ * of generated files mixing valid directives, junk, NULs, CRs, long lines and
+ * unicode), then files no parser test can reach on its own (NUL bytes, a 1 MB
+ * line, invalid UTF-8, CRLF, a directory, a FIFO) and every directive with a
+ * missing, extra or malformed argument, run through the built CLI
+ * (`-z -f FILE`) with the exact messages pinned.
+ */
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import * as fc from 'fast-check';
+import type { PortResolver } from '../../src/address';
+import { DIRECTIVES, parseConfig, type ConfigResult } from '../../src/config';
+import { formatConfigError } from '../../src/errors';
+import { runCli } from '../helpers/proxy';
+
+const FILE = 'fuzz.conf';
+const NAMES = new Map([
+  ['smtp', 25],
+  ['http', 80],
+  ['pop3', 110],
+]);
+const resolve: PortResolver = (name) => NAMES.get(name) ?? null;
+
+let dir = '';
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-fuzz-config-'));
+});
+afterAll(() => {
+  if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** Writes a config file as root wants it (owner-only write), from text or raw bytes. */
+function file(name: string, content: string | Buffer): string {
+  const f = path.join(dir, name);
+  fs.writeFileSync(f, content, { mode: 0o600 });
+  return f;
+}
+
+// ------------------------------------------------------------------ generators
+
+const word = fc.stringMatching(/^[A-Za-z0-9._:/\[\]-]{1,12}$/);
+const valueFor: Record<string, fc.Arbitrary<string>> = {
+  standalone: fc.constantFrom('yes', 'no', 'YES', 'maybe', ''),
+  uid: fc.oneof(fc.integer({ min: -1, max: 70000 }).map(String), fc.constantFrom('0', '4294967294', '4294967295', 'root', '')),
+  gid: fc.oneof(fc.integer({ min: -1, max: 70000 }).map(String), fc.constantFrom('0', 'wheel', '')),
+  port: fc.oneof(fc.integer({ min: -2, max: 70000 }).map(String), fc.constantFrom('smtp', 'http', 'nosuch', '0', '65535', '65536', '')),
+  interface: fc.constantFrom('127.0.0.1', '127.0.0.2', '::1', '[::1]', '0.0.0.0', '1.2.3', 'localhost', '::ffff:127.0.0.1', ''),
+  server: fc.oneof(
+    fc.constantFrom('127.0.0.1', '127.0.0.1:25', '[::1]:80', 'mail.example.org:smtp', 'host:0', 'host:65536', ':25', '[::1', 'a b', ''),
+    word,
+  ),
+  exec: fc.constantFrom('/bin/cat', './handler arg', '/usr/bin/env A=1 prog', 'relative', ''),
+  acp: fc.constantFrom('/bin/true', '/usr/local/bin/check --strict', ''),
+  logname: fc.constantFrom('proxy', 'a b', ''),
+  setenv: fc.constantFrom('PROXY_', 'X', '9X', 'A-B', ''),
+  timeout: fc.oneof(fc.integer({ min: -1, max: 2147490 }).map(String), fc.constantFrom('soon', '1.5', '')),
+  writefile: fc.constantFrom('/var/log/t', 'a b', ''),
+};
+
+/** A directive line: a known name (any case), blanks, a plausible or broken value, maybe a comment. */
+const directiveLine = fc
+  .tuple(
+    fc.constantFrom(...DIRECTIVES),
+    fc.boolean(),
+    fc.constantFrom(' ', '\t', '  ', ' \t '),
+    fc.constantFrom('', '', '  ', '\t'),
+    fc.constantFrom('', '', ' # comment', ' #', '#glued'),
+  )
+  .chain(([name, upper, sep, indent, comment]) =>
+    (valueFor[name] ?? word).map((v) => `${indent}${upper ? name.toUpperCase() : name}${v === '' ? '' : sep + v}${comment}`),
+  );
+
+/** Junk: any code points (lone surrogates included), NULs, CRs, U+FFFD, long runs, unicode words. */
+const junkLine = fc.oneof(
+  fc.string({ unit: 'binary', maxLength: 60 }),
+  fc.string({ unit: 'grapheme', maxLength: 40 }),
+  fc.string({ maxLength: 40 }).map((s) => `${s}\0${s}`),
+  fc.string({ maxLength: 40 }).map((s) => `port 25\r${s}`),
+  fc.constantFrom('\uFFFD', 'port \uFFFD', '\uFEFFport 25', 'sever 127.0.0.1', 'PoRt 25', '#', '   ', '\t', '\r', ''),
+  fc.constantFrom(4095, 4096, 4097, 8193).chain((n) => fc.constantFrom('a', ' ', '#', 'é', '😀', '\t').map((c) => c.repeat(n))),
+  fc.constantFrom(4096, 5000).map((n) => `port ${'9'.repeat(n)}`),
+);
+
+const anyLine = fc.oneof({ weight: 3, arbitrary: directiveLine }, { weight: 1, arbitrary: junkLine });
+const lineEnd = fc.constantFrom('\n', '\n', '\n', '\r\n', '\r', '\n\n');
+
+/** A whole file: lines joined by mixed line ends, maybe a BOM, maybe no final newline. */
+const configText = fc
+  .tuple(fc.array(fc.tuple(anyLine, lineEnd), { maxLength: 30 }), fc.boolean(), fc.boolean())
+  .map(([lines, bom, finalNewline]) => {
+    const body = lines.map(([l, e]) => l + e).join('');
+    const text = finalNewline ? body : body.replace(/(\r\n|\r|\n)$/, '');
+    return bom ? `\uFEFF${text}` : text;
+  });
+
+/** Lines as parseConfig counts them. */
+function lineCount(text: string): number {
+  return text.split('\n').length;
+}
+
+function checkShape(text: string, r: ConfigResult): void {
+  if (r.ok) {
+    expect(Object.keys(r).sort()).toEqual(['config', 'ok']);
+    expect(r.config.file).toBe(FILE);
+    expect(r.config.services.length).toBeGreaterThan(0);
+    for (const s of r.config.services) {
+      expect(Number.isInteger(s.port) && s.port >= 1 && s.port <= 65535).toBe(true);
+      expect(s.timeoutSec >= 0 && s.timeoutSec <= 2147483).toBe(true);
+      expect(s.uid === null || (s.uid >= 1 && s.uid <= 4294967294)).toBe(true);
+      expect(s.gid === null || (s.gid >= 1 && s.gid <= 4294967294)).toBe(true);
+      expect(s.origin.line >= 1 && s.origin.line <= lineCount(text)).toBe(true);
+    }
+    return;
+  }
+  expect(Object.keys(r).sort()).toEqual(['errors', 'ok']);
+  expect(r.errors.length).toBeGreaterThan(0);
+  let last = 0;
+  for (const e of r.errors) {
+    expect(Object.keys(e).sort()).toEqual(['file', 'line', 'message']);
+    expect(e.file).toBe(FILE);
+    expect(Number.isInteger(e.line)).toBe(true);
+    expect(e.line).toBeGreaterThanOrEqual(0);
+    expect(e.line).toBeLessThanOrEqual(lineCount(text));
+    expect(e.line).toBeGreaterThanOrEqual(last); // sorted by line
+    last = e.line;
+    expect(typeof e.message).toBe('string');
+    expect(e.message.trim()).not.toBe('');
+  }
+}
+
+// ------------------------------------------------------------------ properties
+
+/** Control characters shown as \xNN / \uNNNN, for failure messages. */
+function visible(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+  });
+}
+
+describe('parseConfig, property-based', () => {
+  test('on 5,000 generated files: {ok: true, config} or {ok: false, errors} with file, line ≥ 0 and a message each; never throws; bounded time', () => {
+    let slowest = 0;
+    const started = Date.now();
+    fc.assert(
+      fc.property(configText, (text) => {
+        const t0 = performance.now();
+        const r = parseConfig(text, FILE, resolve);
+        slowest = Math.max(slowest, performance.now() - t0);
+        checkShape(text, r);
+      }),
+      { numRuns: 5000, seed: 0x7c9 },
+    );
+    // Every file is at most 30 lines of at most 8,193 characters: linear work.
+    expect(slowest).toBeLessThan(500);
+    expect(Date.now() - started).toBeLessThan(40000);
+  }, 60000);
+
+  test('2,000 more files with random seeds (new cases every run)', () => {
+    fc.assert(
+      fc.property(configText, (text) => checkShape(text, parseConfig(text, FILE, resolve))),
+      { numRuns: 2000 },
+    );
+  }, 60000);
+
+  test('a generated valid file parses into exactly its services, in file order', () => {
+    const block = fc.record({
+      target: fc.oneof(
+        fc.constantFrom('127.0.0.1', '127.0.0.1:2525', '[::1]:80', 'mail.example.org:smtp'),
+        fc.constantFrom('/bin/cat', '/usr/bin/env X=1 prog').map((c) => `exec ${c}`),
+      ),
+      iface: fc.option(fc.constantFrom('127.0.0.1', '127.0.0.2', '::1'), { nil: null }),
+      timeout: fc.option(fc.integer({ min: 0, max: 2147483 }), { nil: null }),
+      uid: fc.option(fc.integer({ min: 1, max: 4294967294 }), { nil: null }),
+    });
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 1, max: 65535 }), { minLength: 1, maxLength: 8 }), fc.array(block, { minLength: 8, maxLength: 8 }), fc.constantFrom('\n', '\r\n'), (ports, blocks, eol) => {
+        const lines: string[] = [];
+        ports.forEach((port, i) => {
+          const b = blocks[i];
+          if (b === undefined) throw new Error('no block');
+          lines.push(`port ${port}`);
+          if (b.iface !== null) lines.push(`  interface ${b.iface}`);
+          lines.push(b.target.startsWith('exec ') ? `    ${b.target}` : `    server ${b.target}`);
+          if (b.timeout !== null) lines.push(`    timeout ${b.timeout}`);
+          if (b.uid !== null) lines.push(`    uid ${b.uid}`);
+        });
+        const r = parseConfig(lines.join(eol) + eol, FILE, resolve);
+        if (!r.ok) throw new Error(r.errors.map(formatConfigError).join('\n'));
+        expect(r.config.services.map((s) => s.port)).toEqual(ports);
+        r.config.services.forEach((s, i) => {
+          const b = blocks[i];
+          expect(s.iface).toBe(b?.iface === '::1' ? '::1' : (b?.iface ?? null));
+          expect(s.target.kind).toBe(b?.target.startsWith('exec ') ? 'exec' : 'server');
+          expect(s.timeoutSec).toBe(b?.timeout ?? 60);
+          expect(s.uid).toBe(b?.uid ?? null);
+        });
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  test('CRLF line ends give exactly what LF gives (files without a lone CR)', () => {
+    fc.assert(
+      fc.property(configText, (text) => {
+        fc.pre(!text.includes('\r'));
+        const lf = parseConfig(text, FILE, resolve);
+        const crlf = parseConfig(text.replace(/\n/g, '\r\n'), FILE, resolve);
+        expect(crlf).toEqual(lf);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  test('every message is one line of printable text (no CR, ESC or other control character from the file)', () => {
+    // A value with a CR or an escape sequence, quoted raw into a message, rewrites the
+    // operator's terminal line (`invalid port "25<CR>"` prints as `"nvalid port "25`).
+    const controls = fc.constantFrom('\r', '\x1b[2K', '\x1b]0;title\x07', '\b', '\x7f', '\x85', '\u2028');
+    const line = fc
+      .tuple(fc.constantFrom('port 25', 'port 25x', 'server h', 'interface 1.2.3.4', 'timeout 5', 'setenv P', 'logname x', 'bogus', 'uid 1'), controls, fc.constantFrom('', 'x', '9'))
+      .map(([head, c, tail]) => `${head}${c}${tail}`);
+    const bad: string[] = [];
+    fc.assert(
+      fc.property(line, (l) => {
+        const r = parseConfig(`${l}\nport 1\n  server h\n`, FILE, resolve);
+        for (const e of r.ok ? [] : r.errors) {
+          // eslint-disable-next-line no-control-regex
+          if (/[\x00-\x1f\x7f-\x9f\u2028\u2029]/.test(e.message)) bad.push(visible(formatConfigError(e)));
+        }
+      }),
+      { numRuns: 300, seed: 42 },
+    );
+    expect([...new Set(bad)].slice(0, 8)).toEqual([]);
+  });
+});
+
+// ------------------------------------------------------------------ through the CLI
+
+describe('bad files through the built CLI (-z -f FILE): exit 2, exact messages', () => {
+  test('NUL bytes: the line is rejected, and what it leaves incomplete is reported', async () => {
+    const f = file('nul.conf', 'port 7000\n  server 127.0.0.1\0:25\n');
+    const r = await runCli(['-z', '-f', f]);
+    expect(r).toMatchObject({ code: 2, stdout: '' });
+    expect(r.stderr).toBe(
+      `tcpproxy:${f}:1: port 7000 has neither "server" nor "exec"\n` + `tcpproxy:${f}:2: line contains a NUL byte\n` + `tcpproxy:${f}: 2 errors\n`,
+    );
+  });
+
+  test('a 1 MB line: one error, at once', async () => {
+    const f = file('long.conf', `port 7000\n  server 127.0.0.1:25 # ${'x'.repeat(1024 * 1024)}\n`);
+    const t0 = Date.now();
+    const r = await runCli(['-z', '-f', f]);
+    expect(Date.now() - t0).toBeLessThan(8000);
+    expect(r).toMatchObject({ code: 2, stdout: '' });
+    expect(r.stderr).toBe(
+      `tcpproxy:${f}:1: port 7000 has neither "server" nor "exec"\n` +
+        `tcpproxy:${f}:2: line is longer than 4096 characters\n` +
+        `tcpproxy:${f}: 2 errors\n`,
+    );
+  });
+
+  test('invalid UTF-8: the line is named', async () => {
+    const f = file('latin1.conf', Buffer.concat([Buffer.from('port 7000\n  server 127.0.0.1:25\nlogname caf'), Buffer.from([0xe9]), Buffer.from('\n')]));
+    const r = await runCli(['-z', '-f', f]);
+    expect(r).toMatchObject({ code: 2, stdout: '' });
+    expect(r.stderr).toBe(`tcpproxy:${f}:3: line is not valid UTF-8\ntcpproxy:${f}: 1 error\n`);
+  });
+
+  test('CRLF line ends: read like LF (exit 0, the same listing); a stray CR inside a line is an error', async () => {
+    const text = 'timeout 30\nport 7000\n  interface 127.0.0.1\n    server 127.0.0.1:25\nport 7001\n  exec /bin/cat\n';
+    const lf = await runCli(['-zz', '-f', file('lf.conf', text)]);
+    const crlf = await runCli(['-zz', '-f', file('crlf.conf', text.replace(/\n/g, '\r\n'))]);
+    expect(lf).toMatchObject({ code: 0, stderr: '' });
+    expect(crlf).toMatchObject({ code: 0, stderr: '', stdout: lf.stdout });
+    expect(lf.stdout).toBe(
+      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\n' +
+        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\n',
+    );
+    const f = file('cr.conf', 'port 7000\r\r\n  server 127.0.0.1:25\r\n');
+    const r = await runCli(['-z', '-f', f]);
+    expect(r).toMatchObject({ code: 2, stdout: '' });
+    // The CR is quoted back (raw today; escaped once messages escape control characters: see the property test above).
+    const quoted = (cr: string): string => `tcpproxy:${f}:1: invalid port "7000${cr}"\ntcpproxy:${f}: 1 error\n`;
+    expect([quoted('\r'), quoted('\\r'), quoted('\\x0d')]).toContain(r.stderr);
+  });
+
+  test('a directory', async () => {
+    const d = path.join(dir, 'a-directory.conf');
+    fs.mkdirSync(d, { mode: 0o700 });
+    const r = await runCli(['-z', '-f', d]);
+    expect(r).toMatchObject({ code: 2, stdout: '' });
+    expect(r.stderr).toBe(`tcpproxy:${d}: is not a regular file\ntcpproxy:${d}: 1 error\n`);
+  });
+
+  test('a FIFO: refused without blocking on it', async () => {
+    const f = path.join(dir, 'a-fifo.conf');
+    execFileSync('mkfifo', ['-m', '600', f]);
+    const t0 = Date.now();
+    const r = await runCli(['-z', '-f', f], { timeoutMs: 10000 });
+    expect(r.timedOut).toBe(false);
+    expect(Date.now() - t0).toBeLessThan(8000);
+    expect(r).toMatchObject({ code: 2, stdout: '' });
+    expect(r.stderr).toBe(`tcpproxy:${f}: is not a regular file\ntcpproxy:${f}: 1 error\n`);
+  });
+});
+
+/**
+ * Every directive with a missing, an extra and a malformed argument. Each
+ * case is a complete file whose only problem is that one line; `at` is the
+ * line of the error. Checked through parseConfig and through the CLI.
+ */
+const DIRECTIVE_CASES: readonly { name: string; text: string; at: number; message: string }[] = [
+  { name: 'standalone, missing', text: 'standalone\nport 7000\n server h\n', at: 1, message: '"standalone" needs an argument' },
+  { name: 'standalone, extra', text: 'standalone yes no\nport 7000\n server h\n', at: 1, message: '"standalone" takes one argument' },
+  { name: 'standalone, malformed', text: 'standalone maybe\nport 7000\n server h\n', at: 1, message: 'standalone must be "yes" or "no", not "maybe"' },
+  { name: 'uid, missing', text: 'uid\nport 7000\n server h\n', at: 1, message: '"uid" needs an argument' },
+  { name: 'uid, extra', text: 'uid 1 2\nport 7000\n server h\n', at: 1, message: '"uid" takes one argument' },
+  { name: 'uid, malformed', text: 'uid nobody\nport 7000\n server h\n', at: 1, message: 'invalid uid "nobody": expected a number' },
+  { name: 'uid, root', text: 'uid 0\nport 7000\n server h\n', at: 1, message: 'uid 0 is not allowed: tcpproxy never serves requests as root' },
+  { name: 'uid, (uid_t)-1', text: 'uid 4294967295\nport 7000\n server h\n', at: 1, message: 'uid 4294967295 is out of range (1-4294967294)' },
+  { name: 'gid, missing', text: 'port 7000\n gid\n server h\n', at: 2, message: '"gid" needs an argument' },
+  { name: 'gid, extra', text: 'port 7000\n gid 1 2\n server h\n', at: 2, message: '"gid" takes one argument' },
+  { name: 'gid, malformed', text: 'port 7000\n gid -5\n server h\n', at: 2, message: 'invalid gid "-5": expected a number' },
+  { name: 'port, missing', text: 'port\n', at: 1, message: '"port" needs an argument' },
+  { name: 'port, extra', text: 'port 7000 7001\n server h\n', at: 1, message: '"port" takes one argument' },
+  { name: 'port, malformed', text: 'port 70x0\n server h\n', at: 1, message: 'invalid port "70x0"' },
+  { name: 'port, unknown name', text: 'port nosuchservice\n server h\n', at: 1, message: 'unknown service name "nosuchservice"' },
+  { name: 'interface, missing', text: 'port 7000\n interface\n  server h\n', at: 2, message: '"interface" needs an argument' },
+  { name: 'interface, extra', text: 'port 7000\n interface 127.0.0.1 127.0.0.2\n  server h\n', at: 2, message: '"interface" takes one argument' },
+  { name: 'interface, malformed', text: 'port 7000\n interface localhost\n  server h\n', at: 2, message: 'interface "localhost" is not an IP address' },
+  { name: 'server, missing', text: 'port 7000\n server\n', at: 2, message: '"server" needs an argument' },
+  { name: 'server, extra', text: 'port 7000\n server h 25\n', at: 2, message: '"server" takes one argument' },
+  { name: 'server, malformed', text: 'port 7000\n server ho$t:25\n', at: 2, message: 'invalid server host "ho$t"' },
+  { name: 'server, bad port', text: 'port 7000\n server h:2x5\n', at: 2, message: 'server "h:2x5": invalid port "2x5"' },
+  { name: 'exec, missing', text: 'port 7000\n exec\n', at: 2, message: '"exec" needs an argument' },
+  { name: 'acp, missing', text: 'port 7000\n acp\n server h\n', at: 2, message: '"acp" needs an argument' },
+  { name: 'logname, missing', text: 'logname\nport 7000\n server h\n', at: 1, message: '"logname" needs an argument' },
+  { name: 'logname, extra', text: 'logname a b\nport 7000\n server h\n', at: 1, message: '"logname" takes one argument' },
+  { name: 'setenv, missing', text: 'setenv\nport 7000\n server h\n', at: 1, message: '"setenv" needs an argument' },
+  { name: 'setenv, extra', text: 'setenv A B\nport 7000\n server h\n', at: 1, message: '"setenv" takes one argument' },
+  { name: 'setenv, malformed', text: 'setenv 9X\nport 7000\n server h\n', at: 1, message: 'invalid variable prefix "9X"' },
+  { name: 'timeout, missing', text: 'timeout\nport 7000\n server h\n', at: 1, message: '"timeout" needs an argument' },
+  { name: 'timeout, extra', text: 'timeout 1 2\nport 7000\n server h\n', at: 1, message: '"timeout" takes one argument' },
+  { name: 'timeout, malformed', text: 'timeout -1\nport 7000\n server h\n', at: 1, message: 'invalid timeout "-1": expected a number of seconds' },
+  { name: 'timeout, too large', text: 'timeout 2147484\nport 7000\n server h\n', at: 1, message: 'invalid timeout "2147484": expected a number of seconds' },
+  { name: 'writefile, missing', text: 'writefile\nport 7000\n server h\n', at: 1, message: '"writefile" needs an argument' },
+  { name: 'writefile, extra', text: 'writefile a b\nport 7000\n server h\n', at: 1, message: '"writefile" takes one argument' },
+];
+
+describe('every directive with a missing, extra or malformed argument', () => {
+  test('covers every directive', () => {
+    const covered = new Set(DIRECTIVE_CASES.map((c) => c.name.split(',')[0]));
+    expect([...covered].sort()).toEqual([...DIRECTIVES].sort());
+  });
+
+  test.each(DIRECTIVE_CASES)('parseConfig: $name', ({ text, at, message }) => {
+    const r = parseConfig(text, FILE, resolve);
+    expect(r.ok ? [] : r.errors).toEqual([{ file: FILE, line: at, message }]);
+  });
+
+  test('the CLI prints each as `tcpproxy:FILE:LINE: message`, the count, and exits 2', async () => {
+    const cases = DIRECTIVE_CASES.map((c, i) => ({ ...c, f: file(`directive-${i}.conf`, c.text) }));
+    const results = [];
+    // A few at a time: each is a node process.
+    for (let i = 0; i < cases.length; i += 6) {
+      results.push(...(await Promise.all(cases.slice(i, i + 6).map((c) => runCli(['-z', '-f', c.f], { timeoutMs: 20000 })))));
+    }
+    const got = results.map((r) => ({ code: r.code, stdout: r.stdout, stderr: r.stderr }));
+    const want = cases.map((c) => ({ code: 2, stdout: '', stderr: `tcpproxy:${c.f}:${c.at}: ${c.message}\ntcpproxy:${c.f}: 1 error\n` }));
+    expect(got).toEqual(want);
+  }, 60000);
+});
+
+describe('ports 0, 65536 and -1 in a config file', () => {
+  test.each([
+    ['port 0', 'port 0\n server h\n', 'tcpproxy:F:1: port 0 is out of range (1-65535)'],
+    ['port 65536', 'port 65536\n server h\n', 'tcpproxy:F:1: port 65536 is out of range (1-65535)'],
+    ['port -1', 'port -1\n server h\n', 'tcpproxy:F:1: invalid port "-1"'],
+    ['server port 0', 'port 7000\n server h:0\n', 'tcpproxy:F:2: server "h:0": port 0 is out of range (1-65535)'],
+    ['server port 65536', 'port 7000\n server h:65536\n', 'tcpproxy:F:2: server "h:65536": port 65536 is out of range (1-65535)'],
+    ['server port -1', 'port 7000\n server h:-1\n', 'tcpproxy:F:2: server "h:-1": invalid port "-1"'],
+  ])('%s, through the CLI', async (_name, text, line) => {
+    const f = file(`ports-${_name.replace(/\W+/g, '-')}.conf`, text);
+    const r = await runCli(['-z', '-f', f]);
+    expect(r).toMatchObject({ code: 2, stdout: '' });
+    expect(r.stderr).toBe(`${line.replace('tcpproxy:F:', `tcpproxy:${f}:`)}\ntcpproxy:${f}: 1 error\n`);
+  });
+});
