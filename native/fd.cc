@@ -1,12 +1,12 @@
 // Small fd helpers: dupCloexec (take ownership of a libuv-owned socket fd),
-// close (asserts fd > 2, as uv__close does), fdInfo (what kind of fd, for
-// tests and for inetd detection). See fcntl(2), close(2), getsockname(2).
+// close (asserts fd > 2, as uv__close does), dupOnto, sockName (inetd and
+// socket activation), setNonblock, cloexecFrom. See fcntl(2), close(2),
+// dup2(2), getsockname(2), close_range(2).
 #include <errno.h>
 #include <fcntl.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -28,22 +28,6 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   // EINTR after close on Linux means the fd is gone anyway.
   if (close(fd) < 0 && errno != EINTR) ThrowErrno(info.Env(), "close", errno);
   return info.Env().Undefined();
-}
-
-// fdInfo(fd) -> { socket, nonblock, cloexec }
-Napi::Value FdInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = IntArg(info, 0, "fdInfo(fd): fd must be a number");
-  struct stat st;
-  if (fstat(fd, &st) < 0) ThrowErrno(env, "fstat", errno);
-  int fl = fcntl(fd, F_GETFL);
-  int fdfl = fcntl(fd, F_GETFD);
-  if (fl < 0 || fdfl < 0) ThrowErrno(env, "fcntl", errno);
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("socket", Napi::Boolean::New(env, S_ISSOCK(st.st_mode)));
-  o.Set("nonblock", Napi::Boolean::New(env, (fl & O_NONBLOCK) != 0));
-  o.Set("cloexec", Napi::Boolean::New(env, (fdfl & FD_CLOEXEC) != 0));
-  return o;
 }
 
 // dupOnto(fd, target): dup2(2) onto 0, 1 or 2 only (inetd mode points them at /dev/null).
@@ -127,7 +111,6 @@ Napi::Value CloexecFrom(const Napi::CallbackInfo& info) {
 void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("dupCloexec", Napi::Function::New(env, DupCloexec, "dupCloexec"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
-  exports.Set("fdInfo", Napi::Function::New(env, FdInfo, "fdInfo"));
   exports.Set("dupOnto", Napi::Function::New(env, DupOnto, "dupOnto"));
   exports.Set("setNonblock", Napi::Function::New(env, SetNonblock, "setNonblock"));
   exports.Set("cloexecFrom", Napi::Function::New(env, CloexecFrom, "cloexecFrom"));

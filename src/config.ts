@@ -491,7 +491,7 @@ const ERRNO_TEXT: Readonly<Record<string, string>> = {
 };
 
 function readFailure(err: unknown): string {
-  // Duck-typed rather than isErrnoException: under jest, Node's own errors come
+  // Duck-typed rather than instanceof: under jest, Node's own errors come
   // from another realm and fail `instanceof Error`.
   const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
   if (typeof code !== 'string') return `cannot read: ${errorText(err)}`;

@@ -30,14 +30,6 @@ export function formatConfigError(e: ConfigError): string {
   return e.line > 0 ? `tcpproxy:${e.file}:${e.line}: ${e.message}` : `tcpproxy:${e.file}: ${e.message}`;
 }
 
-/** A command line the program cannot run with: one line, usage, exit 2. */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
-
 /** A failure at start (bind, pidfile, unreadable config): message, exit 1 or 2. */
 export class StartError extends Error {
   readonly exitCode: number;
@@ -46,12 +38,6 @@ export class StartError extends Error {
     this.name = 'StartError';
     this.exitCode = exitCode;
   }
-}
-
-/** Node's errors carry `code`; this narrows `unknown` to them. */
-export function isErrnoException(err: unknown): err is NodeJS.ErrnoException {
-  // Not `instanceof Error`: errors from another realm (jest's vm contexts) fail that test.
-  return typeof err === 'object' && err !== null && typeof (err as NodeJS.ErrnoException).code === 'string';
 }
 
 /** The short text of an error for a log line: Node's `syscall CODE address:port` where available. */

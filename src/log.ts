@@ -38,6 +38,3 @@ export function createLogger(opts: LogOptions): Logger {
     error: (m) => emit(LOG_ERR, m),
   };
 }
-
-/** A logger that drops everything (for code paths run before logging is set up, and tests). */
-export const nullLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };

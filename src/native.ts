@@ -42,12 +42,6 @@ export interface PumpHandle {
   abort(): void;
 }
 
-export interface FdInfo {
-  readonly socket: boolean;
-  readonly nonblock: boolean;
-  readonly cloexec: boolean;
-}
-
 export interface SockAddress {
   readonly address: string;
   readonly port: number;
@@ -65,7 +59,6 @@ export interface Addon {
   init(sysError: typeof SysError): void;
   dupCloexec(fd: number): number;
   close(fd: number): void;
-  fdInfo(fd: number): FdInfo;
   /** Sets O_NONBLOCK (a child with the socket on its stdio cleared it). */
   setNonblock(fd: number): void;
   /** Marks every fd >= first close-on-exec. */
@@ -81,6 +74,8 @@ export interface Addon {
   openLog(ident: string, facility: number): void;
   syslog(priority: number, line: string): void;
   pump?(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
+  /** Live sessions, pipes in use and idle in the pool, poll wake-ups: for tests and diagnostics. */
+  pumpStats?(): { sessions: number; pipesBusy: number; pipesIdle: number; wakeups: number };
 }
 
 const ABI_VERSION = 1;
@@ -115,11 +110,4 @@ export function loadNative(): { addon: Addon | null; reason: string } {
     cached = { addon: null, reason: `native addon not loaded (${file}): ${(err as Error).message.split('\n')[0]}` };
   }
   return cached;
-}
-
-/** The addon, for code paths that cannot work without it. */
-export function requireNative(): Addon {
-  const { addon, reason } = loadNative();
-  if (!addon) throw new Error(`tcpproxy: ${reason}`);
-  return addon;
 }

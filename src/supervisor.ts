@@ -214,13 +214,6 @@ export class Supervisor {
     w.dispatch({ type: 'conn', id, service: index }, sock);
   }
 
-  /** Pids of the running workers, by identity key `uid:gid`. */
-  pids(): Map<string, number> {
-    const m = new Map<string, number>();
-    for (const [k, w] of this.workers) if (w.child?.pid !== undefined) m.set(k, w.child.pid);
-    return m;
-  }
-
   /** Kills every worker at once (a second stop signal): their sessions end with them. */
   kill(): void {
     for (const w of this.workers.values()) {
