@@ -20,6 +20,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
+import { nextMessage, sleep } from './children';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const CLI = path.join(ROOT, 'dist', 'src', 'tcpproxy.js');
@@ -306,7 +307,6 @@ function zombiesOf(parents: readonly number[]): number[] {
 
 // ------------------------------------------------------------------ orchestration
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function poll(cond: () => boolean, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
@@ -317,30 +317,6 @@ async function poll(cond: () => boolean, timeoutMs: number): Promise<boolean> {
   }
 }
 
-function nextMessage<T extends { type: string }>(child: ChildProcess, type: T['type'], timeoutMs: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      child.off('message', onMsg);
-      child.off('exit', onExit);
-    };
-    const onMsg = (m: T): void => {
-      if (m.type !== type) return;
-      done();
-      resolve(m);
-    };
-    const onExit = (code: number | null, sig: string | null): void => {
-      done();
-      reject(new Error(`child ${child.pid ?? '?'} exited (${sig ?? code ?? '?'}) while waiting for "${type}"`));
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for "${type}" from child ${child.pid ?? '?'}`));
-    }, timeoutMs);
-    child.on('message', onMsg);
-    child.on('exit', onExit);
-  });
-}
 
 interface Daemon {
   readonly child: ChildProcess;
