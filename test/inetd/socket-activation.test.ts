@@ -170,7 +170,8 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
   }, 30000);
 });
 
-(HAVE_SOCKET_ACTIVATE ? describe : describe.skip)(`${SOCKET_ACTIVATE}`, () => {
+// CI installs Debian's systemd package for it: there a missing tool fails instead of skipping.
+(HAVE_SOCKET_ACTIVATE || process.env['CI'] === 'true' ? describe : describe.skip)(`${SOCKET_ACTIVATE}`, () => {
   it('-l: tcpproxy -D -s uses the socket it is given, and its handlers do not see LISTEN_ variables', async () => {
     const up = payload(4 * MB, 'sa-up');
     const down = payload(4 * MB, 'sa-down');
