@@ -189,7 +189,7 @@ export async function resetServer(afterBytes: number, opts: ListenOptions = {}):
  * Only for config files, which need a literal port; anything that can use
  * port 0 should.
  */
-export function freePort(host = '127.0.0.1'): Promise<number> {
+function ephemeralPort(host: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.once('error', reject);
@@ -198,6 +198,19 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** Ports this test process has already been given: the kernel may hand a just-released one out again. */
+const givenPorts = new Set<number>();
+
+/** A port that is free now and that no earlier call in this process returned. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  for (;;) {
+    const port = await ephemeralPort(host);
+    if (givenPorts.has(port)) continue;
+    givenPorts.add(port);
+    return port;
+  }
 }
 
 function canBind(host: string, port: number): Promise<boolean> {
