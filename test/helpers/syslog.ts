@@ -669,6 +669,22 @@ export async function waitProcess(token: string, argv0?: string, timeoutMs = 100
   return pids[0] as number;
 }
 
+/**
+ * Waits until `pid` is blocked in nanosleep (its wchan): a handler that
+ * `exec sleep`s has then finished loading, so the descriptors the dynamic
+ * loader opens for a moment are closed again.
+ */
+export async function waitAsleep(pid: number, timeoutMs = 10000): Promise<void> {
+  const wchan = (): string => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/wchan`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  await until(() => /nanosleep/.test(wchan()), () => `pid ${pid} asleep (wchan ${wchan() || '?'})`, timeoutMs);
+}
+
 /** SIGKILLs every process with `token` among its arguments (cleanup: by pid). */
 export function killProcesses(token: string): void {
   for (const pid of findProcesses(token)) {

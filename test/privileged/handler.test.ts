@@ -28,6 +28,7 @@ import {
   tcpSockets,
   uniqueSeconds,
   unixSocketInodes,
+  waitAsleep,
   waitLog,
   waitProcess,
   writeConfig,
@@ -103,6 +104,7 @@ describeAsRoot('request handlers (root)', () => {
       const clientPort = c.socket.localPort;
       // After `exec sleep`, the handler process is sleep(1) with our unique argument.
       const pid = await waitProcess(token, 'sleep');
+      await waitAsleep(pid);
       expect(procIds(pid).uid).toEqual([65535, 65535, 65535, 65535]);
       const fds = openFds(pid);
       const targets = fds.map((fd) => `${fd} -> ${fdTarget(pid, fd)}`);
@@ -136,6 +138,7 @@ describeAsRoot('request handlers (root)', () => {
       expect(fdTarget(d.pid, INHERITED_FD)).toBe(inherited);
       await Client.connect('127.0.0.1', portOf(d));
       const pid = await waitProcess(token, 'sleep');
+      await waitAsleep(pid);
       const fds = openFds(pid);
       expect({ fds, targets: fds.map((fd) => `${fd} -> ${fdTarget(pid, fd)}`) }).toEqual({
         fds: [0, 1, 2],
