@@ -1,12 +1,15 @@
-// Module entry: per-environment state, init(SysError), and the primitives.
+// Module entry: per-environment state, init(SysError, PrivilegeCheckError),
+// and the primitives.
 #include "addon.h"
 
 namespace tcpproxy {
 namespace {
 
 Napi::Value Init(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsFunction()) ThrowType(info.Env(), "init(SysError)");
-  Addon::From(info.Env()).sys_error = Napi::Persistent(info[0].As<Napi::Function>());
+  if (info.Length() < 1 || !info[0].IsFunction()) ThrowType(info.Env(), "init(SysError, PrivilegeCheckError)");
+  Addon& addon = Addon::From(info.Env());
+  addon.sys_error = Napi::Persistent(info[0].As<Napi::Function>());
+  if (info.Length() > 1 && info[1].IsFunction()) addon.check_error = Napi::Persistent(info[1].As<Napi::Function>());
   return info.Env().Undefined();
 }
 

@@ -3,14 +3,17 @@
 #pragma once
 #include <napi.h>
 
+#include <initializer_list>
+
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 1;
+constexpr int kAbiVersion = 2;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
 struct Addon {
-  Napi::FunctionReference sys_error;  // the SysError class of src/errors.ts
+  Napi::FunctionReference sys_error;    // the SysError class of src/sys/errors.ts
+  Napi::FunctionReference check_error;  // its PrivilegeCheckError
   PumpState* pump = nullptr;          // owned by pump.cc's env cleanup hook
   static Addon& From(Napi::Env env) { return *env.GetInstanceData<Addon>(); }
 };
@@ -18,8 +21,15 @@ struct Addon {
 // errors.cc: the only place that builds and throws errors.
 [[noreturn]] void ThrowErrno(Napi::Env env, const char* syscall, int err);
 Napi::Value MakeErrno(Napi::Env env, const char* syscall, int err);
+// A privilege drop whose calls succeeded but whose check failed: `check`
+// names it (see PrivilegeCheck in src/sys/errors.ts), `observed` what was seen.
+[[noreturn]] void ThrowCheck(Napi::Env env, const char* check, std::initializer_list<double> observed);
 [[noreturn]] void ThrowType(Napi::Env env, const char* message);
 int IntArg(const Napi::CallbackInfo& info, size_t i, const char* what);
+
+// fd.cc: marks every fd >= first close-on-exec (close_range(2), or one
+// fcntl(2) per fd on a kernel without it). Returns 0 or an errno.
+int CloexecFrom(unsigned first);
 
 void InitFd(Napi::Env env, Napi::Object exports);
 void InitSyslog(Napi::Env env, Napi::Object exports);

@@ -17,6 +17,17 @@ void ThrowErrno(Napi::Env env, const char* syscall, int err) {
   throw Napi::Error(env, MakeErrno(env, syscall, err));
 }
 
+void ThrowCheck(Napi::Env env, const char* check, std::initializer_list<double> observed) {
+  Addon& addon = Addon::From(env);
+  Napi::Array values = Napi::Array::New(env, observed.size());
+  uint32_t i = 0;
+  for (double v : observed) values.Set(i++, Napi::Number::New(env, v));
+  if (addon.check_error.IsEmpty()) {
+    throw Napi::Error::New(env, std::string("privilege check failed: ") + check);
+  }
+  throw Napi::Error(env, addon.check_error.New({Napi::String::New(env, check), values}));
+}
+
 void ThrowType(Napi::Env env, const char* message) {
   throw Napi::TypeError::New(env, message);
 }

@@ -12,6 +12,10 @@
 
 #include "addon.h"
 
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
 namespace tcpproxy {
 namespace {
 
@@ -95,25 +99,38 @@ Napi::Value SetNonblock(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// cloexecFrom(first): close-on-exec on every fd >= first (close_range(2)),
-// so that nothing a parent leaked to tcpproxy reaches a worker or handler.
-Napi::Value CloexecFrom(const Napi::CallbackInfo& info) {
+// cloexecFrom(first): close-on-exec on every fd >= first, so that nothing a
+// parent leaked to tcpproxy reaches a worker or handler.
+Napi::Value CloexecFromJs(const Napi::CallbackInfo& info) {
   int first = IntArg(info, 0, "cloexecFrom(first): first must be a number");
   if (first < 3) ThrowType(info.Env(), "cloexecFrom: first must be 3 or more");
-  if (syscall(SYS_close_range, static_cast<unsigned>(first), ~0U, 1U << 2 /* CLOSE_RANGE_CLOEXEC */) < 0) {
-    ThrowErrno(info.Env(), "close_range", errno);
-  }
+  int err = CloexecFrom(static_cast<unsigned>(first));
+  if (err != 0) ThrowErrno(info.Env(), "fcntl", err);
   return info.Env().Undefined();
 }
 
 }  // namespace
+
+int CloexecFrom(unsigned first) {
+  if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return 0;
+  // ENOSYS (kernel < 5.11) or EINVAL (no CLOSE_RANGE_CLOEXEC): one fd at a time,
+  // up to the fd limit. EBADF is a slot that is not open.
+  long max = sysconf(_SC_OPEN_MAX);
+  if (max < 0 || max > (1L << 20)) max = 1L << 20;
+  for (long fd = first; fd < max; fd++) {
+    int fl = fcntl(static_cast<int>(fd), F_GETFD);
+    if (fl < 0) continue;
+    if (!(fl & FD_CLOEXEC) && fcntl(static_cast<int>(fd), F_SETFD, fl | FD_CLOEXEC) < 0) return errno;
+  }
+  return 0;
+}
 
 void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("dupCloexec", Napi::Function::New(env, DupCloexec, "dupCloexec"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("dupOnto", Napi::Function::New(env, DupOnto, "dupOnto"));
   exports.Set("setNonblock", Napi::Function::New(env, SetNonblock, "setNonblock"));
-  exports.Set("cloexecFrom", Napi::Function::New(env, CloexecFrom, "cloexecFrom"));
+  exports.Set("cloexecFrom", Napi::Function::New(env, CloexecFromJs, "cloexecFrom"));
   exports.Set("sockName", Napi::Function::New(env, SockName, "sockName"));
 }
 

@@ -6,17 +6,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <string>
 #include <vector>
 
 #include "addon.h"
-
-#ifndef CLOSE_RANGE_CLOEXEC
-#define CLOSE_RANGE_CLOEXEC (1U << 2)
-#endif
 
 namespace tcpproxy {
 namespace {
@@ -32,12 +27,19 @@ Napi::Value DropPrivileges(const Napi::CallbackInfo& info) {
   if (setgroups(0, nullptr) < 0) ThrowErrno(env, "setgroups", errno);
   if (setresgid(gid, gid, gid) < 0) ThrowErrno(env, "setresgid", errno);
   if (setresuid(uid, uid, uid) < 0) ThrowErrno(env, "setresuid", errno);
+  // The checks: no call failed above, so a failure here is a PrivilegeCheckError
+  // with what was observed, never an errno the kernel did not give.
   uid_t r, e, s;
   gid_t gr, ge, gs;
-  if (getresuid(&r, &e, &s) < 0 || getresgid(&gr, &ge, &gs) < 0) ThrowErrno(env, "getresuid", errno);
-  if (r != uid || e != uid || s != uid || gr != gid || ge != gid || gs != gid) ThrowErrno(env, "setresuid", EPERM);
-  if (setresuid(0, 0, 0) == 0 || setresgid(0, 0, 0) == 0) ThrowErrno(env, "setresuid(0)", EPERM);
-  if (getgroups(0, nullptr) != 0) ThrowErrno(env, "getgroups", EPERM);
+  if (getresuid(&r, &e, &s) < 0) ThrowErrno(env, "getresuid", errno);
+  if (getresgid(&gr, &ge, &gs) < 0) ThrowErrno(env, "getresgid", errno);
+  if (r != uid || e != uid || s != uid) ThrowCheck(env, "uids", {double(r), double(e), double(s)});
+  if (gr != gid || ge != gid || gs != gid) ThrowCheck(env, "gids", {double(gr), double(ge), double(gs)});
+  int groups = getgroups(0, nullptr);
+  if (groups < 0) ThrowErrno(env, "getgroups", errno);
+  if (groups != 0) ThrowCheck(env, "groups", {double(groups)});
+  if (setresuid(0, 0, 0) == 0) ThrowCheck(env, "regain-uid", {});
+  if (setresgid(0, 0, 0) == 0) ThrowCheck(env, "regain-gid", {});
   return env.Undefined();
 }
 
@@ -76,9 +78,9 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
     if (fl >= 0 && (fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
     fcntl(fd, F_SETFD, 0);
   }
-  if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) < 0) {
-    for (int fd = 3; fd < 65536; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
-  }
+  // An error here cannot be reported any more usefully than by the exec
+  // itself; CloexecFrom already falls back to fcntl per fd.
+  CloexecFrom(3);
   struct sigaction dfl = {};
   dfl.sa_handler = SIG_DFL;
   for (int sig = 1; sig < NSIG; sig++) {

@@ -233,10 +233,16 @@ class PumpSession {
       // EPOLLERR (libuv reports it as UV_EBADF and stops the handle). Fatal:
       // SO_ERROR is consumed by reading it, and the next splice() would then
       // return 0 and forward the reset as a clean FIN. Read it only to name it.
+      // Without a pending socket error, libuv's own status is what is known.
       int err = 0;
       socklen_t len = sizeof err;
-      getsockopt(s->fd_[side], SOL_SOCKET, SO_ERROR, &err, &len);
-      s->Fail("poll", err != 0 ? err : EIO, side);
+      if (getsockopt(s->fd_[side], SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
+        s->Fail("getsockopt", errno, side);
+      } else if (err != 0) {
+        s->Fail("poll", err, side);
+      } else {
+        s->Fail("uv_poll", -status, side);
+      }
       return;
     }
     Direction& out = s->dir_[side];     // this fd is its source
@@ -417,9 +423,13 @@ class PumpSession {
       if (dir_[1 - side].pending > 0) events |= UV_WRITABLE;
       if (events == events_[side]) continue;
       events_[side] = events;
-      int err = events != 0 ? uv_poll_start(&poll_[side], events, OnPoll)
-                            : uv_poll_stop(&poll_[side]);
-      if (err < 0) return Fail("uv_poll_start", -err, side);
+      if (events != 0) {
+        int err = uv_poll_start(&poll_[side], events, OnPoll);
+        if (err < 0) return Fail("uv_poll_start", -err, side);
+      } else {
+        int err = uv_poll_stop(&poll_[side]);
+        if (err < 0) return Fail("uv_poll_stop", -err, side);
+      }
     }
   }
 

@@ -1,126 +1,52 @@
 /**
  * The program: command line → service table → mode (list, standalone,
- * inetd). Returns the exit status; only src/tcpproxy.ts touches process.exit.
+ * inetd). Only chooses; the modes do the work. Returns the exit status;
+ * only src/tcpproxy.ts touches process.exit.
  */
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { parseArgs, DEFAULT_CONFIG, HELP, USAGE, type CliOptions } from './cli';
-import { configFileProblem, readConfig, type CommandLineDefaults, type Config } from './config';
-import { detach, takeReadyFd } from './daemon';
-import { formatConfigError } from './errors';
-import { EXIT_OK, EXIT_USAGE } from './exit-codes';
-import { runningAsRoot } from './identity';
-import { serveInetd, stdinIsConnection } from './inetd';
-import { createLogger } from './log';
-import { loadNative } from './native';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, describeTarget, type Service } from './service';
-import { etcServices } from './services-db';
-import { resolvePrograms } from './programs';
-import { standalone } from './standalone';
-import { VERSION } from './version';
-
-export interface Io {
-  readonly stdout: (text: string) => void;
-  readonly stderr: (text: string) => void;
-}
-
-const processIo: Io = {
-  stdout: (t) => process.stdout.write(t),
-  stderr: (t) => process.stderr.write(t),
-};
-
-/** The one service of `[-b [iface:]port] server`; without -b (inetd mode) port 0 until the socket tells. */
-function commandLineService(o: CliOptions): Service {
-  if (o.server === null) throw new Error('commandLineService without a server');
-  return {
-    port: o.bind?.port ?? 0,
-    iface: o.bind?.iface ?? null,
-    target: o.server,
-    acp: o.acp,
-    timeoutSec: o.timeoutSec ?? DEFAULT_TIMEOUT_SEC,
-    prefix: o.prefix ?? DEFAULT_PREFIX,
-    writefile: o.writefile,
-    uid: null,
-    gid: null,
-    origin: { file: 'command line', line: 0 },
-  };
-}
-
-function cliDefaults(o: CliOptions): CommandLineDefaults {
-  return {
-    ...(o.timeoutSec === null ? {} : { timeoutSec: o.timeoutSec }),
-    ...(o.acp === null ? {} : { acp: o.acp }),
-    ...(o.prefix === null ? {} : { prefix: o.prefix }),
-    ...(o.writefile === null ? {} : { writefile: o.writefile }),
-  };
-}
-
-/** `-z`: the ports, one a line. `-zz`: the service table. */
-function listing(services: readonly Service[], level: 1 | 2): string {
-  if (level === 1) return [...new Set(services.map((s) => s.port))].map((p) => `${p}\n`).join('');
-  return services
-    .map((s) =>
-      [
-        `port=${s.port}`,
-        `interface=${s.iface ?? '*'}`,
-        describeTarget(s.target).replace(' ', '='),
-        `uid=${s.uid ?? '-'}`,
-        `gid=${s.gid ?? '-'}`,
-        `timeout=${s.timeoutSec}`,
-        `acp=${s.acp ?? '-'}`,
-        `writefile=${s.writefile ?? '-'}`,
-        `prefix=${s.prefix}`,
-      ].join('\t') + '\n',
-    )
-    .join('');
-}
-
-type Loaded =
-  | { readonly ok: true; readonly services: readonly Service[]; readonly config: Config | null }
-  | { readonly ok: false; readonly errors: readonly string[] };
-
-/** The service table from the command line or the config file, checked and with programs resolved. */
-function loadServices(o: CliOptions): Loaded {
-  let services: readonly Service[];
-  let config: Config | null = null;
-  if (o.server !== null) {
-    services = [commandLineService(o)];
-  } else {
-    const file = o.configFile ?? DEFAULT_CONFIG;
-    const unsafe = runningAsRoot() ? configFileProblem(file) : null;
-    if (unsafe !== null) return { ok: false, errors: [`tcpproxy:${file}: ${unsafe}`] };
-    const r = readConfig(file, etcServices, cliDefaults(o));
-    if (!r.ok) {
-      const n = r.errors.length;
-      return { ok: false, errors: [...r.errors.map(formatConfigError), `tcpproxy:${file}: ${n} error${n === 1 ? '' : 's'}`] };
-    }
-    config = r.config;
-    services = config.services;
-  }
-  const programs = resolvePrograms(services, process.cwd(), process.env['PATH'] ?? '');
-  if (programs.errors.length > 0) return { ok: false, errors: programs.errors.map(formatConfigError) };
-  return { ok: true, services: programs.services, config };
-}
+import { detach, takeReadyFd } from './modes/daemon';
+import { inetdSafeIo, serveInetd, stdinIsConnection } from './modes/inetd';
+import { listing } from './modes/list';
+import { standalone } from './modes/standalone';
+import { runningAsRoot } from './process/privilege';
+import { EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from './sys/exit-codes';
+import { processIo, type Io } from './sys/io';
+import { native, NativeLoadError } from './sys/native';
+import { VERSION } from './sys/version';
+import { DEFAULT_CONFIG, HELP, parseArgs, USAGE, type CliOptions } from './table/cli';
+import { loadServices } from './table/load';
+import { etcServices } from './table/services-db';
 
 /**
- * Under inetd, fds 0, 1 and 2 are all the client's socket: before anything
- * can be printed, fd 2 goes to /dev/null and messages go to syslog instead.
+ * Without the addon nothing works: say so once and stop (exit 70). With a
+ * socket on fd 0 (inetd) stderr is the client, so the message goes to
+ * syslog through logger(1) instead, the one way left without the addon.
  */
-function inetdSafeIo(io: Io): Io {
-  const addon = loadNative().addon;
-  if (!addon || !stdinIsConnection(addon) || addon.sockName(2) === null) return io;
-  const devnull = fs.openSync('/dev/null', 'r+');
-  addon.dupOnto(devnull, 2);
-  fs.closeSync(devnull);
-  const log = createLogger({ ident: 'tcpproxy', stderr: false, syslog: true });
-  const toLog = (text: string): void => {
-    for (const line of text.split('\n')) if (line !== '') log.error(line.replace(/^tcpproxy: /, ''));
-  };
-  return { stdout: toLog, stderr: toLog };
+function noAddon(err: NativeLoadError, io: Io): number {
+  let inetd = false;
+  try {
+    inetd = fs.fstatSync(0).isSocket();
+  } catch {
+    // fd 0 closed: not inetd.
+  }
+  if (inetd) spawnSync('logger', ['-t', 'tcpproxy', '-p', 'daemon.err', '--', err.message], { stdio: 'ignore' });
+  else io.stderr(`tcpproxy: ${err.message}\n`);
+  return EXIT_SOFTWARE;
+}
+
+function load(o: CliOptions): ReturnType<typeof loadServices> {
+  return loadServices(o, runningAsRoot(), process.cwd(), process.env['PATH'] ?? '');
 }
 
 export async function main(argv: readonly string[], ioGiven: Io = processIo): Promise<number> {
-  // Whatever our parent leaked to us (fds >= 3 without close-on-exec) must not reach workers or handlers.
-  loadNative().addon?.cloexecFrom(3);
+  try {
+    // Whatever our parent leaked to us (fds >= 3 without close-on-exec) must not reach workers or handlers.
+    native().cloexecFrom(3);
+  } catch (err) {
+    if (err instanceof NativeLoadError) return noAddon(err, ioGiven);
+    throw err;
+  }
   const io = inetdSafeIo(ioGiven);
   const parsed = parseArgs(argv, etcServices);
   if (!parsed.ok) {
@@ -140,7 +66,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
     io.stderr(`tcpproxy: option -s with a server argument needs -b [interface:]port\n${USAGE}\n`);
     return EXIT_USAGE;
   }
-  const loaded = loadServices(o);
+  const loaded = load(o);
   if (!loaded.ok) {
     for (const e of loaded.errors) io.stderr(`${e}\n`);
     return EXIT_USAGE;
@@ -155,11 +81,10 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
   const logname = o.logname ?? config?.logname ?? 'tcpproxy';
   // A connection on fd 0 means inetd mode, unless -s or -b asks for standalone;
   // without one, a config file keeps the original's standalone default.
-  const addon = loadNative().addon;
-  if (!o.standalone && stdinIsConnection(addon) && addon) {
-    const local = addon.sockName(0)?.local.port ?? 0;
+  if (!o.standalone && stdinIsConnection()) {
+    const local = native().sockName(0)?.local.port ?? 0;
     const inetdServices = services.map((s) => (s.port === 0 ? { ...s, port: local } : s));
-    return serveInetd(addon, inetdServices, { logname, clearEnv: o.clearEnv });
+    return serveInetd(inetdServices, { logname, clearEnv: o.clearEnv });
   }
   if (o.standalone || (config !== null && config.standalone !== false)) {
     const readyFd = takeReadyFd();
@@ -177,7 +102,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
         o.server !== null
           ? null
           : () => {
-              const r = loadServices(o);
+              const r = load(o);
               return r.ok ? { ok: true, services: r.services } : { ok: false, errors: r.errors };
             },
     });
@@ -189,4 +114,3 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
   );
   return EXIT_USAGE;
 }
-

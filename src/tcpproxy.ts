@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /** The `tcpproxy` command. Anything thrown that is not ours is a bug: stack trace, exit 70. */
-import { EXIT_SOFTWARE } from './exit-codes';
+import { EXIT_SOFTWARE } from './sys/exit-codes';
 import { main } from './main';
 
 main(process.argv.slice(2)).then(

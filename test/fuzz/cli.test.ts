@@ -8,8 +8,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fc from 'fast-check';
-import type { PortResolver } from '../../src/address';
-import { MAX_TIMEOUT_SEC, OPTION_LETTERS, parseArgs, USAGE, type CliResult } from '../../src/cli';
+import type { PortResolver } from '../../src/table/address';
+import { MAX_TIMEOUT_SEC, OPTION_LETTERS, parseArgs, USAGE, type CliResult } from '../../src/table/cli';
 import { killLeftovers, runCli, startProxy } from '../helpers/proxy';
 import { freePort } from '../helpers/servers';
 

@@ -11,9 +11,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fc from 'fast-check';
-import type { PortResolver } from '../../src/address';
-import { DIRECTIVES, parseConfig, type ConfigResult } from '../../src/config';
-import { formatConfigError } from '../../src/errors';
+import type { PortResolver } from '../../src/table/address';
+import { DIRECTIVES, parseConfig, type ConfigResult } from '../../src/table/config';
+import { formatConfigError } from '../../src/sys/errors';
 import { runCli } from '../helpers/proxy';
 
 const FILE = 'fuzz.conf';

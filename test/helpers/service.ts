@@ -1,5 +1,5 @@
 /** Building expected Service records in the unit tests. */
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service } from '../../src/service';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service } from '../../src/table/service';
 
 /** The fields of a Service that nothing set: the built-in defaults. */
 export const SERVICE_DEFAULTS = {

@@ -24,7 +24,7 @@ import { assertExecutableFixtures, cleanUpAfterEach, useTempDir } from '../helpe
 import { until } from '../helpers/until';
 
 const MB = 1000 * 1000;
-/** PATH of a handler started with -y (src/handler.ts SAFE_PATH, documented in the man page). */
+/** PATH of a handler started with -y (src/session/handler.ts SAFE_PATH, documented in the man page). */
 const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
 
 beforeAll(() => {

@@ -1,10 +1,11 @@
 /** The built command's one-shot paths: usage, version, listings, config errors. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { runToExit } from '../helpers/commands';
 import { ROOT, runCli } from '../helpers/proxy';
 import { useTempDir } from '../helpers/setup';
-import { USAGE } from '../../src/cli';
-import { VERSION } from '../../src/version';
+import { USAGE } from '../../src/table/cli';
+import { VERSION } from '../../src/sys/version';
 
 const dir = useTempDir('tcpproxy-cli-');
 
@@ -104,4 +105,26 @@ const asRoot = process.getuid?.() === 0;
   expect((await runCli(['-z', '-f', f])).stderr).toBe(`tcpproxy:${f}: is owned by uid 4242, not root: refusing it when started as root\n`);
   fs.chownSync(f, 0, 0);
   expect(await runCli(['-z', '-f', f])).toMatchObject({ code: 0, stdout: '7001\n' });
+});
+
+describe('without a working native addon', () => {
+  /** A copy of the built package without build/: what an install whose addon build failed looks like. */
+  function packageWithout(addon: 'missing' | 'corrupt'): { bin: string; file: string } {
+    const pkg = fs.mkdtempSync(path.join(dir.path, `no-addon-${addon}-`));
+    fs.cpSync(path.join(ROOT, 'dist', 'src'), path.join(pkg, 'dist', 'src'), { recursive: true });
+    const file = path.join(pkg, 'build', 'Release', 'tcpproxy.node');
+    if (addon === 'corrupt') {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+      fs.writeFileSync(file, 'not an ELF object\n'.repeat(256));
+    }
+    return { bin: path.join(pkg, 'dist', 'src', 'tcpproxy.js'), file };
+  }
+  const rebuild = 'rebuild it with "npm rebuild tcpproxy" (needs g++, make and python3)';
+
+  test.each(['missing', 'corrupt'] as const)('%s: exit 70 and one message naming the file and the rebuild command', async (kind) => {
+    const { bin, file } = packageWithout(kind);
+    const r = await runToExit(process.execPath, [bin, '-D', '-b', '127.0.0.1:0', '127.0.0.1:7'], { cwd: dir.path, timeoutMs: 10000 });
+    const why = kind === 'missing' ? `Cannot find module '${file}'` : 'invalid ELF header';
+    expect(r).toEqual({ code: 70, signal: null, stdout: '', stderr: `tcpproxy: cannot load the native addon ${file}: ${why}; ${rebuild}\n` });
+  });
 });

@@ -5,8 +5,8 @@ import { execFile } from 'node:child_process';
 import * as crypto from 'node:crypto';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { SysError } from '../../src/errors';
-import { loadNative, type Addon } from '../../src/native';
+import { SysError } from '../../src/sys/errors';
+import { addonPath, native, type Addon } from '../../src/sys/native';
 import { PumpRig, fdSnapshot, sha256, sink, until } from './helpers/pump-rig';
 
 interface PumpStats {
@@ -17,12 +17,9 @@ interface PumpStats {
 }
 
 const MiB = 1024 * 1024;
-const { addon: maybeAddon, reason } = loadNative();
-if (!maybeAddon) throw new Error(`these tests need the native addon: ${reason}`);
-const addon: Addon = maybeAddon;
-const pumpStats = (): PumpStats => (addon as unknown as { pumpStats(): PumpStats }).pumpStats();
-const addonFile = path.join(__dirname, '..', '..', 'build',
-  process.env['TCPPROXY_DEBUG_NATIVE'] === '1' ? 'Debug' : 'Release', 'tcpproxy.node');
+const addon: Addon = native();
+const pumpStats = (): PumpStats => addon.pumpStats();
+const addonFile = addonPath();
 
 let rig: PumpRig;
 beforeEach(async () => {

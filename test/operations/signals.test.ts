@@ -21,7 +21,7 @@ import { digestOf, echoServer, freePort, payload, startServer, StreamHash, type 
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { alive, describeAsRoot, logLines, re, requireRoot, waitLog, waitWorkers, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
-import { GRACE_MS } from '../../src/grace';
+import { GRACE_MS } from '../../src/process/grace';
 
 const KiB = 1024;
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'operations');

@@ -7,7 +7,7 @@ import {
   plainAddress,
   splitHostPort,
   type PortResolver,
-} from '../../src/address';
+} from '../../src/table/address';
 
 const names: Record<string, number> = { smtp: 25, pop3: 110, 'x-svc.v2+ssl': 4433 };
 const resolve: PortResolver = (name) => names[name] ?? null;

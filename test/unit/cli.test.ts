@@ -7,8 +7,8 @@ import {
   USAGE,
   parseArgs,
   type CliOptions,
-} from '../../src/cli';
-import type { PortResolver } from '../../src/address';
+} from '../../src/table/cli';
+import type { PortResolver } from '../../src/table/address';
 
 const services: Record<string, number> = { smtp: 25, finger: 79, http: 80 };
 const resolve: PortResolver = (name) => services[name] ?? null;

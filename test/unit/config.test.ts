@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { PortResolver } from '../../src/address';
+import type { PortResolver } from '../../src/table/address';
 import {
   DIRECTIVES,
   parseConfig,
@@ -9,10 +9,10 @@ import {
   type CommandLineDefaults,
   type Config,
   type ConfigResult,
-} from '../../src/config';
-import { formatConfigError } from '../../src/errors';
-import { etcServices } from '../../src/services-db';
-import { DEFAULT_TIMEOUT_SEC, type Service, type Target } from '../../src/service';
+} from '../../src/table/config';
+import { formatConfigError } from '../../src/sys/errors';
+import { etcServices } from '../../src/table/services-db';
+import { DEFAULT_TIMEOUT_SEC, type Service, type Target } from '../../src/table/service';
 import { SERVICE_DEFAULTS } from '../helpers/service';
 import { useTempDir } from '../helpers/setup';
 
@@ -58,7 +58,7 @@ const exec = (...argv: string[]): Target => ({ kind: 'exec', argv });
 
 /**
  * Services carry where their `server`/`exec` and `acp` lines are (for the
- * messages of src/programs.ts); the table comparisons below leave those two
+ * messages of src/table/programs.ts); the table comparisons below leave those two
  * fields out, and the tests under "directive origins" pin them.
  */
 function withoutDirectiveOrigins(v: unknown): unknown {
@@ -807,7 +807,7 @@ describe('readConfig', () => {
           },
         };
       });
-      const isolated = require('../../src/config') as typeof import('../../src/config');
+      const isolated = require('../../src/table/config') as typeof import('../../src/table/config');
       result = isolated.readConfig(file, fakeServices);
     });
     jest.dontMock('node:fs');

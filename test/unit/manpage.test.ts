@@ -8,21 +8,20 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { PortResolver } from '../../src/address';
-import { DEFAULT_PIDFILE, OPTION_LETTERS, USAGE, parseArgs } from '../../src/cli';
-import { configFileProblem, DIRECTIVES, parseConfig, readConfig, type ConfigResult } from '../../src/config';
-import { formatConfigError, StartError } from '../../src/errors';
-import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from '../../src/exit-codes';
-import { DEFAULT_GID, DEFAULT_UID } from '../../src/identity';
-import { stdinIsConnection } from '../../src/inetd';
-import { listenAll } from '../../src/listener';
+import type { PortResolver } from '../../src/table/address';
+import { DEFAULT_PIDFILE, OPTION_LETTERS, USAGE, parseArgs } from '../../src/table/cli';
+import { configFileProblem, DIRECTIVES, parseConfig, readConfig, type ConfigResult } from '../../src/table/config';
+import { formatConfigError, StartError } from '../../src/sys/errors';
+import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from '../../src/sys/exit-codes';
+import { DEFAULT_GID, DEFAULT_UID } from '../../src/process/privilege';
+import { stdinIsConnection } from '../../src/modes/inetd';
+import { listenAll } from '../../src/modes/listener';
 import { main } from '../../src/main';
-import { loadNative } from '../../src/native';
-import { checkPidfile, removePidfile, writePidfile } from '../../src/pidfile';
-import type { Service } from '../../src/service';
-import { GRACE_MS } from '../../src/standalone';
-import { openTranscript } from '../../src/transcript';
-import { VERSION } from '../../src/version';
+import { checkPidfile, removePidfile, writePidfile } from '../../src/modes/pidfile';
+import type { Service } from '../../src/table/service';
+import { GRACE_MS } from '../../src/modes/standalone';
+import { openTranscript } from '../../src/session/transcript';
+import { VERSION } from '../../src/sys/version';
 
 const ROOT = path.join(__dirname, '..', '..');
 const PAGE_FILE = path.join(ROOT, 'man', 'tcpproxy.1');
@@ -197,30 +196,30 @@ describe('man/tcpproxy.1: content', () => {
     }
   });
 
-  it('documents every option of src/cli.ts, --help and --version, and no other', () => {
+  it('documents every option of src/table/cli.ts, --help and --version, and no other', () => {
     const documented = tags(section('OPTIONS')).map(tagWord);
     const expected = [...OPTION_LETTERS.map((l) => `-${l}`), '--help', '--version'];
     expect([...documented].sort()).toEqual([...expected].sort());
   });
 
-  it('documents every directive of src/config.ts, and no other', () => {
+  it('documents every directive of src/table/config.ts, and no other', () => {
     const documented = tags(section('CONFIGURATION FILE')).map(tagWord);
     expect([...documented].sort()).toEqual([...DIRECTIVES].sort());
   });
 
-  it('lists exit statuses 0, 1, 2 and 70, those of src/exit-codes.ts', () => {
+  it('lists exit statuses 0, 1, 2 and 70, those of src/sys/exit-codes.ts', () => {
     const codes = tags(section('EXIT STATUS')).map((t) => /^\.B\s+([0-9]+)$/.exec(t)?.[1]);
     expect(codes).toEqual(['0', '1', '2', '70']);
     expect([EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SOFTWARE].map(String)).toEqual(codes);
   });
 
-  it('has the usage line of src/cli.ts as its SYNOPSIS', () => {
+  it('has the usage line of src/table/cli.ts as its SYNOPSIS', () => {
     const [usage, long] = render(section('SYNOPSIS')).split('\n');
     expect(`usage: ${usage ?? ''}`).toBe(USAGE);
     expect(long).toBe('tcpproxy --help | --version');
   });
 
-  it('names the version of src/version.ts wherever it names one', () => {
+  it('names the version of src/sys/version.ts wherever it names one', () => {
     expect(LINES.find((l) => l.startsWith('.TH '))).toMatch(new RegExp(`^\\.TH TCPPROXY 1 [0-9]{4}-[0-9]{2}-[0-9]{2} "tcpproxy ${VERSION.replace(/\./g, '\\.')}" "User Commands"$`));
     const named = [...PAGE.matchAll(/tcpproxy ([0-9]+\.[0-9]+\.[0-9]+)/g)].map((m) => m[1]);
     expect(named.length).toBeGreaterThanOrEqual(3);
@@ -245,7 +244,7 @@ describe('man/tcpproxy.1: content', () => {
   });
 
   // main() must not see a real connection on fd 0 here: it would serve it (and take over fd 2).
-  const itMain = stdinIsConnection(loadNative().addon) ? it.skip : it;
+  const itMain = stdinIsConnection() ? it.skip : it;
 
   itMain('quotes the messages of rule 4 as main() prints them, with exit status 2', async () => {
     const modes = render(section('MODES'));
@@ -366,7 +365,7 @@ describe('man/tcpproxy.1: content', () => {
       'With -D the process that was started is the daemon',
       'writes every log line to standard error as well as to syslog',
     ]);
-    expect(fs.readFileSync(path.join(ROOT, 'src', 'daemon.ts'), 'utf8')).toContain('tcpproxy: the daemon ended before it was ready');
+    expect(fs.readFileSync(path.join(ROOT, 'src', 'modes', 'daemon.ts'), 'utf8')).toContain('tcpproxy: the daemon ended before it was ready');
     const options = render(section('OPTIONS'));
     expect(options).toContain('-D Do not detach in standalone mode');
     expect(render(section('LOGGING'))).toContain('a detached daemon logs to syslog only');
@@ -395,7 +394,7 @@ describe('man/tcpproxy.1: content', () => {
     }
   });
 
-  it('documents the pid file as src/pidfile.ts keeps it: refused when live, stale replaced, removed only when ours', async () => {
+  it('documents the pid file as src/modes/pidfile.ts keeps it: refused when live, stale replaced, removed only when ours', async () => {
     const text = render(section('PIDFILE'));
     expect(text).toContain(`With -p, the standalone daemon writes its process id in decimal, followed by a newline, to ${DEFAULT_PIDFILE}`);
     for (const t of ['Before it binds any port', 'is stale and is replaced', 'Once every port is bound', 'with mode 0644', 'renamed', 'provided the file still holds its id']) {
@@ -449,7 +448,7 @@ describe('man/tcpproxy.1: content', () => {
     });
   });
 
-  it('documents transcripts as src/transcript.ts writes them: exclusive 0600 files, header line + raw bytes', async () => {
+  it('documents transcripts as src/session/transcript.ts writes them: exclusive 0600 files, header line + raw bytes', async () => {
     const text = render(section('TRANSCRIPTS'));
     for (const t of [
       'a file of its own named base.N.log',
@@ -502,11 +501,11 @@ describe('man/tcpproxy.1: content', () => {
     });
   });
 
-  it('documents SIGTERM/SIGINT and SIGHUP as src/standalone.ts handles them, with the grace period GRACE_MS', () => {
+  it('documents SIGTERM/SIGINT and SIGHUP as src/modes/standalone.ts handles them, with the grace period GRACE_MS', () => {
     const sig = section('SIGNALS');
     expect(tags(sig).map(tagWord)).toEqual(['SIGTERM', 'SIGHUP']);
     const text = render(sig);
-    const src = fs.readFileSync(path.join(ROOT, 'src', 'standalone.ts'), 'utf8');
+    const src = fs.readFileSync(path.join(ROOT, 'src', 'modes', 'standalone.ts'), 'utf8');
     const seconds = GRACE_MS / 1000;
     expect(text).toContain(`"SIGTERM: no new connections; live sessions have ${seconds} s to finish"`);
     expect(src).toContain('no new connections; live sessions have ${GRACE_MS / 1000} s to finish');

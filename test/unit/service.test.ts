@@ -1,4 +1,4 @@
-import type { PortResolver } from '../../src/address';
+import type { PortResolver } from '../../src/table/address';
 import {
   DEFAULT_PREFIX,
   DEFAULT_TIMEOUT_SEC,
@@ -9,7 +9,7 @@ import {
   splitCommand,
   type Service,
   type Target,
-} from '../../src/service';
+} from '../../src/table/service';
 import { SERVICE_DEFAULTS } from '../helpers/service';
 
 const resolve: PortResolver = (name) => (name === 'smtp' ? 25 : null);

@@ -5,7 +5,7 @@
 import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import type { Addon, PumpHandle, PumpResult } from '../../../src/native';
+import type { Addon, PumpHandle, PumpResult } from '../../../src/sys/native';
 
 const HOST = '127.0.0.1';
 

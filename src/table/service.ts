@@ -4,7 +4,7 @@
  * standalone mode for each accepted connection and by inetd mode for fd 0.
  */
 import { normalizeIp, parseServer, plainAddress, type Parsed, type PortResolver, type ServerAddress } from './address';
-import { quote } from './text';
+import { quote } from '../sys/text';
 
 export type Target =
   | { readonly kind: 'server'; readonly server: ServerAddress }

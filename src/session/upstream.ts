@@ -6,7 +6,7 @@
  */
 import * as dns from 'node:dns';
 import * as net from 'node:net';
-import { formatHostPort } from './address';
+import { formatHostPort } from '../table/address';
 
 export const CONNECT_TIMEOUT_MS = 10_000;
 

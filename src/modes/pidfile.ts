@@ -4,7 +4,7 @@
  * error (another tcpproxy holds it); a stale one is replaced.
  */
 import * as fs from 'node:fs';
-import { StartError } from './errors';
+import { StartError } from '../sys/errors';
 
 /** True when `pid` runs a tcpproxy: one of its first two arguments is a file named tcpproxy or tcpproxy.js. */
 function running(pid: number): boolean {

@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import { EXIT_FAILURE, EXIT_OK } from './exit-codes';
+import { EXIT_FAILURE, EXIT_OK } from '../sys/exit-codes';
 
 const READY_FD_VAR = 'TCPPROXY_READY_FD';
 

@@ -2,8 +2,11 @@
  * The JS forwarding engine: Node streams with allowHalfOpen on both sockets.
  * The portable reference for the splice engine; both run the same tests.
  */
-import type * as net from 'node:net';
-import { peerWasReset, type Forwarding, type ForwardResult } from './forward';
+import { constants } from 'node:os';
+import * as net from 'node:net';
+import { SysError, sysErrorOf } from '../sys/errors';
+import { endpointsOf, peerWasReset } from './socket';
+import type { Engine, Forwarding, ForwardResult } from './types';
 
 type Side = 'client' | 'server';
 
@@ -21,7 +24,7 @@ export function forwardJs(
 ): Forwarding {
   const started = Date.now();
   let end: ForwardResult['end'] | null = null;
-  let error: string | undefined;
+  let error: SysError | undefined;
   let side: Side | undefined;
   let closed = 0;
 
@@ -41,25 +44,25 @@ export function forwardJs(
   };
 
   // Abort both sockets with RST: a transparent proxy never turns a reset into a FIN.
-  const abort = (why: ForwardResult['end'], where?: Side, err?: Error): void => {
+  const abort = (why: ForwardResult['end'], where?: Side, err?: SysError): void => {
     if (end === null) {
       end = why;
       if (where) side = where;
-      if (err) error = err.message;
+      if (err) error = err;
     }
     for (const s of [client, server]) if (!s.destroyed) s.resetAndDestroy();
   };
 
   const wire = (from: net.Socket, to: net.Socket, name: Side): void => {
     from.on('error', (err: NodeJS.ErrnoException) => {
-      abort(err.code !== undefined && RESET_CODES.has(err.code) ? 'reset' : 'error', name, err);
+      abort(err.code !== undefined && RESET_CODES.has(err.code) ? 'reset' : 'error', name, sysErrorOf(err, 'read'));
     });
     from.on('close', finish);
     from.once('end', () => {
       // A reset that came right behind data is reported as end-of-file: never pass it on as a FIN.
       // Only while our side of `from` is still open: once both sides sent FIN, the socket may be
       // closed by the final ACK before 'end' runs, which is no reset.
-      if (!from.writableEnded && peerWasReset(from)) abort('reset', name, new Error('read ECONNRESET'));
+      if (!from.writableEnded && peerWasReset(from)) abort('reset', name, new SysError('read', constants.errno.ECONNRESET));
     });
     // pipe() ends `to` (shutdown SHUT_WR) once `from` has ended and everything is written.
     from.pipe(to);
@@ -92,3 +95,30 @@ export function forwardJs(
 
   return { abort: () => abort('aborted') };
 }
+
+export const jsEngine: Engine = {
+  name: 'js',
+  hold(sock) {
+    // What Node reads meanwhile stays in the stream's buffer and is forwarded first.
+    sock.pause();
+    // A socket received over IPC is made with allowHalfOpen false, which would end our
+    // side on the client's FIN and lose the server's late reply.
+    sock.allowHalfOpen = true;
+    // An error before forwarding starts must not go unhandled.
+    sock.on('error', () => {});
+    return { kind: 'socket', sock, endpoints: endpointsOf(sock) };
+  },
+  adopt(fd, endpoints) {
+    const sock = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+    sock.pause();
+    sock.on('error', () => {});
+    return { kind: 'socket', sock, endpoints };
+  },
+  forward(client, server, idleMs, done) {
+    if (client.kind !== 'socket') throw new Error('js engine given a raw fd');
+    return forwardJs(client.sock, server, idleMs, done);
+  },
+  release(client) {
+    if (client.kind === 'socket') client.sock.destroy();
+  },
+};

@@ -4,8 +4,8 @@
  * the process and engine that forwards it.
  */
 import * as net from 'node:net';
-import { formatHostPort } from './address';
-import { StartError } from './errors';
+import { formatHostPort } from '../table/address';
+import { StartError } from '../sys/errors';
 
 export interface ListenAddress {
   /** IP literal, or null for every interface (dual-stack wildcard). */

@@ -1,58 +1,18 @@
 /**
  * A worker: the process of one service identity (uid, gid). Forked by the
  * master; on its init message, before any connection can arrive, it drops to
- * the service ids (setgroups(0) → setgid → setuid) and checks that the drop
- * took. Then it serves the connections the master hands over: ACP, handler
- * or upstream + forwarding.
+ * the service ids and checks that the drop took (privilege.ts). Then it
+ * serves the connections the master hands over: ACP, handler or upstream +
+ * forwarding.
  */
 import type * as net from 'node:net';
-import { selectEngine, type Engine } from './forward';
-import type { Identity } from './identity';
-import { createLogger, type Logger } from './log';
-import { loadNative } from './native';
-import type { InitMessage, ToMaster, ToWorker } from './protocol';
-import { runSession } from './session';
+import { selectEngine } from '../forward/engine';
+import type { Engine } from '../forward/types';
+import { runSession } from '../session/session';
+import { createLogger, type Logger } from '../sys/log';
 import { GRACE_MS } from './grace';
-
-/** Why this process must not serve, or null: ids as expected, and root cannot be regained. */
-export function privilegeProblem(expect: InitMessage['expect']): string | null {
-  if (expect === null) return null;
-  const uid = process.getuid?.();
-  const euid = process.geteuid?.();
-  const gid = process.getgid?.();
-  const egid = process.getegid?.();
-  if (uid !== expect.uid || euid !== expect.uid || gid !== expect.gid || egid !== expect.gid) {
-    return `worker runs as uid ${uid}/${euid} gid ${gid}/${egid}, expected uid ${expect.uid} gid ${expect.gid}`;
-  }
-  const groups = process.getgroups?.() ?? [];
-  if (groups.some((g) => g !== expect.gid)) return `worker has supplementary groups ${groups.join(',')}`;
-  try {
-    process.setuid?.(0);
-  } catch {
-    return null;
-  }
-  return 'worker could regain root';
-}
-
-/**
- * setgroups(0), setresgid, setresuid for the whole process (glibc applies
- * them to every thread), then the addon proves root cannot be regained.
- * Without the addon, Node's own calls do the same in the same order.
- */
-function drop(id: Identity): string | null {
-  try {
-    const addon = loadNative().addon;
-    if (addon) addon.dropPrivileges(id.uid, id.gid);
-    else {
-      process.setgroups?.([]);
-      process.setgid?.(id.gid);
-      process.setuid?.(id.uid);
-    }
-    return null;
-  } catch (err) {
-    return (err as Error).message;
-  }
-}
+import { currentIds, dropPrivileges } from './privilege';
+import type { InitMessage, ToMaster, ToWorker } from './protocol';
 
 function start(): void {
   let init: InitMessage | null = null;
@@ -83,19 +43,14 @@ function start(): void {
       case 'init': {
         init = msg;
         log = createLogger({ ident: msg.logname, stderr: msg.stderr, syslog: true });
-        const dropError = msg.expect === null ? null : drop(msg.expect);
-        if (dropError !== null) {
-          log.error(`worker cannot drop to uid ${msg.expect?.uid} gid ${msg.expect?.gid}: ${dropError}: refusing to serve`);
-          process.exit(1);
-        }
-        const problem = privilegeProblem(msg.expect);
+        const problem = msg.expect === null ? null : dropPrivileges(msg.expect);
         if (problem !== null) {
-          log.error(`${problem}: refusing to serve`);
+          log.error(`worker cannot drop privileges to uid ${msg.expect?.uid} gid ${msg.expect?.gid}: ${problem}: refusing to serve`);
           process.exit(1);
         }
         const l = log;
         engine = selectEngine((m) => l.warn(m));
-        send({ type: 'ready', uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 });
+        send({ type: 'ready', ...currentIds() });
         return;
       }
       case 'services':
@@ -135,7 +90,7 @@ function start(): void {
       engine,
       log,
       clearEnv: init.clearEnv,
-      ids: { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 },
+      ids: currentIds(),
       signal: ctl.signal,
     }).finally(() => {
       live.delete(ctl);

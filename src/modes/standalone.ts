@@ -5,19 +5,19 @@
  * re-reads the configuration.
  */
 import type * as net from 'node:net';
-import { formatHostPort } from './address';
-import { GRACE_MS } from './grace';
+import { formatHostPort } from '../table/address';
+import { GRACE_MS } from '../process/grace';
 import { report } from './daemon';
-import { StartError } from './errors';
-import { EXIT_OK } from './exit-codes';
-import { runningAsRoot } from './identity';
+import { StartError } from '../sys/errors';
+import { EXIT_OK } from '../sys/exit-codes';
+import { runningAsRoot } from '../process/privilege';
 import { boundAddress, formatListen, listenAll, takeInheritedListeners, type InheritedListener, type ListenAddress } from './listener';
-import { createLogger, type Logger } from './log';
-import { loadNative } from './native';
+import { createLogger, type Logger } from '../sys/log';
+import { native } from '../sys/native';
 import { checkPidfile, removePidfile, writePidfile } from './pidfile';
-import { listenAddresses, lookupServiceIndex, type Service } from './service';
-import { Supervisor } from './supervisor';
-import { VERSION } from './version';
+import { listenAddresses, lookupServiceIndex, type Service } from '../table/service';
+import { Supervisor } from '../process/supervisor';
+import { VERSION } from '../sys/version';
 
 export { GRACE_MS };
 
@@ -86,8 +86,8 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     supervisor.dispatch(id, index, client);
   };
 
-  const addon = loadNative().addon;
-  const inherited: InheritedListener[] = addon ? takeInheritedListeners((fd) => addon.sockName(fd)) : [];
+  const addon = native();
+  const inherited: InheritedListener[] = takeInheritedListeners((fd) => addon.sockName(fd));
   for (const l of inherited) log.info(`socket activation: fd ${l.fd} listening on ${formatHostPort(l.address, l.port)}`);
 
   const servers = new Map<string, net.Server>();

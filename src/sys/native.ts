@@ -1,12 +1,12 @@
 /**
  * The only module that loads the C++ addon. It checks the ABI version and
- * gives the rest of the code a typed interface. A missing addon is not an
- * error here: callers ask `loadNative()` and decide (the JS engine is the
- * fallback, announced loudly by the caller).
+ * gives the rest of the code a typed interface. The addon is required:
+ * `native()` throws a NativeLoadError when it cannot be loaded, and the
+ * command stops at start with exit 70 and that error's message.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { SysError } from './errors';
+import { PrivilegeCheckError, SysError } from './errors';
 
 export type PumpEnd = 'eof' | 'idle-timeout' | 'reset' | 'error' | 'aborted';
 
@@ -56,7 +56,7 @@ export interface SockName {
 
 export interface Addon {
   readonly abiVersion: number;
-  init(sysError: typeof SysError): void;
+  init(sysError: typeof SysError, checkError: typeof PrivilegeCheckError): void;
   dupCloexec(fd: number): number;
   close(fd: number): void;
   /** Sets O_NONBLOCK (a child with the socket on its stdio cleared it). */
@@ -67,47 +67,64 @@ export interface Addon {
   dupOnto(fd: number, target: number): void;
   /** Local and peer address of an IP socket; null when fd is not one. */
   sockName(fd: number): SockName | null;
-  /** setgroups(0), setresgid, setresuid; throws unless root can no longer be regained. */
+  /**
+   * setgroups(0), setresgid, setresuid; throws a SysError when a call fails
+   * and a PrivilegeCheckError when the ids are not those asked for or root
+   * can be regained.
+   */
   dropPrivileges(uid: number, gid: number): void;
   /** Replaces the process: stdio kept (O_NONBLOCK cleared), other fds closed, signals reset. Returns only by throwing. */
   execve(file: string, argv: readonly string[], env: readonly string[]): never;
   openLog(ident: string, facility: number): void;
   syslog(priority: number, line: string): void;
-  pump?(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
+  pump(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
   /** Live sessions, pipes in use and idle in the pool, poll wake-ups: for tests and diagnostics. */
-  pumpStats?(): { sessions: number; pipesBusy: number; pipesIdle: number; wakeups: number };
+  pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; wakeups: number };
 }
 
-const ABI_VERSION = 1;
+const ABI_VERSION = 2;
 
-let cached: { addon: Addon | null; reason: string } | undefined;
+/** The addon could not be loaded: the message says what failed and how to rebuild. */
+export class NativeLoadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'NativeLoadError';
+  }
+}
 
-function addonPath(): string {
+const REBUILD = 'rebuild it with "npm rebuild tcpproxy" (needs g++, make and python3)';
+
+let cached: Addon | undefined;
+
+/** The addon file: build/Release/tcpproxy.node of the package (Debug with TCPPROXY_DEBUG_NATIVE=1). */
+export function addonPath(): string {
   const kind = process.env['TCPPROXY_DEBUG_NATIVE'] === '1' ? 'Debug' : 'Release';
-  // src/native.ts (ts-jest) sits one level below the package root, dist/src/native.js two.
-  const roots = [path.join(__dirname, '..'), path.join(__dirname, '..', '..')];
+  // src/sys/native.ts (ts-jest) sits two levels below the package root, dist/src/sys/native.js three.
+  const roots = [path.join(__dirname, '..', '..'), path.join(__dirname, '..', '..', '..')];
   const files = roots.map((r) => path.join(r, 'build', kind, 'tcpproxy.node'));
-  return files.find((f) => fs.existsSync(f)) ?? (files[0] as string);
+  return files.find((f) => fs.existsSync(f)) ?? (files[files.length - 1] as string);
 }
 
-/** The addon, or null with the reason it could not be loaded. */
-export function loadNative(): { addon: Addon | null; reason: string } {
+/** The addon; throws NativeLoadError when it is missing, broken or stale. */
+export function native(): Addon {
   if (cached) return cached;
   const file = addonPath();
+  let addon: Addon;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const addon = require(file) as Addon;
-    if (addon.abiVersion !== ABI_VERSION) {
-      cached = {
-        addon: null,
-        reason: `native addon is stale (abi ${addon.abiVersion}, expected ${ABI_VERSION}): run "npm rebuild"`,
-      };
-    } else {
-      addon.init(SysError);
-      cached = { addon, reason: '' };
-    }
+    addon = require(file) as Addon;
   } catch (err) {
-    cached = { addon: null, reason: `native addon not loaded (${file}): ${(err as Error).message.split('\n')[0]}` };
+    const first = (err instanceof Error ? err.message : String(err)).split('\n')[0] ?? '';
+    // dlopen's text starts with the file name again.
+    const why = first.startsWith(`${file}: `) ? first.slice(file.length + 2) : first;
+    throw new NativeLoadError(`cannot load the native addon ${file}: ${why}; ${REBUILD}`);
   }
-  return cached;
+  if (addon.abiVersion !== ABI_VERSION) {
+    throw new NativeLoadError(
+      `the native addon ${file} is stale (interface ${addon.abiVersion}, expected ${ABI_VERSION}); ${REBUILD}`,
+    );
+  }
+  addon.init(SysError, PrivilegeCheckError);
+  cached = addon;
+  return addon;
 }

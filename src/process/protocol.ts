@@ -1,6 +1,6 @@
 /** Messages between the master and its workers (child_process IPC, JSON). */
-import type { Identity } from './identity';
-import type { Service } from './service';
+import type { Identity } from './privilege';
+import type { Service } from '../table/service';
 
 export interface InitMessage {
   readonly type: 'init';

@@ -5,12 +5,13 @@
  * mode call `runSession` with a client the engine already holds.
  */
 import * as net from 'node:net';
-import { formatHostPort } from './address';
-import { restoreNonblocking, type Engine, type ForwardResult, type HeldClient } from './forward';
-import { forwardJs } from './forward-js';
+import { forwardJs } from '../forward/js';
+import { restoreNonblocking } from '../forward/socket';
+import type { Engine, ForwardResult, HeldClient } from '../forward/types';
+import type { Logger } from '../sys/log';
+import { formatHostPort } from '../table/address';
+import { DEFAULT_TIMEOUT_SEC, describeTarget, type Service } from '../table/service';
 import { clientName, handlerEnv, runAcp, runHandler } from './handler';
-import type { Logger } from './log';
-import { DEFAULT_TIMEOUT_SEC, describeTarget, type Service } from './service';
 import { openTranscript, type Transcript } from './transcript';
 import { connectUpstream } from './upstream';
 
@@ -43,7 +44,7 @@ export interface SessionEnd {
 
 /** Formats the end record of a connection for the log. */
 export function describeEnd(r: ForwardResult): string {
-  const why = r.error === undefined ? r.end : `${r.end} (${r.side === undefined ? '' : `${r.side}: `}${r.error})`;
+  const why = r.error === undefined ? r.end : `${r.end} (${r.side === undefined ? '' : `${r.side}: `}${r.error.message})`;
   return `${r.bytesUp} bytes up, ${r.bytesDown} down, ${r.durationMs} ms, ${why}, ${r.path}`;
 }
 

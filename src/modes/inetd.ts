@@ -5,20 +5,38 @@
  * ACP, then become the handler (execve) or forward fd 0 ↔ upstream.
  */
 import * as fs from 'node:fs';
-import { plainAddress } from './address';
-import { EXIT_FAILURE, EXIT_OK } from './exit-codes';
-import { selectEngine } from './forward';
-import { runningAsRoot, serviceIdentity } from './identity';
-import { createLogger } from './log';
-import type { Addon } from './native';
-import { lookupService, type Service } from './service';
-import { runSession } from './session';
+import { selectEngine } from '../forward/engine';
+import { currentIds, dropPrivileges, runningAsRoot, serviceIdentity } from '../process/privilege';
+import { runSession } from '../session/session';
+import { EXIT_FAILURE, EXIT_OK } from '../sys/exit-codes';
+import type { Io } from '../sys/io';
+import { createLogger } from '../sys/log';
+import { native } from '../sys/native';
+import { plainAddress } from '../table/address';
+import { lookupService, type Service } from '../table/service';
 
 /** True when fd 0 is a connected (not listening) TCP socket. */
-export function stdinIsConnection(addon: Addon | null): boolean {
-  if (!addon) return false;
-  const sn = addon.sockName(0);
+export function stdinIsConnection(): boolean {
+  const sn = native().sockName(0);
   return sn !== null && sn.stream && !sn.listening && sn.peer !== null;
+}
+
+/**
+ * Under inetd, fds 0, 1 and 2 are all the client's socket: before anything
+ * can be printed, fd 2 goes to /dev/null and the command's messages go to
+ * syslog instead. Other runs keep `io`.
+ */
+export function inetdSafeIo(io: Io): Io {
+  const addon = native();
+  if (!stdinIsConnection() || addon.sockName(2) === null) return io;
+  const devnull = fs.openSync('/dev/null', 'r+');
+  addon.dupOnto(devnull, 2);
+  fs.closeSync(devnull);
+  const log = createLogger({ ident: 'tcpproxy', stderr: false, syslog: true });
+  const toLog = (text: string): void => {
+    for (const line of text.split('\n')) if (line !== '') log.error(line.replace(/^tcpproxy: /, ''));
+  };
+  return { stdout: toLog, stderr: toLog };
 }
 
 function envArray(env: NodeJS.ProcessEnv): string[] {
@@ -26,10 +44,10 @@ function envArray(env: NodeJS.ProcessEnv): string[] {
 }
 
 export async function serveInetd(
-  addon: Addon,
   services: readonly Service[],
   opts: { readonly logname: string; readonly clearEnv: boolean },
 ): Promise<number> {
+  const addon = native();
   // Under inetd fds 0, 1 and 2 are all the client socket: nothing may print there.
   const devnull = fs.openSync('/dev/null', 'r+');
   addon.dupOnto(devnull, 2);
@@ -54,10 +72,9 @@ export async function serveInetd(
   }
   if (runningAsRoot()) {
     const id = serviceIdentity(service, true);
-    try {
-      addon.dropPrivileges(id.uid, id.gid);
-    } catch (err) {
-      log.error(`connection ${process.pid}: cannot drop privileges to uid ${id.uid} gid ${id.gid}: ${(err as Error).message}`);
+    const problem = dropPrivileges(id);
+    if (problem !== null) {
+      log.error(`connection ${process.pid}: cannot drop privileges to uid ${id.uid} gid ${id.gid}: ${problem}`);
       return EXIT_FAILURE;
     }
   }
@@ -84,7 +101,7 @@ export async function serveInetd(
     engine: sessionEngine,
     log,
     clearEnv: opts.clearEnv,
-    ids: { uid: process.getuid?.() ?? -1, gid: process.getgid?.() ?? -1 },
+    ids: currentIds(),
     execInPlace: (argv, env) => addon.execve(argv[0] ?? '', argv, envArray(env)),
   });
   return end.ok ? EXIT_OK : EXIT_FAILURE;

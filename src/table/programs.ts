@@ -6,9 +6,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { ConfigError } from './errors';
+import type { ConfigError } from '../sys/errors';
 import { splitCommand, type Origin, type Service } from './service';
-import { quote } from './text';
+import { quote } from '../sys/text';
 
 function executable(file: string): string | null {
   try {

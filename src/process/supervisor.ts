@@ -7,10 +7,10 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import type * as net from 'node:net';
 import * as path from 'node:path';
-import { identityKey, serviceIdentity, type Identity } from './identity';
-import type { Logger } from './log';
+import { identityKey, serviceIdentity, type Identity } from './privilege';
+import type { Logger } from '../sys/log';
 import type { ConnMessage, DrainMessage, InitMessage, ServicesMessage, ToMaster } from './protocol';
-import type { Service } from './service';
+import type { Service } from '../table/service';
 
 const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 10_000;

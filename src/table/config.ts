@@ -8,9 +8,9 @@
  */
 import * as fs from 'node:fs';
 import { normalizeIp, parsePort, type PortResolver } from './address';
-import { errorText, type ConfigError } from './errors';
+import { errorText, type ConfigError } from '../sys/errors';
 import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Origin, type Service, type Target } from './service';
-import { quote } from './text';
+import { quote } from '../sys/text';
 
 export interface Config {
   readonly file: string;

@@ -20,7 +20,7 @@
  */
 import { parseBind, splitHostPort, type BindAddress, type Parsed, type PortResolver } from './address';
 import { parseTarget, type Target } from './service';
-import { escapeText, quote } from './text';
+import { escapeText, quote } from '../sys/text';
 
 export const DEFAULT_PIDFILE = '/var/run/tcpproxy.pid';
 export const DEFAULT_CONFIG = '/etc/tcpproxy.conf';

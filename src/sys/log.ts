@@ -3,7 +3,7 @@
  * foreground the same lines on stderr as `tcpproxy: message`. In inetd mode
  * stderr is the client socket, so it is never written there.
  */
-import { loadNative } from './native';
+import { native } from './native';
 
 const LOG_DAEMON = 3 << 3;
 const LOG_ERR = 3;
@@ -26,7 +26,7 @@ export interface LogOptions {
 }
 
 export function createLogger(opts: LogOptions): Logger {
-  const addon = opts.syslog ? loadNative().addon : null;
+  const addon = opts.syslog ? native() : null;
   addon?.openLog(opts.ident, LOG_DAEMON);
   const emit = (priority: number, message: string): void => {
     addon?.syslog(priority, message);

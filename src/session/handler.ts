@@ -6,8 +6,8 @@
 import { spawn, type StdioOptions } from 'node:child_process';
 import * as dns from 'node:dns';
 import type { Socket } from 'node:net';
-import type { Endpoints, HeldClient } from './forward';
-import { splitCommand } from './service';
+import type { Endpoints, HeldClient } from '../forward/types';
+import { splitCommand } from '../table/service';
 
 /** PATH of a handler started with `-y` (cleared environment). */
 export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';

@@ -4,7 +4,7 @@
  * the resolver given (normally /etc/services, see services-db.ts).
  */
 import { isIP } from 'node:net';
-import { quote } from './text';
+import { quote } from '../sys/text';
 
 export type PortResolver = (name: string) => number | null;
 

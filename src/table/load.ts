@@ -1,0 +1,68 @@
+/**
+ * The service table of a run: from the command line (`[-b ...] server`) or
+ * from the config file, checked, with program paths resolved. Reads the
+ * config file and /etc/services, nothing else.
+ */
+import { formatConfigError } from '../sys/errors';
+import { DEFAULT_CONFIG, type CliOptions } from './cli';
+import { configFileProblem, readConfig, type CommandLineDefaults, type Config } from './config';
+import { resolvePrograms } from './programs';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service } from './service';
+import { etcServices } from './services-db';
+
+/** The one service of `[-b [iface:]port] server`; without -b (inetd mode) port 0 until the socket tells. */
+function commandLineService(o: CliOptions): Service {
+  if (o.server === null) throw new Error('commandLineService without a server');
+  return {
+    port: o.bind?.port ?? 0,
+    iface: o.bind?.iface ?? null,
+    target: o.server,
+    acp: o.acp,
+    timeoutSec: o.timeoutSec ?? DEFAULT_TIMEOUT_SEC,
+    prefix: o.prefix ?? DEFAULT_PREFIX,
+    writefile: o.writefile,
+    uid: null,
+    gid: null,
+    origin: { file: 'command line', line: 0 },
+  };
+}
+
+function cliDefaults(o: CliOptions): CommandLineDefaults {
+  return {
+    ...(o.timeoutSec === null ? {} : { timeoutSec: o.timeoutSec }),
+    ...(o.acp === null ? {} : { acp: o.acp }),
+    ...(o.prefix === null ? {} : { prefix: o.prefix }),
+    ...(o.writefile === null ? {} : { writefile: o.writefile }),
+  };
+}
+
+export type Loaded =
+  | { readonly ok: true; readonly services: readonly Service[]; readonly config: Config | null }
+  | { readonly ok: false; readonly errors: readonly string[] };
+
+/**
+ * The service table from the command line or the config file, checked and
+ * with programs resolved against `cwd` and `searchPath`. `asRoot`: refuse a
+ * config file someone other than root could have written.
+ */
+export function loadServices(o: CliOptions, asRoot: boolean, cwd: string, searchPath: string): Loaded {
+  let services: readonly Service[];
+  let config: Config | null = null;
+  if (o.server !== null) {
+    services = [commandLineService(o)];
+  } else {
+    const file = o.configFile ?? DEFAULT_CONFIG;
+    const unsafe = asRoot ? configFileProblem(file) : null;
+    if (unsafe !== null) return { ok: false, errors: [`tcpproxy:${file}: ${unsafe}`] };
+    const r = readConfig(file, etcServices, cliDefaults(o));
+    if (!r.ok) {
+      const n = r.errors.length;
+      return { ok: false, errors: [...r.errors.map(formatConfigError), `tcpproxy:${file}: ${n} error${n === 1 ? '' : 's'}`] };
+    }
+    config = r.config;
+    services = config.services;
+  }
+  const programs = resolvePrograms(services, cwd, searchPath);
+  if (programs.errors.length > 0) return { ok: false, errors: programs.errors.map(formatConfigError) };
+  return { ok: true, services: programs.services, config };
+}
