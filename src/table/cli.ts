@@ -18,15 +18,16 @@
  * - An option argument may not be empty (`-a ''`): that is almost always an
  *   unset shell variable.
  */
-import { parseBind, splitHostPort, type BindAddress, type Parsed, type PortResolver } from './address';
-import { parseTarget, type Target } from './service';
 import { escapeText, quote } from '../sys/text';
+import { parseBind, splitHostPort, type BindAddress, type Parsed, type PortResolver } from './address';
+import { checkTimeout, MAX_TIMEOUT_SEC, parsePrefix } from './directives';
+import { parseTarget, type Target } from './service';
 
 export const DEFAULT_PIDFILE = '/var/run/tcpproxy.pid';
 export const DEFAULT_CONFIG = '/etc/tcpproxy.conf';
 
-/** The largest `-t`: seconds that still fit a 32-bit count of milliseconds. */
-export const MAX_TIMEOUT_SEC = 2147483;
+/** The largest `-t` (the same limit as `timeout`). */
+export { MAX_TIMEOUT_SEC };
 
 export interface CliOptions {
   /** `-a program`: the access control program. */
@@ -108,8 +109,6 @@ function parseBindOption(text: string, resolve: PortResolver): Parsed<BindAddres
   return parseBind(text, resolve);
 }
 
-const PREFIX_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
 const SPECS: ReadonlyMap<string, OptionSpec> = new Map<string, OptionSpec>([
   ['a', {
     takesArg: true,
@@ -173,10 +172,10 @@ const SPECS: ReadonlyMap<string, OptionSpec> = new Map<string, OptionSpec>([
     argName: 'timeout',
     help: 'idle timeout in seconds (default 60, 0 = none)',
     apply: (o, arg) => {
-      if (!/^[0-9]+$/.test(arg)) return `option -t needs a number of seconds, not ${quote(arg)}`;
-      const n = Number(arg);
-      if (n > MAX_TIMEOUT_SEC) return `option -t: timeout ${arg} is out of range (0-${MAX_TIMEOUT_SEC})`;
-      o.timeoutSec = n;
+      const r = checkTimeout(arg);
+      if (!r.ok && r.why === 'not-a-number') return `option -t needs a number of seconds, not ${quote(arg)}`;
+      if (!r.ok) return `option -t: timeout ${arg} is out of range (0-${MAX_TIMEOUT_SEC})`;
+      o.timeoutSec = r.value;
       return null;
     },
   }],
@@ -185,8 +184,9 @@ const SPECS: ReadonlyMap<string, OptionSpec> = new Map<string, OptionSpec>([
     argName: 'prefix',
     help: 'handler variables prefixPORT, ... not PROXY_PORT, ...',
     apply: (o, arg) => {
-      if (!PREFIX_RE.test(arg)) return `option -v: invalid variable prefix ${quote(arg)}`;
-      o.prefix = arg;
+      const r = parsePrefix(arg);
+      if (!r.ok) return `option -v: ${r.error}`;
+      o.prefix = r.value;
       return null;
     },
   }],

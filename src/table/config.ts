@@ -7,10 +7,11 @@
  * CONFIGURATION FILE.
  */
 import * as fs from 'node:fs';
-import { normalizeIp, parsePort, type PortResolver } from './address';
 import { errorText, type ConfigError } from '../sys/errors';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Origin, type Service, type Target } from './service';
 import { quote } from '../sys/text';
+import { normalizeIp, parsePort, type PortResolver } from './address';
+import { directive, DIRECTIVES, type CliSetting, type Settings } from './directives';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Service, type Target } from './service';
 
 export interface Config {
   readonly file: string;
@@ -27,48 +28,14 @@ export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: C
  * Values from the command line (-t, -a, -v, -w): they replace the file's
  * global defaults (directives before the first port).
  */
-export interface CommandLineDefaults {
-  readonly timeoutSec?: number;
-  readonly acp?: string;
-  readonly prefix?: string;
-  readonly writefile?: string;
-}
+export type CommandLineDefaults = Pick<Settings, CliSetting>;
 
-/** The directive names, for the docs drift test. */
-export const DIRECTIVES: readonly string[] = [
-  'standalone',
-  'uid',
-  'gid',
-  'port',
-  'interface',
-  'server',
-  'exec',
-  'acp',
-  'logname',
-  'setenv',
-  'timeout',
-  'writefile',
-];
+export { DIRECTIVES };
 
 /** Longest line accepted, in characters (code points), without the line end. */
 const MAX_LINE_CHARS = 4096;
-/** Largest `timeout`: its value in milliseconds still fits a signed 32-bit timer. */
-const MAX_TIMEOUT_SEC = 2147483;
-/** Largest `uid`/`gid`: 4294967295 is (uid_t)-1, which means "unchanged" to setuid(2). */
-const MAX_ID = 4294967294;
 
 const BLANKS = /[ \t]+/;
-
-type SettingName = 'acp' | 'timeout' | 'setenv' | 'writefile' | 'uid' | 'gid';
-
-interface Settings {
-  acp?: string;
-  timeoutSec?: number;
-  prefix?: string;
-  writefile?: string;
-  uid?: number;
-  gid?: number;
-}
 
 /** Where settings go: the file's global defaults, a port block, or an interface entry. */
 interface Scope {
@@ -170,117 +137,128 @@ function suggestDirective(word: string): string | null {
   return best;
 }
 
-/**
- * Parses the text of a config file. `file` is only used in errors and
- * origins. Never throws on user input; linear in the size of the text.
- */
-export function parseConfig(
-  text: string,
-  file: string,
-  resolve: PortResolver,
-  cli?: CommandLineDefaults,
-): ConfigResult {
-  const errors: ConfigError[] = [];
-  const error = (line: number, message: string): void => {
-    errors.push({ file, line, message });
-  };
+/** The content of one line: null for a blank or comment line, else its directive word and value. */
+type Line = { readonly word: string; readonly value: string } | { readonly error: string } | null;
 
-  const global = newScope();
-  const globalSeen = new Map<string, number>();
-  let standalone: boolean | null = null;
-  let logname: string | null = null;
-  let portLines = 0;
-  const ports = new Map<number, number>();
-  const blocks: PortBlock[] = [];
-  const entries: Entry[] = [];
-  let block: PortBlock | null = null;
+function splitLine(raw: string): Line {
+  if (raw.includes('\0')) return { error: 'line contains a NUL byte' };
+  if (raw.includes('\uFFFD')) return { error: 'line is not valid UTF-8' };
+  if (tooLong(raw)) return { error: `line is longer than ${MAX_LINE_CHARS} characters` };
+  const line = trimBlanks(stripComment(raw));
+  if (line === '') return null;
+  const blank = line.search(BLANKS);
+  return blank < 0 ? { word: line, value: '' } : { word: line.slice(0, blank), value: trimBlanks(line.slice(blank)) };
+}
+
+/** One pass over a file's lines, collecting the structure and every error (see parseConfig). */
+class Parser {
+  readonly errors: ConfigError[] = [];
+  private readonly global = newScope();
+  private readonly fileSeen = new Map<string, number>();
+  private standalone: boolean | null = null;
+  private logname: string | null = null;
+  private portLines = 0;
+  private readonly ports = new Map<number, number>();
+  private readonly blocks: PortBlock[] = [];
+  private readonly entries: Entry[] = [];
+  private block: PortBlock | null = null;
+
+  private readonly file: string;
+  private readonly resolve: PortResolver;
+
+  constructor(file: string, resolve: PortResolver) {
+    this.file = file;
+    this.resolve = resolve;
+  }
+
+  private error(line: number, message: string): void {
+    this.errors.push({ file: this.file, line, message });
+  }
 
   /** A one-word argument, or null after reporting what is wrong with it. */
-  const oneArg = (lineNo: number, name: string, value: string): string | null => {
-    if (value === '') {
-      error(lineNo, `${quote(name)} needs an argument`);
-      return null;
-    }
-    if (BLANKS.test(value)) {
-      error(lineNo, `${quote(name)} takes one argument`);
-      return null;
-    }
-    return value;
-  };
+  private oneArg(lineNo: number, name: string, value: string): string | null {
+    if (value === '') this.error(lineNo, `${quote(name)} needs an argument`);
+    else if (BLANKS.test(value)) this.error(lineNo, `${quote(name)} takes one argument`);
+    else return value;
+    return null;
+  }
 
   /** The first occurrence of `name` in `seen`; reports a duplicate and returns false. */
-  const firstTime = (lineNo: number, seen: Map<string, number>, name: string): boolean => {
+  private firstTime(lineNo: number, seen: Map<string, number>, name: string): boolean {
     const first = seen.get(name);
     if (first !== undefined) {
-      error(lineNo, `duplicate ${quote(name)} (first on line ${first})`);
+      this.error(lineNo, `duplicate ${quote(name)} (first on line ${first})`);
       return false;
     }
     seen.set(name, lineNo);
     return true;
-  };
+  }
 
-  const outside = (lineNo: number, name: string): void => {
-    error(lineNo, `${quote(name)} outside a port block (add a "port" line before it)`);
-  };
+  private outside(lineNo: number, name: string): void {
+    this.error(lineNo, `${quote(name)} outside a port block (add a "port" line before it)`);
+  }
 
-  const setting = (lineNo: number, name: SettingName, value: string): void => {
-    const scope = block === null ? global : (block.current?.scope ?? block.scope);
-    const fresh = firstTime(lineNo, scope.seen, name);
-    const store = <K extends keyof Settings>(key: K, v: Settings[K] & {}): void => {
-      if (fresh) scope.values[key] = v;
-    };
-    if (name === 'acp') {
-      if (value === '') error(lineNo, `"acp" needs an argument`);
-      else store('acp', value);
+  line(lineNo: number, word: string, value: string): void {
+    const name = word.toLowerCase();
+    const d = directive(name);
+    if (d === undefined) {
+      const hint = suggestDirective(word);
+      this.error(lineNo, hint === null ? `unknown directive ${quote(word)}` : `unknown directive ${quote(word)} (did you mean ${quote(hint)}?)`);
       return;
     }
-    const arg = oneArg(lineNo, name, value);
-    if (arg === null) return;
-    switch (name) {
-      case 'timeout': {
-        const n = /^[0-9]+$/.test(arg) ? Number(arg) : NaN;
-        if (!(n <= MAX_TIMEOUT_SEC)) error(lineNo, `invalid timeout ${quote(arg)}: expected a number of seconds`);
-        else store('timeoutSec', n);
+    switch (d.kind) {
+      case 'file':
+        return this.fileLine(lineNo, name, value);
+      case 'port':
+        return this.portLine(lineNo, value);
+      case 'interface':
+        return this.interfaceLine(lineNo, value);
+      case 'target':
+        return this.targetLine(lineNo, name === 'exec' ? 'exec' : 'server', value);
+      case 'setting': {
+        const scope = this.block === null ? this.global : (this.block.current?.scope ?? this.block.scope);
+        const fresh = this.firstTime(lineNo, scope.seen, name);
+        if (d.rest && value === '') this.error(lineNo, `${quote(name)} needs an argument`);
+        const arg = d.rest ? (value === '' ? null : value) : this.oneArg(lineNo, name, value);
+        if (arg === null) return;
+        const r = d.parse(arg);
+        if (!r.ok) this.error(lineNo, r.error);
+        else if (fresh) Object.assign(scope.values, r.value);
         return;
       }
-      case 'uid':
-      case 'gid': {
-        if (!/^[0-9]+$/.test(arg)) {
-          error(lineNo, `invalid ${name} ${quote(arg)}: expected a number`);
-          return;
-        }
-        const n = Number(arg);
-        if (n === 0) error(lineNo, `${name} ${arg} is not allowed: tcpproxy never serves requests as root`);
-        else if (n > MAX_ID) error(lineNo, `${name} ${arg} is out of range (1-${MAX_ID})`);
-        else store(name, n);
-        return;
-      }
-      case 'setenv':
-        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(arg)) error(lineNo, `invalid variable prefix ${quote(arg)}`);
-        else store('prefix', arg);
-        return;
-      case 'writefile':
-        store('writefile', arg);
-        return;
     }
-  };
+  }
 
-  const portLine = (lineNo: number, value: string): void => {
-    portLines++;
-    const arg = oneArg(lineNo, 'port', value);
+  /** `standalone` and `logname`: once in the file, wherever they stand. */
+  private fileLine(lineNo: number, name: string, value: string): void {
+    const fresh = this.firstTime(lineNo, this.fileSeen, name);
+    const arg = this.oneArg(lineNo, name, value);
+    if (arg === null) return;
+    if (name === 'logname') {
+      if (fresh) this.logname = arg;
+      return;
+    }
+    const yesNo = arg.toLowerCase();
+    if (yesNo !== 'yes' && yesNo !== 'no') this.error(lineNo, `standalone must be "yes" or "no", not ${quote(arg)}`);
+    else if (fresh) this.standalone = yesNo === 'yes';
+  }
+
+  private portLine(lineNo: number, value: string): void {
+    this.portLines++;
+    const arg = this.oneArg(lineNo, 'port', value);
     let port: number | null = null;
     if (arg !== null) {
-      const parsed = parsePort(arg, resolve);
+      const parsed = parsePort(arg, this.resolve);
       if (!parsed.ok) {
-        error(lineNo, parsed.error);
+        this.error(lineNo, parsed.error);
       } else {
         port = parsed.value;
-        const first = ports.get(port);
-        if (first !== undefined) error(lineNo, `port ${port} is already defined on line ${first}`);
-        else ports.set(port, lineNo);
+        const first = this.ports.get(port);
+        if (first !== undefined) this.error(lineNo, `port ${port} is already defined on line ${first}`);
+        else this.ports.set(port, lineNo);
       }
     }
-    block = {
+    this.block = {
       port,
       line: lineNo,
       label: `port ${port ?? arg ?? ''}`.trimEnd(),
@@ -290,189 +268,131 @@ export function parseConfig(
       any: null,
       current: null,
     };
-    blocks.push(block);
-  };
+    this.blocks.push(this.block);
+  }
 
-  const interfaceLine = (lineNo: number, value: string): void => {
-    if (block === null) outside(lineNo, 'interface');
-    const arg = oneArg(lineNo, 'interface', value);
+  private interfaceLine(lineNo: number, value: string): void {
+    const block = this.block;
+    if (block === null) this.outside(lineNo, 'interface');
+    const arg = this.oneArg(lineNo, 'interface', value);
     const iface = arg === null ? null : normalizeIp(arg);
-    if (arg !== null && iface === null) error(lineNo, `interface ${quote(arg)} is not an IP address`);
+    if (arg !== null && iface === null) this.error(lineNo, `interface ${quote(arg)} is not an IP address`);
     if (block === null) return;
     if (iface !== null) {
       const first = block.ifaces.get(iface);
-      if (first !== undefined) error(lineNo, `${block.label} interface ${iface} is already defined on line ${first}`);
+      if (first !== undefined) this.error(lineNo, `${block.label} interface ${iface} is already defined on line ${first}`);
       else block.ifaces.set(iface, lineNo);
     }
-    const entry: Entry = {
-      block,
-      iface,
-      line: lineNo,
-      label: `${block.label} interface ${iface ?? arg ?? ''}`.trimEnd(),
-      valid: iface !== null && block.port !== null,
-      scope: newScope(),
-      serverLine: null,
-      execLine: null,
-      target: null,
-    };
-    block.current = entry;
-    block.entries++;
-    entries.push(entry);
-  };
+    const label = `${block.label} interface ${iface ?? arg ?? ''}`.trimEnd();
+    block.current = this.newEntry(block, iface, lineNo, label, newScope(), iface !== null && block.port !== null);
+  }
 
-  const targetLine = (lineNo: number, kind: 'server' | 'exec', value: string): void => {
-    if (block === null) outside(lineNo, kind);
-    let target: Target | null = null;
+  private newEntry(block: PortBlock, iface: string | null, line: number, label: string, scope: Scope, valid: boolean): Entry {
+    const entry: Entry = { block, iface, line, label, valid, scope, serverLine: null, execLine: null, target: null };
+    block.entries++;
+    this.entries.push(entry);
+    return entry;
+  }
+
+  private parseTargetValue(lineNo: number, kind: 'server' | 'exec', value: string): Target | null {
     if (value === '') {
-      error(lineNo, `${quote(kind)} needs an argument`);
-    } else if (kind === 'exec') {
-      target = { kind: 'exec', argv: splitCommand(value) };
-    } else if (!value.startsWith('/') && !value.startsWith('.') && BLANKS.test(value)) {
-      error(lineNo, `"server" takes one argument`);
-    } else {
-      const parsed = parseTarget(value, resolve);
-      if (parsed.ok) target = parsed.value;
-      else error(lineNo, parsed.error);
+      this.error(lineNo, `${quote(kind)} needs an argument`);
+      return null;
     }
+    if (kind === 'exec') return { kind: 'exec', argv: splitCommand(value) };
+    if (!value.startsWith('/') && !value.startsWith('.') && BLANKS.test(value)) {
+      this.error(lineNo, `"server" takes one argument`);
+      return null;
+    }
+    const parsed = parseTarget(value, this.resolve);
+    if (parsed.ok) return parsed.value;
+    this.error(lineNo, parsed.error);
+    return null;
+  }
+
+  private targetLine(lineNo: number, kind: 'server' | 'exec', value: string): void {
+    const block = this.block;
+    if (block === null) this.outside(lineNo, kind);
+    const target = this.parseTargetValue(lineNo, kind, value);
     if (block === null) return;
-    let entry = block.current ?? block.any;
-    if (entry === null) {
-      entry = {
-        block,
-        iface: null,
-        line: block.line,
-        label: block.label,
-        valid: block.port !== null,
-        scope: block.scope,
-        serverLine: null,
-        execLine: null,
-        target: null,
-      };
-      block.any = entry;
-      block.entries++;
-      entries.push(entry);
-    }
+    const entry = block.current ?? block.any ?? (block.any = this.newEntry(block, null, block.line, block.label, block.scope, block.port !== null));
     const other = kind === 'server' ? 'exec' : 'server';
     const sameLine = kind === 'server' ? entry.serverLine : entry.execLine;
     const otherLine = kind === 'server' ? entry.execLine : entry.serverLine;
     if (sameLine !== null) {
-      error(lineNo, `duplicate ${quote(kind)} (first on line ${sameLine})`);
-    } else {
-      if (otherLine !== null) error(lineNo, `${entry.label} has both ${quote(other)} (line ${otherLine}) and ${quote(kind)}`);
-      if (kind === 'server') entry.serverLine = lineNo;
-      else entry.execLine = lineNo;
-      if (otherLine === null && target !== null) entry.target = target;
+      this.error(lineNo, `duplicate ${quote(kind)} (first on line ${sameLine})`);
+      return;
     }
-  };
+    if (otherLine !== null) this.error(lineNo, `${entry.label} has both ${quote(other)} (line ${otherLine}) and ${quote(kind)}`);
+    if (kind === 'server') entry.serverLine = lineNo;
+    else entry.execLine = lineNo;
+    if (otherLine === null && target !== null) entry.target = target;
+  }
 
+  /** The end-of-file checks, then the services with their settings resolved scope by scope. */
+  finish(cli: CommandLineDefaults | undefined): ConfigResult {
+    for (const b of this.blocks) {
+      if (b.entries === 0 && b.port !== null) this.error(b.line, `${b.label} has neither "server" nor "exec"`);
+    }
+    for (const e of this.entries) {
+      if (e.valid && e.serverLine === null && e.execLine === null) this.error(e.line, `${e.label} has neither "server" nor "exec"`);
+    }
+    if (this.portLines === 0) this.error(0, 'no service defined (add a "port" block)');
+    if (this.errors.length > 0) {
+      // Array.prototype.sort is stable: errors of one line keep their order.
+      return { ok: false, errors: this.errors.sort((a, b) => a.line - b.line) };
+    }
+    const file = this.file;
+    const services = this.entries.flatMap((e): Service[] => {
+      const { port } = e.block;
+      if (port === null || e.target === null) return []; // not reached: both are errors
+      // Innermost first: the entry, its port block, the command line, the file's globals.
+      const layers: readonly (Settings | undefined)[] = [e.scope.values, e.block.scope.values, cli, this.global.values];
+      const pick = <K extends keyof Settings>(key: K): Settings[K] | undefined => layers.find((l) => l?.[key] !== undefined)?.[key];
+      // Where the acp in force was written: its scope's line, or the command line.
+      const acpScope = [e.scope, e.block.scope, null, this.global][layers.findIndex((l) => l?.acp !== undefined)];
+      const acpLine = acpScope?.seen.get('acp');
+      return [
+        {
+          port,
+          iface: e.iface,
+          target: e.target,
+          acp: pick('acp') ?? null,
+          timeoutSec: pick('timeoutSec') ?? DEFAULT_TIMEOUT_SEC,
+          prefix: pick('prefix') ?? DEFAULT_PREFIX,
+          writefile: pick('writefile') ?? null,
+          // uid and gid have no command-line option: the cli layer never holds them.
+          uid: pick('uid') ?? null,
+          gid: pick('gid') ?? null,
+          origin: { file, line: e.line },
+          targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
+          ...(acpScope === null
+            ? { acpOrigin: { file: 'command line', line: 0 } }
+            : acpLine === undefined
+              ? {}
+              : { acpOrigin: { file, line: acpLine } }),
+        },
+      ];
+    });
+    return { ok: true, config: { file, standalone: this.standalone, logname: this.logname, services } };
+  }
+}
+
+/**
+ * Parses the text of a config file. `file` is only used in errors and
+ * origins. Never throws on user input; linear in the size of the text.
+ */
+export function parseConfig(text: string, file: string, resolve: PortResolver, cli?: CommandLineDefaults): ConfigResult {
+  const parser = new Parser(file, resolve);
   const lines = text.split('\n');
   if (lines[0]?.startsWith('\uFEFF')) lines[0] = lines[0].slice(1);
-  for (let i = 0; i < lines.length; i++) {
-    const lineNo = i + 1;
-    let raw = lines[i] ?? '';
-    if (raw.endsWith('\r')) raw = raw.slice(0, -1);
-    if (raw.includes('\0')) {
-      error(lineNo, 'line contains a NUL byte');
-      continue;
-    }
-    if (raw.includes('\uFFFD')) {
-      error(lineNo, 'line is not valid UTF-8');
-      continue;
-    }
-    if (tooLong(raw)) {
-      error(lineNo, `line is longer than ${MAX_LINE_CHARS} characters`);
-      continue;
-    }
-    const line = trimBlanks(stripComment(raw));
-    if (line === '') continue;
-    const blank = line.search(BLANKS);
-    const word = blank < 0 ? line : line.slice(0, blank);
-    const value = blank < 0 ? '' : trimBlanks(line.slice(blank));
-    const name = word.toLowerCase();
-    switch (name) {
-      case 'standalone': {
-        const fresh = firstTime(lineNo, globalSeen, name);
-        const arg = oneArg(lineNo, name, value);
-        if (arg === null) break;
-        const yesNo = arg.toLowerCase();
-        if (yesNo !== 'yes' && yesNo !== 'no') error(lineNo, `standalone must be "yes" or "no", not ${quote(arg)}`);
-        else if (fresh) standalone = yesNo === 'yes';
-        break;
-      }
-      case 'logname': {
-        const fresh = firstTime(lineNo, globalSeen, name);
-        const arg = oneArg(lineNo, name, value);
-        if (arg !== null && fresh) logname = arg;
-        break;
-      }
-      case 'port':
-        portLine(lineNo, value);
-        break;
-      case 'interface':
-        interfaceLine(lineNo, value);
-        break;
-      case 'server':
-      case 'exec':
-        targetLine(lineNo, name, value);
-        break;
-      case 'acp':
-      case 'timeout':
-      case 'setenv':
-      case 'writefile':
-      case 'uid':
-      case 'gid':
-        setting(lineNo, name, value);
-        break;
-      default: {
-        const hint = suggestDirective(word);
-        error(lineNo, hint === null ? `unknown directive ${quote(word)}` : `unknown directive ${quote(word)} (did you mean ${quote(hint)}?)`);
-      }
-    }
-  }
-
-  for (const b of blocks) {
-    if (b.entries === 0 && b.port !== null) error(b.line, `${b.label} has neither "server" nor "exec"`);
-  }
-  for (const e of entries) {
-    if (e.valid && e.serverLine === null && e.execLine === null) {
-      error(e.line, `${e.label} has neither "server" nor "exec"`);
-    }
-  }
-  if (portLines === 0) error(0, 'no service defined (add a "port" block)');
-
-  if (errors.length > 0) {
-    // Array.prototype.sort is stable: errors of one line keep their order.
-    return { ok: false, errors: errors.sort((a, b) => a.line - b.line) };
-  }
-
-  const g = global.values;
-  const acpOrigin = (scope: Scope | null): { acpOrigin?: Origin } => {
-    if (scope === null) return { acpOrigin: { file: 'command line', line: 0 } };
-    const line = scope.seen.get('acp');
-    return line === undefined ? {} : { acpOrigin: { file, line } };
-  };
-  const services: Service[] = [];
-  for (const e of entries) {
-    const { port } = e.block;
-    if (port === null || e.target === null) continue; // not reached: both are errors
-    const own = e.scope.values;
-    const blk = e.block.scope.values;
-    services.push({
-      port,
-      iface: e.iface,
-      target: e.target,
-      acp: own.acp ?? blk.acp ?? cli?.acp ?? g.acp ?? null,
-      timeoutSec: own.timeoutSec ?? blk.timeoutSec ?? cli?.timeoutSec ?? g.timeoutSec ?? DEFAULT_TIMEOUT_SEC,
-      prefix: own.prefix ?? blk.prefix ?? cli?.prefix ?? g.prefix ?? DEFAULT_PREFIX,
-      writefile: own.writefile ?? blk.writefile ?? cli?.writefile ?? g.writefile ?? null,
-      uid: own.uid ?? blk.uid ?? g.uid ?? null,
-      gid: own.gid ?? blk.gid ?? g.gid ?? null,
-      origin: { file, line: e.line },
-      targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
-      ...acpOrigin(own.acp !== undefined ? e.scope : blk.acp !== undefined ? e.block.scope : cli?.acp !== undefined ? null : global),
-    });
-  }
-  return { ok: true, config: { file, standalone, logname, services } };
+  lines.forEach((raw, i) => {
+    const line = splitLine(raw.endsWith('\r') ? raw.slice(0, -1) : raw);
+    if (line === null) return;
+    if ('error' in line) parser.errors.push({ file, line: i + 1, message: line.error });
+    else parser.line(i + 1, line.word, line.value);
+  });
+  return parser.finish(cli);
 }
 
 /** strerror(3)-like text for the errors a config file open or read can give. */

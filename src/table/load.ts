@@ -5,7 +5,8 @@
  */
 import { formatConfigError } from '../sys/errors';
 import { DEFAULT_CONFIG, type CliOptions } from './cli';
-import { configFileProblem, readConfig, type CommandLineDefaults, type Config } from './config';
+import { configFileProblem, readConfig, type Config } from './config';
+import { cliDefaults } from './directives';
 import { resolvePrograms } from './programs';
 import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service } from './service';
 import { etcServices } from './services-db';
@@ -24,15 +25,6 @@ function commandLineService(o: CliOptions): Service {
     uid: null,
     gid: null,
     origin: { file: 'command line', line: 0 },
-  };
-}
-
-function cliDefaults(o: CliOptions): CommandLineDefaults {
-  return {
-    ...(o.timeoutSec === null ? {} : { timeoutSec: o.timeoutSec }),
-    ...(o.acp === null ? {} : { acp: o.acp }),
-    ...(o.prefix === null ? {} : { prefix: o.prefix }),
-    ...(o.writefile === null ? {} : { writefile: o.writefile }),
   };
 }
 

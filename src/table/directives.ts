@@ -1,0 +1,113 @@
+/**
+ * The directives of the config file, in one table: what each takes, where
+ * it may stand, how its value is checked, and which command-line option
+ * gives the same setting as a default. The config parser dispatches on it,
+ * the command line takes its limits from it, and the man-page drift test
+ * checks the page against it. Pure.
+ */
+import { quote } from '../sys/text';
+import type { Parsed } from './address';
+
+/** The largest timeout: seconds whose count of milliseconds still fits a signed 32-bit timer. */
+export const MAX_TIMEOUT_SEC = 2147483;
+/** The largest `uid`/`gid`: 4294967295 is (uid_t)-1, which means "unchanged" to setuid(2). */
+export const MAX_ID = 4294967294;
+
+/** Per-service settings, as a scope (global, port, interface) of the file gives them. */
+export interface Settings {
+  acp?: string;
+  timeoutSec?: number;
+  prefix?: string;
+  writefile?: string;
+  uid?: number;
+  gid?: number;
+}
+
+/** A timeout in whole seconds, 0..MAX_TIMEOUT_SEC; `why` tells the caller which message to give. */
+export function checkTimeout(text: string): { ok: true; value: number } | { ok: false; why: 'not-a-number' | 'out-of-range' } {
+  if (!/^[0-9]+$/.test(text)) return { ok: false, why: 'not-a-number' };
+  const n = Number(text);
+  return n <= MAX_TIMEOUT_SEC ? { ok: true, value: n } : { ok: false, why: 'out-of-range' };
+}
+
+/** The prefix of the handler's variables (`-v`, `setenv`): a shell variable name. */
+export function parsePrefix(text: string): Parsed<string> {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(text) ? { ok: true, value: text } : { ok: false, error: `invalid variable prefix ${quote(text)}` };
+}
+
+function parseId(name: 'uid' | 'gid', text: string): Parsed<number> {
+  if (!/^[0-9]+$/.test(text)) return { ok: false, error: `invalid ${name} ${quote(text)}: expected a number` };
+  const n = Number(text);
+  if (n === 0) return { ok: false, error: `${name} ${text} is not allowed: tcpproxy never serves requests as root` };
+  if (n > MAX_ID) return { ok: false, error: `${name} ${text} is out of range (1-${MAX_ID})` };
+  return { ok: true, value: n };
+}
+
+function setting<K extends keyof Settings>(key: K, r: Parsed<NonNullable<Settings[K]>>): Parsed<Settings> {
+  return r.ok ? { ok: true, value: { [key]: r.value } as Settings } : r;
+}
+
+export type Directive =
+  /** File-wide, wherever it stands: `standalone`, `logname`. */
+  | { readonly name: string; readonly kind: 'file' }
+  /** The structure: `port`, `interface`, `server`, `exec`. */
+  | { readonly name: string; readonly kind: 'port' | 'interface' | 'target' }
+  /**
+   * A setting of the scope it stands in. `rest`: the value is the rest of
+   * the line (a command line), else one word. `option`: set by the command
+   * line too (-a, -t, -v, -w), as a default that replaces the file's global one.
+   */
+  | {
+      readonly name: string;
+      readonly kind: 'setting';
+      readonly key: keyof Settings;
+      readonly rest: boolean;
+      readonly option?: CliSetting;
+      readonly parse: (value: string) => Parsed<Settings>;
+    };
+
+/** The settings the command line can give as defaults for every service (-a, -t, -v, -w). */
+export type CliSetting = 'acp' | 'timeoutSec' | 'prefix' | 'writefile';
+
+export const DIRECTIVE_TABLE: readonly Directive[] = [
+  { name: 'standalone', kind: 'file' },
+  { name: 'uid', kind: 'setting', key: 'uid', rest: false, parse: (v) => setting('uid', parseId('uid', v)) },
+  { name: 'gid', kind: 'setting', key: 'gid', rest: false, parse: (v) => setting('gid', parseId('gid', v)) },
+  { name: 'port', kind: 'port' },
+  { name: 'interface', kind: 'interface' },
+  { name: 'server', kind: 'target' },
+  { name: 'exec', kind: 'target' },
+  { name: 'acp', kind: 'setting', key: 'acp', rest: true, option: 'acp', parse: (v) => setting('acp', { ok: true, value: v }) },
+  { name: 'logname', kind: 'file' },
+  { name: 'setenv', kind: 'setting', key: 'prefix', rest: false, option: 'prefix', parse: (v) => setting('prefix', parsePrefix(v)) },
+  {
+    name: 'timeout',
+    kind: 'setting',
+    key: 'timeoutSec',
+    rest: false,
+    option: 'timeoutSec',
+    parse: (v) => {
+      const r = checkTimeout(v);
+      return r.ok ? setting('timeoutSec', r) : { ok: false, error: `invalid timeout ${quote(v)}: expected a number of seconds` };
+    },
+  },
+  { name: 'writefile', kind: 'setting', key: 'writefile', rest: false, option: 'writefile', parse: (v) => setting('writefile', { ok: true, value: v }) },
+];
+
+/** The command line's defaults for the settings of every service, from its -a, -t, -v and -w. */
+export function cliDefaults(values: { readonly [K in CliSetting]: Settings[K] | null }): Settings {
+  const out: Settings = {};
+  for (const d of DIRECTIVE_TABLE) {
+    if (d.kind !== 'setting' || d.option === undefined) continue;
+    const v = values[d.option];
+    if (v !== null) Object.assign(out, { [d.option]: v });
+  }
+  return out;
+}
+
+/** The directive names, in the table's order. */
+export const DIRECTIVES: readonly string[] = DIRECTIVE_TABLE.map((d) => d.name);
+
+export function directive(name: string): Directive | undefined {
+  return DIRECTIVE_TABLE.find((d) => d.name === name);
+}
