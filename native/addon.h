@@ -14,7 +14,7 @@ struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 struct Addon {
   Napi::FunctionReference sys_error;    // the SysError class of src/sys/errors.ts
   Napi::FunctionReference check_error;  // its PrivilegeCheckError
-  PumpState* pump = nullptr;          // owned by pump.cc's env cleanup hook
+  PumpState* pump = nullptr;            // owned by pump.cc's env cleanup hook
   static Addon& From(Napi::Env env) { return *env.GetInstanceData<Addon>(); }
 };
 

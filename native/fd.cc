@@ -2,9 +2,9 @@
 // close (asserts fd > 2, as uv__close does), dupOnto, sockName (inetd and
 // socket activation), setNonblock, cloexecFrom. See fcntl(2), close(2),
 // dup2(2), getsockname(2), close_range(2).
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>

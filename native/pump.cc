@@ -92,7 +92,7 @@ struct PumpState {
   std::vector<Pipe> idle;
   std::unordered_map<uint64_t, PumpSession*> sessions;
   uint64_t next_id = 1;
-  size_t busy = 0;  // pipes held by sessions
+  size_t busy = 0;       // pipes held by sessions
   uint64_t wakeups = 0;  // poll callbacks: a stalled session must not add to it
 
   // Returns 0 or the errno of pipe2().
@@ -136,9 +136,11 @@ struct PumpState {
 
 class PumpSession {
  public:
-  PumpSession(Napi::Env env, PumpState* state, int client, int server,
-              uint64_t idle_ms, bool copy, Napi::Function done)
-      : env_(env), state_(state), idle_ms_(idle_ms), copy_(copy),
+  PumpSession(Napi::Env env, PumpState* state, int client, int server, uint64_t idle_ms, bool copy, Napi::Function done)
+      : env_(env),
+        state_(state),
+        idle_ms_(idle_ms),
+        copy_(copy),
         done_(Napi::Persistent(done)),
         async_(std::make_unique<Napi::AsyncContext>(env, "tcpproxy:pump")) {
     fd_[kClient] = client;
@@ -339,8 +341,7 @@ class PumpSession {
   ssize_t WriteSplice(Direction& d) {
     ssize_t n;
     do {
-      n = splice(d.pipe.rd, nullptr, fd_[d.dst], nullptr, d.pending,
-                 kSpliceFlags);
+      n = splice(d.pipe.rd, nullptr, fd_[d.dst], nullptr, d.pending, kSpliceFlags);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
       d.pending -= n;
@@ -616,10 +617,8 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
   }
   // From here on the fds belong to the session, on every path.
   uint64_t id = addon.pump->next_id++;
-  auto* s = new PumpSession(env, addon.pump, client, server,
-                            static_cast<uint64_t>(std::ceil(idle_ms)),
-                            copy.IsBoolean() && copy.As<Napi::Boolean>().Value(),
-                            info[1].As<Napi::Function>());
+  auto* s = new PumpSession(env, addon.pump, client, server, static_cast<uint64_t>(std::ceil(idle_ms)),
+                            copy.IsBoolean() && copy.As<Napi::Boolean>().Value(), info[1].As<Napi::Function>());
   s->id_ = id;
   int err = s->Start(loop);
   if (err < 0) ThrowErrno(env, "uv_poll_init", -err);

@@ -38,6 +38,9 @@ export interface RunOptions {
   /** The environment; the test's own when not given. */
   readonly env?: NodeJS.ProcessEnv;
   readonly timeoutMs: number;
+  /** Run as this user and group (spawn's uid/gid; root only). */
+  readonly uid?: number;
+  readonly gid?: number;
   /** stdout and stderr as one text, in the order they came, in `stdout` (`stderr` stays ''). */
   readonly together?: boolean;
 }
@@ -57,7 +60,13 @@ export interface Ran {
  */
 export function runToExit(cmd: string, args: readonly string[], opts: RunOptions): Promise<Ran> {
   const child = killLater(
-    spawn(cmd, args, { cwd: opts.cwd, ...(opts.env !== undefined ? { env: opts.env } : {}), stdio: ['ignore', 'pipe', 'pipe'] }),
+    spawn(cmd, args, {
+      cwd: opts.cwd,
+      ...(opts.env !== undefined ? { env: opts.env } : {}),
+      ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+      ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
   );
   let stdout = '';
   let stderr = '';

@@ -29,6 +29,7 @@ const MiB = 1024 * 1024;
 // Skipped out loud where the loopback has no IPv6 address (a container without it).
 const hasIpv6Loopback = Object.values(os.networkInterfaces()).some((list) => list?.some((i) => i.address === '::1'));
 const itIpv6 = hasIpv6Loopback ? it : it.skip;
+// eslint-disable-next-line no-console -- says out loud why the IPv6 test is skipped
 if (!hasIpv6Loopback) console.warn('forwarding.test.ts: no ::1 on this host, skipping the IPv6 test');
 
 const savedEnv = { ...process.env };

@@ -3,7 +3,6 @@
 // bounded memory, pipes only while data is in flight).
 import { execFile } from 'node:child_process';
 import * as crypto from 'node:crypto';
-import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { SysError } from '../../src/sys/errors';
 import { addonPath, native, type Addon } from '../../src/sys/native';

@@ -6,7 +6,7 @@
  * killed and denies, in about that time; a granted connection leaves its
  * worker able to serve others.
  */
-import * as net from 'node:net';
+import type * as net from 'node:net';
 import { Client } from '../helpers/client';
 import { portOf } from '../helpers/ports';
 import { ENGINES, startProxy } from '../helpers/proxy';

@@ -787,32 +787,7 @@ describe('readConfig', () => {
     expect(readConfig(link, fakeServices).ok).toBe(true);
   });
 
-  const itNotRoot = process.getuid?.() === 0 ? it.skip : it;
-  itNotRoot('reports an unreadable file (skipped as root, who can read it anyway)', () => {
-    const file = write('secret.conf', conf('port 25', 'server a'));
-    fs.chmodSync(file, 0o000);
-    expect(readErrors(file)).toEqual([`tcpproxy:${file}: cannot read: EACCES (permission denied)`]);
-  });
-
-  it('reports EACCES from the open (simulated, so it runs as root too)', () => {
-    const file = write('denied.conf', conf('port 25', 'server a'));
-    let result: ConfigResult | undefined;
-    jest.isolateModules(() => {
-      jest.doMock('node:fs', () => {
-        const real = jest.requireActual<typeof fs>('node:fs');
-        return {
-          ...real,
-          openSync: () => {
-            throw Object.assign(new Error(`EACCES: permission denied, open '${file}'`), { code: 'EACCES', syscall: 'open' });
-          },
-        };
-      });
-      const isolated = require('../../src/table/config') as typeof import('../../src/table/config');
-      result = isolated.readConfig(file, fakeServices);
-    });
-    jest.dontMock('node:fs');
-    expect(result).toEqual({ ok: false, errors: [{ file, line: 0, message: 'cannot read: EACCES (permission denied)' }] });
-  });
+  // An unreadable file (EACCES): test/privileged/config-file.test.ts, for real, as another user.
 
   it('flags invalid UTF-8 and NUL bytes by line', () => {
     const file = write(
