@@ -1,6 +1,27 @@
 import { constants } from 'node:os';
 import { getSystemErrorName } from 'node:util';
 
+/** errno number -> E-name, from os.constants.errno; of two aliases the first listed (EAGAIN, ENOTSUP). */
+const ERRNO_NAMES: ReadonlyMap<number, string> = (() => {
+  const names = new Map<number, string>();
+  for (const [name, n] of Object.entries(constants.errno)) if (!names.has(n)) names.set(n, name);
+  return names;
+})();
+
+/**
+ * The E-name of an errno (given either sign): Node's (libuv's) name where it
+ * has one, else the one os.constants.errno lists (getSystemErrorName says
+ * `Unknown system error -8` for ENOEXEC, ECHILD, ESTALE and others), and
+ * Node's text only for a number no table names.
+ */
+export function errnoName(errnum: number): string {
+  const n = Math.abs(errnum);
+  if (!Number.isSafeInteger(n) || n === 0) return `Unknown system error ${errnum}`;
+  const node = getSystemErrorName(-n);
+  if (/^E[A-Z0-9]+$/.test(node)) return node;
+  return ERRNO_NAMES.get(n) ?? node;
+}
+
 /**
  * A failed system call. Built by the native addon (which never writes message
  * text) and by TypeScript code wrapping Node errors. The message has Node's
@@ -11,7 +32,7 @@ export class SysError extends Error {
   readonly errno: number;
   readonly syscall: string;
   constructor(syscall: string, errnum: number, detail?: string) {
-    const code = errnum > 0 ? getSystemErrorName(-errnum) : getSystemErrorName(errnum);
+    const code = errnoName(errnum);
     super(detail === undefined ? `${syscall} ${code}` : `${syscall} ${code} ${detail}`);
     this.name = 'SysError';
     this.syscall = syscall;
