@@ -235,7 +235,9 @@ class PumpSession {
       // EPOLLERR (libuv reports it as UV_EBADF and stops the handle). Fatal:
       // SO_ERROR is consumed by reading it, and the next splice() would then
       // return 0 and forward the reset as a clean FIN. Read it only to name it.
-      // Without a pending socket error, libuv's own status is what is known.
+      // Without a pending socket error no call has failed: libuv's UV_EBADF
+      // stands for any EPOLLERR and is not an errno of this fd, so the end is
+      // an error on this side with no error record, never an invented errno.
       int err = 0;
       socklen_t len = sizeof err;
       if (getsockopt(s->fd_[side], SOL_SOCKET, SO_ERROR, &err, &len) < 0) {
@@ -243,7 +245,7 @@ class PumpSession {
       } else if (err != 0) {
         s->Fail("poll", err, side);
       } else {
-        s->Fail("uv_poll", -status, side);
+        s->Finish(End::kError, nullptr, 0, side);
       }
       return;
     }
@@ -355,8 +357,12 @@ class PumpSession {
       return 0;
     }
     // 0 from a pipe we believe holds data means our bookkeeping is wrong;
-    // end the session rather than spin.
-    Fail("splice", n == 0 ? EIO : errno, d.dst);
+    // end the session rather than spin. splice did not fail: no errno.
+    if (n == 0) {
+      Finish(End::kError, nullptr, 0, d.dst);
+    } else {
+      Fail("splice", errno, d.dst);
+    }
     return -1;
   }
 
@@ -406,7 +412,12 @@ class PumpSession {
       d.dst_full = true;
       return 0;
     }
-    Fail("write", n == 0 ? EIO : errno, d.dst);
+    // write(2) of a non-empty buffer returning 0: no progress and no errno.
+    if (n == 0) {
+      Finish(End::kError, nullptr, 0, d.dst);
+    } else {
+      Fail("write", errno, d.dst);
+    }
     return -1;
   }
 

@@ -16,7 +16,7 @@ export interface ForwardResult {
   readonly durationMs: number;
   /** What moved the bytes: `splice`, `copy` (native read/write) or `js`. */
   readonly path: 'splice' | 'copy' | 'js';
-  /** For `reset` and `error`: the call that failed, with its code and errno. */
+  /** For `reset` and `error`: the call that failed, with its code and errno (absent when none did: see PumpResult). */
   readonly error?: SysError;
   readonly side?: 'client' | 'server';
 }

@@ -44,7 +44,9 @@ export interface SessionEnd {
 
 /** Formats the end record of a connection for the log. */
 export function describeEnd(r: ForwardResult): string {
-  const why = r.error === undefined ? r.end : `${r.end} (${r.side === undefined ? '' : `${r.side}: `}${r.error.message})`;
+  // An `error` without a record (no call failed, so no errno) still names its side.
+  const detail = r.error === undefined ? (r.side ?? '') : `${r.side === undefined ? '' : `${r.side}: `}${r.error.message}`;
+  const why = detail === '' ? r.end : `${r.end} (${detail})`;
   return `${r.bytesUp} bytes up, ${r.bytesDown} down, ${r.durationMs} ms, ${why}, ${r.path}`;
 }
 

@@ -20,7 +20,11 @@ export interface PumpResult {
   readonly durationMs: number;
   /** Which path moved the bytes: `splice` (kernel pipes) or `copy` (read/write fallback). */
   readonly path: 'splice' | 'copy';
-  /** For `reset` and `error`: the failed call. */
+  /**
+   * For `reset` and `error`: the failed call, its errno as the kernel gave it.
+   * Absent for an `error` no call reported (EPOLLERR without a pending socket
+   * error, a write that moved nothing): there is no errno to give.
+   */
   readonly error?: SysError;
   /** For `reset` and `error`: the side it happened on. */
   readonly side?: 'client' | 'server';
