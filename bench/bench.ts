@@ -22,9 +22,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import { freePort, killAll, killAllNow, killTree, nextMessage, pinned, runPinned, sleep } from './children';
+import { CLI as TCPPROXY, ROOT } from '../test/helpers/daemon';
+import { freePort } from '../test/helpers/ports';
+import { isListening, loadAverage, treeCpuSeconds, treeRss } from '../test/helpers/proc';
+import { until } from '../test/helpers/until';
+import { killAll, killAllNow, killTree, nextMessage, pinned, runPinned, sleep } from './children';
 import type { LoadCmd, LoadMsg } from './load';
-import { isListening, loadAverage, treeCpuSeconds, treeRss } from './proc';
 import {
   computeMedians,
   evaluateTargets,
@@ -37,8 +40,6 @@ import {
 import type { UpstreamMsg } from './upstream';
 import { Instance, VARIANT_LABELS, type VariantName } from './variants';
 
-const ROOT = path.join(__dirname, '..', '..');
-const TCPPROXY = path.join(ROOT, 'dist', 'src', 'tcpproxy.js');
 const GIB = 1024 ** 3;
 const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat'];
 
@@ -212,13 +213,13 @@ class Bench {
 
   /** Waits until the echo upstream holds `want` connections (`atLeast`) or at most `want`. */
   async waitEchoOpen(want: number, atLeast: boolean, timeoutMs: number): Promise<number> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const n = await this.echoOpen();
-      if (atLeast ? n >= want : n <= want) return n;
-      if (Date.now() > deadline) return n;
-      await sleep(50);
-    }
+    let n = 0;
+    const enough = async (): Promise<boolean> => {
+      n = await this.echoOpen();
+      return atLeast ? n >= want : n <= want;
+    };
+    await until(enough, 'the echo upstream connections', timeoutMs).catch(() => undefined);
+    return n;
   }
 
   async ensureIperfServer(restart = false): Promise<void> {
@@ -226,11 +227,7 @@ class Bench {
     if (this.iperfServer) await killTree(this.iperfServer, 1000);
     if (this.iperfPort === 0) this.iperfPort = await freePort();
     this.iperfServer = pinned(this.opts.loadCpu, 'iperf3', ['-s', '-B', '127.0.0.1', '-p', String(this.iperfPort)], { stdio: 'ignore' });
-    const deadline = Date.now() + 10_000;
-    while (!isListening(this.iperfPort)) {
-      if (Date.now() > deadline) throw new Error(`iperf3 server not listening on ${this.iperfPort}`);
-      await sleep(20);
-    }
+    await until(() => isListening(this.iperfPort), `the iperf3 server to listen on ${this.iperfPort}`, 10_000);
   }
 
   // ---- proxies -----------------------------------------------------------

@@ -1,12 +1,11 @@
 /**
  * Child processes of the benchmark: every one is started pinned to a CPU
  * (`taskset -c CPU prog ...`, which execs the program under the same pid),
- * recorded, and killed by pid (its whole process tree) when done or when
- * the benchmark ends, whatever way it ends.
+ * recorded, and killed by pid (its whole process tree: test/helpers/kill)
+ * when done or when the benchmark ends, whatever way it ends.
  */
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import * as net from 'node:net';
-import { alive, processTree } from './proc';
+import { killTree as killTreeNow, stopTree } from '../test/helpers/kill';
 
 const running = new Set<ChildProcess>();
 
@@ -22,56 +21,23 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function signalTree(pids: readonly number[], sig: NodeJS.Signals): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, sig);
-    } catch {
-      // already gone
-    }
-  }
-}
-
 /**
  * Stops a child and everything below it: SIGTERM to the root, up to
- * `graceMs` for the tree to go, then SIGKILL to each pid still there.
+ * `graceMs` for it to go, then SIGKILL to what is left of the tree.
  */
 export async function killTree(child: ChildProcess, graceMs = 2000): Promise<void> {
-  const root = child.pid;
-  if (root === undefined) return;
-  const pids = processTree(root);
-  if (child.exitCode === null && child.signalCode === null) {
-    const exited = new Promise<void>((r) => child.once('exit', () => r()));
-    signalTree([root], 'SIGTERM');
-    await Promise.race([exited, sleep(graceMs)]);
-  }
-  const left = pids.filter(alive);
-  signalTree(left, 'SIGKILL');
+  await stopTree(child, graceMs);
   running.delete(child);
 }
 
 /** Synchronous last resort (exit handlers): SIGKILL to every tree still running. */
 export function killAllNow(): void {
-  for (const child of running) {
-    if (child.pid !== undefined) signalTree(processTree(child.pid), 'SIGKILL');
-  }
+  for (const child of running) if (child.pid !== undefined) killTreeNow(child.pid);
   running.clear();
 }
 
 export async function killAll(): Promise<void> {
   await Promise.all([...running].map((c) => killTree(c, 1000)));
-}
-
-/** A port nobody listens on now: bind port 0, read it, close. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen({ host: '127.0.0.1', port: 0 }, () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 /** The next IPC message of `type` from a child, or a rejection after `timeoutMs` or on exit. */

@@ -15,15 +15,16 @@
  * the master and the workers at the peak (all N open) and after. Exit status
  * 0 when every round was clean, 1 otherwise.
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { fork, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import * as path from 'node:path';
+import { CLI, killLaunched, startDaemon } from '../test/helpers/daemon';
+import { killTree } from '../test/helpers/kill';
+import { portOf } from '../test/helpers/ports';
+import { backToBase, fdKinds, loadAverage, showKinds, tcpInodes, vmRssKiB, zombiesOf } from '../test/helpers/proc';
+import { until } from '../test/helpers/until';
 import { nextMessage, sleep } from './children';
-
-const ROOT = path.resolve(__dirname, '..', '..');
-const CLI = path.join(ROOT, 'dist', 'src', 'tcpproxy.js');
 const HOST = '127.0.0.1';
 /** Connects in progress at a time: the daemon's listen backlog is 511. */
 const CONNECTING = 256;
@@ -228,38 +229,13 @@ function loadRole(): void {
 
 // ------------------------------------------------------------------ /proc
 
-function tcpInodes(): Set<string> {
-  const out = new Set<string>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const inode = line.trim().split(/\s+/)[9];
-      if (inode !== undefined) out.add(inode);
-    }
-  }
-  return out;
-}
-
-/** Open descriptors by kind: tcp, socket (other), pipe, or the link target. */
-function fdKinds(pid: number, tcp = tcpInodes()): Map<string, number> {
-  const out = new Map<string, number>();
-  let fds: string[] = [];
+/** fdKinds (test/helpers/proc), empty once the process is gone. */
+function kindsOf(pid: number, tcp: ReadonlySet<number>): Map<string, number> {
   try {
-    fds = fs.readdirSync(`/proc/${pid}/fd`);
+    return fdKinds(pid, tcp);
   } catch {
-    return out;
+    return new Map();
   }
-  for (const fd of fds) {
-    let target: string;
-    try {
-      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue;
-    }
-    const m = /^(socket|pipe):\[(\d+)\]$/.exec(target);
-    const kind = m === null ? 'other' : m[1] === 'socket' && tcp.has(m[2] ?? '') ? 'tcp' : (m[1] ?? 'other');
-    out.set(kind, (out.get(kind) ?? 0) + 1);
-  }
-  return out;
 }
 
 function total(k: Map<string, number>): number {
@@ -268,55 +244,15 @@ function total(k: Map<string, number>): number {
   return n;
 }
 
-/** Back at the baseline: every kind equal, except non-TCP sockets ±1 (syslog's /dev/log) and pipes up to `extraPipes` more. */
-function atBase(base: Map<string, number>, now: Map<string, number>, extraPipes: number): boolean {
-  for (const k of new Set([...base.keys(), ...now.keys()])) {
-    const [b, n] = [base.get(k) ?? 0, now.get(k) ?? 0];
-    if (k === 'socket' ? Math.abs(n - b) > 1 : k === 'pipe' ? n < b || n - b > extraPipes : n !== b) return false;
-  }
-  return true;
-}
-
-function show(k: Map<string, number>): string {
-  return [...k].sort().map(([a, b]) => `${a} ${b}`).join(', ');
-}
-
-function rssKiB(pid: number): number {
-  try {
-    const m = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return Number(m?.[1] ?? 0);
-  } catch {
-    return 0;
-  }
-}
-
-function zombiesOf(parents: readonly number[]): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const st = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
-      if (f[0] === 'Z' && parents.includes(Number(f[1]))) out.push(Number(name));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
 // ------------------------------------------------------------------ orchestration
 
-
-async function poll(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (cond()) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(50);
-  }
+/** Polls `cond` (test/helpers/until) and says whether it held within `timeoutMs`. */
+function poll(cond: () => boolean, timeoutMs: number): Promise<boolean> {
+  return until(cond, 'a condition', timeoutMs).then(
+    () => true,
+    () => false,
+  );
 }
-
 
 interface Daemon {
   readonly child: ChildProcess;
@@ -329,52 +265,46 @@ interface Daemon {
   readonly ends: Map<string, number>;
 }
 
-async function startDaemon(upPort: number, engine: string): Promise<Daemon> {
-  const child = spawn(process.execPath, [CLI, '-D', '-b', `${HOST}:0`, `${HOST}:${upPort}`], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, TCPPROXY_ENGINE: engine },
-  });
-  children.add(child);
-  if (child.pid === undefined) throw new Error('cannot start tcpproxy');
+async function startSoakDaemon(upPort: number, engine: string): Promise<Daemon> {
   const workers: number[] = [];
   const notes: string[] = [];
   const ends = new Map<string, number>();
-  let port = 0;
   let partial = '';
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => {
-    const lines = (partial + s).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) {
-      const l = line.replace(/^tcpproxy: /, '');
-      let m: RegExpExecArray | null;
-      if ((m = /^connection \d+: end: .*, ([a-z-]+(?: \(.*\))?), (splice|copy|js)$/.exec(l)) !== null) {
-        const key = `${m[1] ?? '?'} ${m[2] ?? ''}`;
-        ends.set(key, (ends.get(key) ?? 0) + 1);
-      } else if (/^connection \d+: client /.test(l)) {
-        // one per connection
-      } else {
-        if ((m = /^listening on [^:]+:(\d+)$/.exec(l)) !== null) port = Number(m[1]);
-        if ((m = /^worker uid \d+ gid \d+ ready, pid (\d+)$/.exec(l)) !== null) workers.push(Number(m[1]));
-        if (notes.length < 200) notes.push(l);
+  // Its output is not kept (millions of lines): only parsed as it comes.
+  const daemon = await startDaemon({
+    args: ['-b', `${HOST}:0`, `${HOST}:${upPort}`],
+    env: { ...process.env, TCPPROXY_ENGINE: engine },
+    detached: false,
+    keepOutput: false,
+    timeoutMs: 15000,
+    onStderr: (s) => {
+      const lines = (partial + s).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        const l = line.replace(/^tcpproxy: /, '');
+        let m: RegExpExecArray | null;
+        if ((m = /^connection \d+: end: .*, ([a-z-]+(?: \(.*\))?), (splice|copy|js)$/.exec(l)) !== null) {
+          const key = `${m[1] ?? '?'} ${m[2] ?? ''}`;
+          ends.set(key, (ends.get(key) ?? 0) + 1);
+        } else if (/^connection \d+: client /.test(l)) {
+          // one per connection
+        } else {
+          if ((m = /^worker uid \d+ gid \d+ ready, pid (\d+)$/.exec(l)) !== null) workers.push(Number(m[1]));
+          if (notes.length < 200) notes.push(l);
+        }
       }
-    }
+    },
   });
-  const ok = await poll(() => port !== 0 && workers.length > 0, 15000);
+  const ok = await poll(() => workers.length > 0, 15000);
   if (!ok) throw new Error(`tcpproxy did not start: ${notes.join(' | ')}`);
-  return { child, pid: child.pid, port, workers: () => [...workers], notes, ends };
+  return { child: daemon.child, pid: daemon.pid, port: portOf(daemon), workers: () => [...workers], notes, ends };
 }
 
 const children = new Set<ChildProcess>();
 
 function killAll(): void {
-  for (const c of children) {
-    if (c.pid === undefined) continue;
-    try {
-      process.kill(c.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  for (const c of children) if (c.pid !== undefined) killTree(c.pid);
+  void killLaunched();
 }
 
 interface Sample {
@@ -389,10 +319,10 @@ function sample(d: Daemon): Sample {
   const workerFds = new Map<string, number>();
   let workersRss = 0;
   for (const w of d.workers()) {
-    for (const [k, v] of fdKinds(w, tcp)) workerFds.set(k, (workerFds.get(k) ?? 0) + v);
-    workersRss += rssKiB(w);
+    for (const [k, v] of kindsOf(w, tcp)) workerFds.set(k, (workerFds.get(k) ?? 0) + v);
+    workersRss += vmRssKiB(w);
   }
-  return { masterFds: fdKinds(d.pid, tcp), workerFds, masterRss: rssKiB(d.pid), workersRss };
+  return { masterFds: kindsOf(d.pid, tcp), workerFds, masterRss: vmRssKiB(d.pid), workersRss };
 }
 
 function endCount(d: Daemon): number {
@@ -442,7 +372,7 @@ async function main(): Promise<number> {
   const log = (s: string): boolean => process.stdout.write(`${s}\n`);
   log(
     `soak: ${opts.connections} concurrent connections × ${opts.payload} B, engine ${opts.engine}, ${opts.seconds} s; ` +
-      `load average ${fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ')}`,
+      `load average ${loadAverage()}`,
   );
 
   const upstream = fork(__filename, ['--role', 'upstream'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
@@ -450,7 +380,7 @@ async function main(): Promise<number> {
   const up = await nextMessage<Extract<UpstreamMsg, { type: 'listening' }>>(upstream, 'listening', 10000);
   const load = fork(__filename, ['--role', 'load'], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.add(load);
-  const d = await startDaemon(up.port, opts.engine);
+  const d = await startSoakDaemon(up.port, opts.engine);
   log(`tcpproxy pid ${d.pid}, workers ${d.workers().join(', ')}, listening on ${HOST}:${d.port}; upstream pid ${upstream.pid ?? '?'}, load pid ${load.pid ?? '?'}`);
 
   // Warm-up, then the baseline.
@@ -460,7 +390,7 @@ async function main(): Promise<number> {
   await poll(idle, 20000);
   await poll(() => endCount(d) >= opts.warmup, 30000);
   const base = sample(d);
-  log(`baseline: master fds ${total(base.masterFds)} (${show(base.masterFds)}), RSS ${MiB(base.masterRss)}; workers fds ${total(base.workerFds)} (${show(base.workerFds)}), RSS ${MiB(base.workersRss)}`);
+  log(`baseline: master fds ${total(base.masterFds)} (${showKinds(base.masterFds)}), RSS ${MiB(base.masterRss)}; workers fds ${total(base.workerFds)} (${showKinds(base.workerFds)}), RSS ${MiB(base.workersRss)}`);
 
   const started = Date.now();
   let rounds = 0;
@@ -476,7 +406,7 @@ async function main(): Promise<number> {
     const extra = opts.engine === 'splice' ? PIPE_POOL_FDS : 0;
     const settled = await poll(() => {
       const s = sample(d);
-      return atBase(base.masterFds, s.masterFds, 0) && atBase(base.workerFds, s.workerFds, extra);
+      return backToBase(base.masterFds, s.masterFds, 0) && backToBase(base.workerFds, s.workerFds, extra);
     }, 30000);
     // Every session's end record (the log may lag behind the sockets).
     const expected = opts.warmup + rounds * opts.connections;
@@ -489,7 +419,7 @@ async function main(): Promise<number> {
       `round ${rounds}: ${r.ok} ok, ${r.errors} errors in ${(r.ms / 1000).toFixed(1)} s (${Math.round((opts.connections * 1000) / r.ms)} conns/s); ` +
         `peak: master fds ${total(r.peak.masterFds)} RSS ${MiB(r.peak.masterRss)}, workers fds ${total(r.peak.workerFds)} RSS ${MiB(r.peak.workersRss)}; ` +
         `after: master fds ${total(after.masterFds)} RSS ${MiB(after.masterRss)}, workers fds ${total(after.workerFds)} RSS ${MiB(after.workersRss)}` +
-        `${settled ? '' : ` — NOT back at the baseline: master ${show(after.masterFds)}; workers ${show(after.workerFds)}`}` +
+        `${settled ? '' : ` — NOT back at the baseline: master ${showKinds(after.masterFds)}; workers ${showKinds(after.workerFds)}`}` +
         `${zombies.length > 0 ? ` — zombies ${zombies.join(', ')}` : ''}`,
     );
     for (const e of r.firstErrors) log(`  ${e}`);

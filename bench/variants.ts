@@ -7,8 +7,10 @@
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { freePort, killTree, pinned, sleep } from './children';
-import { alive, isListening } from './proc';
+import { freePort } from '../test/helpers/ports';
+import { alive, isListening } from '../test/helpers/proc';
+import { until } from '../test/helpers/until';
+import { killTree, pinned } from './children';
 
 export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat';
 
@@ -116,15 +118,16 @@ export class Instance {
   }
 
   private async waitFor(what: string, ok: () => boolean, timeoutMs = 10_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!ok()) {
-      if (!this.isAlive()) {
+    await until(
+      () => {
+        if (ok()) return true;
+        if (this.isAlive()) return false;
         const log = this.logFile ? fs.readFileSync(this.logFile, 'utf8').slice(-2000) : '';
         throw new Error(`${this.label} exited before ${what}${log ? `:\n${log}` : ''}`);
-      }
-      if (Date.now() > deadline) throw new Error(`${this.label}: no ${what} after ${timeoutMs} ms`);
-      await sleep(20);
-    }
+      },
+      `${this.label}: ${what}`,
+      timeoutMs,
+    );
   }
 
   private async startTcpproxy(ctx: StartContext, logFd: number): Promise<void> {

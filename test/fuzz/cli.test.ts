@@ -10,8 +10,8 @@ import * as path from 'node:path';
 import * as fc from 'fast-check';
 import type { PortResolver } from '../../src/table/address';
 import { MAX_TIMEOUT_SEC, OPTION_LETTERS, parseArgs, USAGE, type CliResult } from '../../src/table/cli';
-import { killLeftovers, runCli, startProxy } from '../helpers/proxy';
-import { freePort } from '../helpers/servers';
+import { killLaunched, runCli, startProxy } from '../helpers/daemon';
+import { freePort } from '../helpers/ports';
 
 const NAMES = new Map([
   ['smtp', 25],
@@ -23,7 +23,7 @@ let dir = '';
 beforeAll(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-fuzz-cli-'));
 });
-afterEach(() => killLeftovers());
+afterEach(() => killLaunched());
 afterAll(() => {
   if (dir !== '') fs.rmSync(dir, { recursive: true, force: true });
 });

@@ -14,7 +14,7 @@ import * as fc from 'fast-check';
 import type { PortResolver } from '../../src/table/address';
 import { DIRECTIVES, parseConfig, type ConfigResult } from '../../src/table/config';
 import { formatConfigError } from '../../src/sys/errors';
-import { runCli } from '../helpers/proxy';
+import { runCli } from '../helpers/daemon';
 
 const FILE = 'fuzz.conf';
 const NAMES = new Map([

@@ -8,15 +8,17 @@
  *
  * Runs as root (as here and in CI): workers then run as unprivileged ids.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, destroyAllClients } from '../helpers/client';
-import { CLI, ENGINES, descendants, killLeftovers, startProxy, type Proxy } from '../helpers/proxy';
+import { ENGINES, killLaunched, type Proxy, readyWorkers, startDaemon, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
+import { killTree } from '../helpers/kill';
+import { freePort, portOf } from '../helpers/ports';
+import { writeConfig } from '../helpers/fixtures';
+import { allStats, procAddress, procArgv, readStat, tcpFdCount, tcpSockets, zombiesOf } from '../helpers/proc';
 import { closeAllServers, echoServer, payload, startServer, StreamHash } from '../helpers/servers';
-import { readyWorkers, waitLog, waitWorkers, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const KiB = 1024;
@@ -33,16 +35,8 @@ afterEach(async () => {
   for (const s of rawSockets) s.destroy();
   rawSockets.clear();
   destroyAllClients();
-  killLeftovers();
-  for (const pid of started) {
-    for (const p of [pid, ...descendants(pid)]) {
-      try {
-        process.kill(p, 'SIGKILL');
-      } catch {
-        // gone
-      }
-    }
-  }
+  await killLaunched();
+  for (const pid of started) killTree(pid);
   started.clear();
   await closeAllServers();
 });
@@ -52,12 +46,6 @@ afterAll(() => {
 });
 
 // ------------------------------------------------------------------ helpers
-
-function portOf(p: { addresses: readonly { port: number }[] }): number {
-  const a = p.addresses[0];
-  if (a === undefined) throw new Error('no listening address');
-  return a.port;
-}
 
 /** One echo round trip through `port`: the daemon answers. */
 async function answers(port: number, text = 'still there\n'): Promise<void> {
@@ -70,66 +58,27 @@ async function answers(port: number, text = 'still there\n'): Promise<void> {
   expect({ ended: c.ended, error: c.error?.code ?? null }).toEqual({ ended: true, error: null });
 }
 
-interface ProcStat {
-  readonly state: string;
-  readonly ppid: number;
-  /** utime + stime, in clock ticks. */
-  readonly cpuTicks: number;
-}
-
-function procStat(pid: number): ProcStat | null {
-  let stat: string;
-  try {
-    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return null;
-  }
-  // "pid (comm) state ppid ...": comm may contain blanks and parentheses.
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // Fields after comm: state(3) ppid(4) ... utime(14) stime(15): index = field - 3.
-  return { state: f[0] ?? '?', ppid: Number(f[1]), cpuTicks: Number(f[11]) + Number(f[12]) };
-}
-
 const TCP_STATES: Readonly<Record<number, string>> = { 1: 'ESTABLISHED', 6: 'TIME_WAIT', 7: 'CLOSE', 8: 'CLOSE_WAIT', 9: 'LAST_ACK' };
 
 /** The kernel's state of the IPv4 TCP socket from local port `local` to remote port `remote` on 127.0.0.1, or null when there is none. */
 function tcpStateOf(local: number, remote: number): string | null {
-  const hex = (p: number): string => p.toString(16).toUpperCase().padStart(4, '0');
-  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f[1] === `0100007F:${hex(local)}` && f[2] === `0100007F:${hex(remote)}`) {
-      const st = parseInt(f[3] ?? '0', 16);
-      return TCP_STATES[st] ?? `state ${st}`;
-    }
-  }
-  return null;
+  const [l, r] = [procAddress('127.0.0.1', local), procAddress('127.0.0.1', remote)];
+  const s = tcpSockets().find((t) => t.local === l && t.remote === r);
+  return s === undefined ? null : (TCP_STATES[s.state] ?? `state ${s.state}`);
 }
 
 /** Live (non-zombie) children of `ppid` whose argv is exactly `argv`. */
 function childrenRunning(ppid: number, argv: readonly string[]): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const st = procStat(Number(name));
-    if (st === null || st.ppid !== ppid || st.state === 'Z') continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${name}/cmdline`, 'utf8').split('\0').slice(0, -1);
-      if (cmd.join('\0') === argv.join('\0')) out.push(Number(name));
-    } catch {
-      // gone
-    }
-  }
-  return out;
-}
-
-function zombieChildren(ppids: readonly number[]): number[] {
-  const out: number[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const st = procStat(Number(name));
-    if (st !== null && st.state === 'Z' && ppids.includes(st.ppid)) out.push(Number(name));
-  }
-  return out;
+  return allStats()
+    .filter((st) => st.ppid === ppid && st.state !== 'Z')
+    .map((st) => st.pid)
+    .filter((pid) => {
+      try {
+        return procArgv(pid).join('\0') === argv.join('\0');
+      } catch {
+        return false; // gone
+      }
+    });
 }
 
 function workerOf(p: Proxy): number {
@@ -356,7 +305,7 @@ test('an upstream name that does not resolve: the client is closed at once, and 
 
 test('a worker killed with SIGKILL under load: restarted, its clients closed within 5 s, the other identity unaffected', async () => {
   const up = await echoServer();
-  const [a, b] = [await freePortOn(), await freePortOn()];
+  const [a, b] = [await freePort(), await freePort()];
   const conf = writeConfig(
     tmp,
     'kill.conf',
@@ -399,42 +348,9 @@ test('a worker killed with SIGKILL under load: restarted, its clients closed wit
     expect(s.got.digest()).toEqual(s.sent.digest());
   }
   expect(readyWorkers(p.stderr()).filter((w) => w.uid === 5252)).toEqual([bystander]);
-  expect(procStat(bystander.pid)?.state).not.toBe('Z');
+  expect(readStat(bystander.pid)?.state).not.toBe('Z');
   expect(p.exit()).toBeNull();
 }, 90000);
-
-/** A port free on 127.0.0.1 a moment ago (config files need literal ports). */
-function freePortOn(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-      const { port } = srv.address() as net.AddressInfo;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/** TCP socket inodes among `pid`'s fds. */
-function tcpFds(pid: number): number {
-  const tcp = new Set<string>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const inode = line.trim().split(/\s+/)[9];
-      if (inode !== undefined) tcp.add(inode);
-    }
-  }
-  let n = 0;
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m?.[1] !== undefined && tcp.has(m[1])) n++;
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return n;
-}
 
 test('a connect flood (5,000 connects in a burst, each closed at once): no crash, no descriptor left, the daemon answers after', async () => {
   const up = await echoServer();
@@ -474,8 +390,8 @@ test('a connect flood (5,000 connects in a burst, each closed at once): no crash
   expect(p.stderr()).not.toMatch(/ended with|internal error|hand-off/);
   // Every session ended: the master keeps only its listener, the worker no TCP socket.
   await until(
-    () => tcpFds(p.pid) === 1 && tcpFds(worker) === 0,
-    () => `the daemon to drop every flood connection (master ${tcpFds(p.pid)} TCP fds, worker ${tcpFds(worker)})`,
+    () => tcpFdCount(p.pid) === 1 && tcpFdCount(worker) === 0,
+    () => `the daemon to drop every flood connection (master ${tcpFdCount(p.pid)} TCP fds, worker ${tcpFdCount(worker)})`,
     20000,
   );
 }, 120000);
@@ -489,22 +405,18 @@ function crashLines(stderr: string): string[] {
 
 test.each(ENGINES)('EMFILE (daemon under prlimit --nofile=256:256, 400 connections, %s engine): no crash, no busy loop, served again after', async (engine) => {
   const up = await echoServer();
-  const child = spawn('prlimit', ['--nofile=256:256', process.execPath, CLI, '-D', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], {
-    stdio: ['ignore', 'ignore', 'pipe'],
+  const d = await startDaemon({
+    wrapper: ['prlimit', '--nofile=256:256'],
+    args: ['-b', '127.0.0.1:0', `127.0.0.1:${up.port}`],
     env: { ...process.env, TCPPROXY_ENGINE: engine },
+    detached: false,
   });
-  if (child.pid === undefined) throw new Error('cannot start prlimit');
-  const master = child.pid; // prlimit execs the command: the same pid
-  started.add(master);
-  let stderr = '';
-  let exited: string | null = null;
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-  child.on('exit', (code, sig) => (exited = `${code ?? sig}`));
-  const err = (): string => stderr;
+  const master = d.pid; // prlimit execs the command: the same pid
+  const err = d.stderr;
   const m = await waitLog(err, /^listening on 127\.0\.0\.1:(\d+)$/);
   const port = Number(m[1]);
   await waitLog(err, /^worker uid \d+ gid \d+ ready, pid \d+$/);
-  const worker = readyWorkers(stderr)[0]?.pid ?? 0;
+  const worker = readyWorkers(err())[0]?.pid ?? 0;
   expect(fs.readFileSync(`/proc/${master}/limits`, 'utf8')).toMatch(/^Max open files\s+256\s+256\s+files\s*$/m);
   expect(fs.readFileSync(`/proc/${worker}/limits`, 'utf8')).toMatch(/^Max open files\s+256\s+256\s+files\s*$/m);
 
@@ -523,34 +435,34 @@ test.each(ENGINES)('EMFILE (daemon under prlimit --nofile=256:256, 400 connectio
     held.push(s);
   }
   // Saturated: 2 s of the master's and the worker's CPU time.
-  const cpu0 = { master: procStat(master)?.cpuTicks, worker: procStat(worker)?.cpuTicks };
+  const cpu0 = { master: readStat(master)?.cpuTicks, worker: readStat(worker)?.cpuTicks };
   const t0 = Date.now();
   await until(() => Date.now() - t0 >= 2000, '2 s of saturation', 3000);
-  const cpu1 = { master: procStat(master)?.cpuTicks, worker: procStat(worker)?.cpuTicks };
+  const cpu1 = { master: readStat(master)?.cpuTicks, worker: readStat(worker)?.cpuTicks };
   // eslint-disable-next-line no-console
   console.log(`EMFILE (${engine}): ${closedByDaemon} of 400 closed by the daemon; CPU ticks over 2 s: ${JSON.stringify({ cpu0, cpu1 })}`);
   // No crash: the master runs, the worker is the first one and never ended.
-  expect(exited).toBeNull();
-  expect(crashLines(stderr)).toEqual([]);
-  expect(readyWorkers(stderr).map((w) => w.pid)).toEqual([worker]);
+  expect(d.exit()).toBeNull();
+  expect(crashLines(err())).toEqual([]);
+  expect(readyWorkers(err()).map((w) => w.pid)).toEqual([worker]);
   // No busy loop: under 1 s of CPU (100 ticks) each.
   expect((cpu1.master ?? NaN) - (cpu0.master ?? NaN)).toBeLessThan(100);
   expect((cpu1.worker ?? NaN) - (cpu0.worker ?? NaN)).toBeLessThan(100);
 
   // Release everything: new connections are served.
   for (const s of held) s.destroy();
-  await until(() => tcpFds(worker) === 0, () => `the worker to drop the released connections (${tcpFds(worker)} TCP fds)`, 20000);
+  await until(() => tcpFdCount(worker) === 0, () => `the worker to drop the released connections (${tcpFdCount(worker)} TCP fds)`, 20000);
   for (let i = 0; i < 10; i++) await answers(port, `after ${i}\n`);
-  expect(exited).toBeNull();
-  expect(crashLines(stderr)).toEqual([]);
-  expect(readyWorkers(stderr).map((w) => w.pid)).toEqual([worker]);
+  expect(d.exit()).toBeNull();
+  expect(crashLines(err())).toEqual([]);
+  expect(readyWorkers(err()).map((w) => w.pid)).toEqual([worker]);
 }, 90000);
 
 // ------------------------------------------------------------------ handlers and ACPs
 
 test('a handler that never exits (exec /bin/sleep 1000): the client can close, nothing else breaks, killing it later is fine', async () => {
   const up = await echoServer();
-  const [a, b] = [await freePortOn(), await freePortOn()];
+  const [a, b] = [await freePort(), await freePort()];
   const conf = writeConfig(tmp, 'sleep.conf', `port ${a}\n  interface 127.0.0.1\n  exec /bin/sleep 1000\nport ${b}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
   const p = await startProxy(['-s', '-f', conf], {}, 2);
   await until(() => readyWorkers(p.stderr()).length === 1, 'the worker');
@@ -578,7 +490,7 @@ test('a handler that never exits (exec /bin/sleep 1000): the client can close, n
   await waitLog(p.stderr, new RegExp(`^connection 1: end: handler /bin/sleep pid ${first} signal SIGKILL, \\d+ ms$`));
   await waitLog(p.stderr, new RegExp(`^connection 2: end: handler /bin/sleep pid ${second} signal SIGKILL, \\d+ ms$`));
   await c2.waitClosed(5000);
-  await until(() => zombieChildren([p.pid, worker]).length === 0, 'no zombie children', 5000);
+  await until(() => zombiesOf([p.pid, worker]).length === 0, 'no zombie children', 5000);
   await answers(b);
   expect(readyWorkers(p.stderr()).map((w) => w.pid)).toEqual([worker]);
 });
@@ -590,12 +502,12 @@ test('a handler that exits at once (exec /bin/true): the client sees EOF promptl
   expect({ ended: c.ended, error: c.error?.code ?? null, received: c.received }).toEqual({ ended: true, error: null, received: 0 });
   expect(c.lifetimeMs()).toBeLessThan(2000);
   await waitLog(p.stderr, /^connection 1: end: handler \/bin\/true pid \d+ exit 0, \d+ ms$/);
-  await until(() => zombieChildren([p.pid, workerOf(p)]).length === 0, 'no zombie children', 5000);
+  await until(() => zombiesOf([p.pid, workerOf(p)]).length === 0, 'no zombie children', 5000);
 });
 
 test('an ACP that hangs (acp /bin/sleep 1000, timeout 1): denied and the client closed in about 1 s', async () => {
   const up = await startServer((s) => s.destroy());
-  const port = await freePortOn();
+  const port = await freePort();
   const conf = writeConfig(tmp, 'acp.conf', `port ${port}\n  interface 127.0.0.1\n  acp /bin/sleep 1000\n  timeout 1\n  server 127.0.0.1:${up.port}\n`);
   const p = await startProxy(['-s', '-f', conf]);
   await until(() => readyWorkers(p.stderr()).length === 1, 'the worker');
@@ -608,6 +520,6 @@ test('an ACP that hangs (acp /bin/sleep 1000, timeout 1): denied and the client 
   await waitLog(p.stderr, /^connection 1: acp \/bin\/sleep 1000: denied \(timeout\)$/);
   expect(up.sockets).toHaveLength(0);
   // The ACP is gone, not left running or a zombie.
-  await until(() => childrenRunning(worker, ['/bin/sleep', '1000']).length === 0 && zombieChildren([worker]).length === 0, 'the ACP to be reaped', 5000);
+  await until(() => childrenRunning(worker, ['/bin/sleep', '1000']).length === 0 && zombiesOf([worker]).length === 0, 'the ACP to be reaped', 5000);
   expect(p.exit()).toBeNull();
 });

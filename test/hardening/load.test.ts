@@ -9,11 +9,10 @@
  * worker holds two sockets per session (4,000).
  */
 import { createHash } from 'node:crypto';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { ENGINES, killLeftovers, startProxy, type Proxy } from '../helpers/proxy';
+import { ENGINES, killLaunched, type Proxy, readyWorkers, startProxy } from '../helpers/daemon';
+import { backToBase, describeSocket, fdKinds, showKinds, socketInodesOf, zombiesOf } from '../helpers/proc';
 import { closeAllServers, echoServer, payload, type Upstream } from '../helpers/servers';
-import { readyWorkers } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const CONNECTIONS = 2000;
@@ -28,121 +27,9 @@ const sockets = new Set<net.Socket>();
 afterEach(async () => {
   for (const s of sockets) s.destroy();
   sockets.clear();
-  killLeftovers();
+  await killLaunched();
   await closeAllServers();
 });
-
-// ------------------------------------------------------------------ /proc
-
-/** Inodes of every TCP socket (IPv4 and IPv6) the kernel knows. */
-function tcpInodes(): Set<string> {
-  const out = new Set<string>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const inode = line.trim().split(/\s+/)[9];
-      if (inode !== undefined) out.add(inode);
-    }
-  }
-  return out;
-}
-
-/**
- * The open descriptors of `pid` by kind: `tcp` (a TCP socket), `socket` (any
- * other: the IPC channel, syslog's), `pipe`, `anon_inode:[eventpoll]`, a path...
- */
-function fdKinds(pid: number): Map<string, number> {
-  const tcp = tcpInodes();
-  const out = new Map<string, number>();
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    let target: string;
-    try {
-      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue; // closed meanwhile
-    }
-    const m = /^(socket|pipe):\[(\d+)\]$/.exec(target);
-    const kind = m === null ? target : m[1] === 'socket' && tcp.has(m[2] ?? '') ? 'tcp' : (m[1] ?? target);
-    out.set(kind, (out.get(kind) ?? 0) + 1);
-  }
-  return out;
-}
-
-/**
- * True when `now` is back at `base`: every kind of descriptor exactly, except
- * - `socket` (non-TCP) may differ by one: syslog(3)'s connection to /dev/log,
- *   which glibc opens and closes as /dev/log comes and goes (other test files
- *   put a sink there);
- * - `pipe` may exceed the baseline by up to `extraPipes` (the pump's pool).
- */
-function backToBase(base: Map<string, number>, now: Map<string, number>, extraPipes: number): boolean {
-  for (const k of new Set([...base.keys(), ...now.keys()])) {
-    const [b, n] = [base.get(k) ?? 0, now.get(k) ?? 0];
-    if (k === 'socket' ? Math.abs(n - b) > 1 : k === 'pipe' ? n < b || n - b > extraPipes : n !== b) return false;
-  }
-  return true;
-}
-
-/** The socket inodes of `pid`. */
-function socketInodes(pid: number): Set<string> {
-  const out = new Set<string>();
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m?.[1] !== undefined) out.add(m[1]);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out;
-}
-
-/** What the kernel says about a socket inode: its /proc/net line (tcp, tcp6, unix), for failure messages. */
-function describeSocket(inode: string): string {
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6', '/proc/net/unix', '/proc/net/udp', '/proc/net/netlink']) {
-    let text = '';
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
-      if (line.trim().split(/\s+/).includes(inode)) return `${file}: ${line.trim()}`;
-    }
-  }
-  return `inode ${inode}: not in /proc/net`;
-}
-
-function show(kinds: Map<string, number>): string {
-  return JSON.stringify(Object.fromEntries([...kinds].sort()));
-}
-
-interface ProcStat {
-  readonly pid: number;
-  readonly state: string;
-  readonly ppid: number;
-}
-
-function allStats(): ProcStat[] {
-  const out: ProcStat[] = [];
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${name}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    // "pid (comm) state ppid ...": comm may contain blanks and parentheses.
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    out.push({ pid: Number(name), state: rest[0] ?? '?', ppid: Number(rest[1]) });
-  }
-  return out;
-}
-
-/** Zombie children of any of `parents`. */
-function zombiesOf(parents: readonly number[]): ProcStat[] {
-  return allStats().filter((s) => s.state === 'Z' && parents.includes(s.ppid));
-}
 
 // ------------------------------------------------------------------ load
 
@@ -251,7 +138,7 @@ describe.each(ENGINES)('load (%s engine)', (engine) => {
       expect(warm.errors).toEqual([]);
       const idle = (): boolean => upstream.sockets.every((s) => s.destroyed);
       await until(idle, 'the upstream connections of the warm-up to close', 10000);
-      const workerSocketsBase = socketInodes(worker);
+      const workerSocketsBase = socketInodesOf(worker);
       let masterBase = fdKinds(p.pid);
       let workerBase = fdKinds(worker);
       // The counts must settle (the last sessions of the warm-up may be closing).
@@ -259,12 +146,12 @@ describe.each(ENGINES)('load (%s engine)', (engine) => {
         () => {
           const [m, w] = [fdKinds(p.pid), fdKinds(worker)];
           // Only the listening socket is TCP in the master, none in the worker.
-          const same = show(m) === show(masterBase) && show(w) === show(workerBase) && m.get('tcp') === 1 && w.get('tcp') === undefined;
+          const same = showKinds(m) === showKinds(masterBase) && showKinds(w) === showKinds(workerBase) && m.get('tcp') === 1 && w.get('tcp') === undefined;
           masterBase = m;
           workerBase = w;
           return same;
         },
-        () => `the fd counts to settle after the warm-up: master ${show(fdKinds(p.pid))}, worker ${show(fdKinds(worker))}`,
+        () => `the fd counts to settle after the warm-up: master ${showKinds(fdKinds(p.pid))}, worker ${showKinds(fdKinds(worker))}`,
         10000,
       );
 
@@ -285,9 +172,9 @@ describe.each(ENGINES)('load (%s engine)', (engine) => {
         await until(settled, 'the master and worker fds to return to the baseline', 15000);
       } catch (e) {
         throw new Error(
-          `${(e as Error).message}\nmaster: baseline ${show(masterBase)}, now ${show(fdKinds(p.pid))}\n` +
-            `worker: baseline ${show(workerBase)}, now ${show(fdKinds(worker))}\n` +
-            `worker sockets not there at the baseline:\n${[...socketInodes(worker)]
+          `${(e as Error).message}\nmaster: baseline ${showKinds(masterBase)}, now ${showKinds(fdKinds(p.pid))}\n` +
+            `worker: baseline ${showKinds(workerBase)}, now ${showKinds(fdKinds(worker))}\n` +
+            `worker sockets not there at the baseline:\n${[...socketInodesOf(worker)]
               .filter((i) => !workerSocketsBase.has(i))
               .map(describeSocket)
               .join('\n')}`,

@@ -13,9 +13,12 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { killLeftovers, startProxy } from '../helpers/proxy';
-import { closeAllServers, echoServer, freePort } from '../helpers/servers';
-import { readyWorkers, requireRoot, writeConfig } from '../helpers/syslog';
+import { killLaunched, readyWorkers, startProxy } from '../helpers/daemon';
+import { writeConfig } from '../helpers/fixtures';
+import { freePort } from '../helpers/ports';
+import { comm, holders, TCP_ESTABLISHED, tcpSockets, threadIds } from '../helpers/proc';
+import { requireRoot } from '../helpers/root';
+import { closeAllServers, echoServer } from '../helpers/servers';
 import { until } from '../helpers/until';
 
 const PER_SERVICE = 100;
@@ -30,7 +33,7 @@ beforeAll(() => {
 afterEach(async () => {
   for (const s of sockets) s.destroy();
   sockets.clear();
-  killLeftovers();
+  await killLaunched();
   await closeAllServers();
 });
 
@@ -38,75 +41,13 @@ afterAll(() => {
   if (tmp !== '') fs.rmSync(tmp, { recursive: true, force: true });
 });
 
-const ESTABLISHED = 1;
-
 /** Inodes of the established TCP sockets whose local port is one of `ports` (the proxy's side of client connections). */
-function clientSocketInodes(ports: readonly number[]): Set<string> {
-  const out = new Set<string>();
-  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    for (const line of fs.readFileSync(file, 'utf8').split('\n').slice(1)) {
-      const f = line.trim().split(/\s+/);
-      if (f.length < 10) continue;
-      const local = f[1] ?? '';
-      const port = parseInt(local.slice(local.lastIndexOf(':') + 1), 16);
-      if (ports.includes(port) && parseInt(f[3] ?? '0', 16) === ESTABLISHED && f[9] !== '0') out.add(f[9] ?? '');
-    }
-  }
-  return out;
-}
-
-/** inode → pids holding it, over every process. */
-function holders(inodes: Set<string>): Map<string, Set<number>> {
-  const out = new Map<string, Set<number>>();
-  for (const name of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    let fds: string[];
-    try {
-      fds = fs.readdirSync(`/proc/${name}/fd`);
-    } catch {
-      continue; // gone, or a kernel thread
-    }
-    for (const fd of fds) {
-      let target: string;
-      try {
-        target = fs.readlinkSync(`/proc/${name}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      const m = /^socket:\[(\d+)\]$/.exec(target);
-      if (m?.[1] === undefined || !inodes.has(m[1])) continue;
-      const set = out.get(m[1]) ?? new Set<number>();
-      set.add(Number(name));
-      out.set(m[1], set);
-    }
-  }
-  return out;
-}
-
-interface Ids {
-  readonly task: string;
-  readonly uid: number[];
-  readonly gid: number[];
-}
-
-/** Uid:/Gid: (real, effective, saved, filesystem) of every thread of `pid`. */
-function threadIds(pid: number): Ids[] {
-  const out: Ids[] = [];
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    const status = fs.readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
-    const field = (name: string): number[] =>
-      (new RegExp(`^${name}:\\s*(.*)$`, 'm').exec(status)?.[1] ?? '').split(/\s+/).filter((w) => w !== '').map(Number);
-    out.push({ task: `${pid}/${tid}`, uid: field('Uid'), gid: field('Gid') });
-  }
-  return out;
-}
-
-function comm(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '?';
-  }
+function clientSocketInodes(ports: readonly number[]): Set<number> {
+  return new Set(
+    tcpSockets()
+      .filter((s) => ports.includes(s.localPort) && s.state === TCP_ESTABLISHED && s.inode !== 0)
+      .map((s) => s.inode),
+  );
 }
 
 /** Connects, sends a line and waits for its echo: the path is live end to end. Resolves with the open socket. */

@@ -9,41 +9,20 @@
  * address whose inode is an open fd of the expected process), never probed
  * with a connection (that would start a service) nor with a bind (that could
  * steal the port from the daemon). Every process is started in its own
- * process group and tracked; killDaemons() ends the ones still running.
+ * process group, through helpers/daemon launch(): killLaunched() ends the
+ * ones still running.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { usableFixtures } from './fixtures';
 import { Client } from './client';
-import { CLI, ROOT } from './proxy';
-import { freePort } from './servers';
+import { CLI, launch, onPath, type LaunchOptions, type Launched } from './daemon';
+import { killGroup } from './kill';
+import { listensOn, parentOf } from './proc';
 import { until } from './until';
-
-export { CLI, ROOT };
 
 export const INETD = '/usr/sbin/inetd';
 export const SOCKET_ACTIVATE = '/usr/bin/systemd-socket-activate';
-/** Handler and ACP scripts; they run as the service ids (65535/65534): see usableFixtures. */
-export function fixture(name: string): string {
-  return path.join(usableFixtures('inetd'), name);
-}
-
-/** The first executable called `name` on PATH, or null. */
-export function onPath(name: string): string | null {
-  for (const dir of (process.env['PATH'] ?? '').split(':')) {
-    if (dir === '') continue;
-    const file = path.join(dir, name);
-    try {
-      fs.accessSync(file, fs.constants.X_OK);
-      if (fs.statSync(file).isFile()) return file;
-    } catch {
-      // not here
-    }
-  }
-  return null;
-}
 
 export function executable(file: string): boolean {
   try {
@@ -54,214 +33,14 @@ export function executable(file: string): boolean {
   }
 }
 
-/** `n` different ports, each free on 127.0.0.1 a moment ago (for configs that need literal ports). */
-export async function freePorts(n: number): Promise<number[]> {
-  const out = new Set<number>();
-  for (let tries = 0; out.size < n; tries++) {
-    if (tries > 10 * n) throw new Error(`no ${n} distinct free ports`);
-    out.add(await freePort());
-  }
-  return [...out];
-}
-
-// ---------------------------------------------------------------------------
-// The kernel's view of sockets and processes
-
-/** /proc/net/tcp's hex form of an address (host byte order per 32-bit word) and port. */
-function procAddress(host: string, port: number): string {
-  const p = port.toString(16).toUpperCase().padStart(4, '0');
-  if (net.isIPv4(host)) {
-    const bytes = host.split('.').map(Number);
-    const hex = bytes
-      .reverse()
-      .map((b) => b.toString(16).toUpperCase().padStart(2, '0'))
-      .join('');
-    return `${hex}:${p}`;
-  }
-  throw new Error(`procAddress: only IPv4 literals are supported, not ${host}`);
-}
-
-/** Inodes of the TCP sockets in LISTEN state on exactly host:port. */
-export function listeningInodes(host: string, port: number): string[] {
-  const want = procAddress(host, port);
-  const out: string[] = [];
-  for (const line of fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-    if (f[1] === want && f[3] === '0A' && f[9] !== undefined) out.push(f[9]);
-  }
-  return out;
-}
-
-/** The socket inodes among the open fds of `pid` (empty when it is gone). */
-export function socketInodesOf(pid: number): Set<string> {
-  const out = new Set<string>();
-  let fds: string[];
-  try {
-    fds = fs.readdirSync(`/proc/${pid}/fd`);
-  } catch {
-    return out;
-  }
-  for (const fd of fds) {
-    try {
-      const m = /^socket:\[(\d+)\]$/.exec(fs.readlinkSync(`/proc/${pid}/fd/${fd}`));
-      if (m?.[1] !== undefined) out.add(m[1]);
-    } catch {
-      // closed meanwhile
-    }
-  }
-  return out;
-}
-
-/** The parent pid of `pid`, or null when it is gone. */
-export function parentOf(pid: number): number | null {
-  try {
-    const m = /^PPid:\s*(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m?.[1] === undefined ? null : Number(m[1]);
-  } catch {
-    return null;
-  }
-}
-
-/** True when `pid` holds a listening socket on host:port. */
-export function listensOn(pid: number, host: string, port: number): boolean {
-  const mine = socketInodesOf(pid);
-  return listeningInodes(host, port).some((i) => mine.has(i));
-}
-
-// ---------------------------------------------------------------------------
-// Processes
-
-export interface Exit {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-}
-
-export interface Daemon {
-  readonly child: ChildProcess;
-  readonly pid: number;
-  readonly argv: readonly string[];
-  readonly stdout: () => string;
-  readonly stderr: () => string;
-  /** Null while running. */
-  readonly exit: () => Exit | null;
-  readonly exited: Promise<Exit>;
-  /** SIGTERM to the pid, SIGKILL to its process group after `graceMs`; resolves at exit. */
-  stop(graceMs?: number): Promise<Exit>;
-}
-
-const live = new Set<Daemon>();
-const kills = new WeakMap<Daemon, () => void>();
-
-function killGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // ESRCH: nothing left in the group
-  }
-}
-
-export interface StartOptions {
-  /** The whole environment of the process (default: this process's). */
-  readonly env?: NodeJS.ProcessEnv;
-  /** stdio of the child; default ignore, pipe, pipe. */
-  readonly stdio?: readonly ('ignore' | 'pipe' | net.Socket)[];
-  /**
-   * Called before it is killed (stop, killDaemons), for processes it started
-   * outside its group (inetd puts each service in a session of its own).
-   */
-  readonly beforeKill?: (pid: number) => void;
-}
-
-/** Stops waiting for an exit after `ms` (a process that escaped every kill must not hang the suite). */
-function bounded<T>(p: Promise<T>, ms: number, fallback: T): Promise<T> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(fallback), ms);
-    timer.unref();
-    void p.then((v) => {
-      clearTimeout(timer);
-      resolve(v);
-    });
-  });
-}
-
-const STILL_RUNNING: Exit = { code: null, signal: null };
-
-/** Starts `argv` in its own process group, recording its output and exit. */
-export function startDaemon(argv: readonly string[], opts: StartOptions = {}): Daemon {
-  const [file, ...args] = argv;
-  if (file === undefined) throw new Error('startDaemon: empty argv');
-  const child = spawn(file, args, {
-    cwd: ROOT,
-    env: opts.env ?? process.env,
-    stdio: (opts.stdio ?? ['ignore', 'pipe', 'pipe']) as ('ignore' | 'pipe' | net.Socket)[],
-    detached: true,
-  });
-  if (child.pid === undefined) throw new Error(`cannot start ${argv.join(' ')}`);
-  const pid = child.pid;
-  let out = '';
-  let err = '';
-  let exit: Exit | null = null;
-  child.stdout?.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr?.setEncoding('utf8').on('data', (s: string) => (err += s));
-  child.on('error', (e) => (err += `spawn failed: ${e.message}\n`));
-  const exited = new Promise<Exit>((resolve) => {
-    // Anything left in its group once it has exited is killed: nothing outlives what a test started.
-    child.on('exit', () => killGroup(pid, 'SIGKILL'));
-    // 'close': exited and its stdout/stderr drained, so what it printed is all there.
-    child.on('close', (code, signal) => {
-      exit = { code, signal };
-      resolve(exit);
-    });
-  });
-  const daemon: Daemon = {
-    child,
-    pid,
-    argv,
-    stdout: () => out,
-    stderr: () => err,
-    exit: () => exit,
-    exited,
-    async stop(graceMs = 3000): Promise<Exit> {
-      opts.beforeKill?.(pid);
-      if (exit === null) {
-        try {
-          process.kill(pid, 'SIGTERM');
-        } catch {
-          // already gone
-        }
-      }
-      const timer = setTimeout(() => killGroup(pid, 'SIGKILL'), graceMs);
-      try {
-        return await bounded(exited, graceMs + 5000, STILL_RUNNING);
-      } finally {
-        clearTimeout(timer);
-        // Whatever it started in its group (sessions still running) goes with it.
-        killGroup(pid, 'SIGKILL');
-        live.delete(daemon);
-      }
-    },
-  };
-  live.add(daemon);
-  kills.set(daemon, () => opts.beforeKill?.(pid));
-  void exited.then(() => live.delete(daemon));
-  return daemon;
-}
-
-/** Stops every process started through this module that is still running (and its group). */
-export async function killDaemons(): Promise<void> {
-  const running = [...live];
-  live.clear();
-  for (const d of running) {
-    kills.get(d)?.();
-    killGroup(d.pid, 'SIGKILL');
-  }
-  await Promise.all(running.map((d) => bounded(d.exited, 5000, STILL_RUNNING)));
+/** Starts `argv` in a process group of its own (helpers/daemon launch, detached). */
+export function startInGroup(argv: readonly string[], opts: Omit<LaunchOptions, 'detached'> = {}): Launched {
+  return launch(argv, { ...opts, detached: true });
 }
 
 /** Resolves once `daemon` listens on every address; fails with its output if it exits or the deadline passes. */
 export async function waitListening(
-  daemon: Daemon,
+  daemon: Launched,
   addrs: readonly { host: string; port: number }[],
   timeoutMs = 10000,
 ): Promise<void> {
@@ -302,7 +81,7 @@ export function tcpproxyService(
   return { host, port, program: '/usr/bin/env', argv: ['env', ...vars, process.execPath, CLI, ...args] };
 }
 
-export interface Inetd extends Daemon {
+export interface Inetd extends Launched {
   readonly conf: string;
   /** Pids of the services it started (its `PID execv PROGRAM` debug lines), in order. */
   readonly started: () => number[];
@@ -321,9 +100,9 @@ export async function startInetd(dir: string, services: readonly InetdService[],
   // Each service runs in a session of its own (inetd calls setsid): kill those still
   // running, while inetd is still their parent (so a reused pid is never hit).
   const beforeKill = (inetdPid: number): void => {
-    for (const pid of started()) if (parentOf(pid) === inetdPid) killGroup(pid, 'SIGKILL');
+    for (const pid of started()) if (parentOf(pid) === inetdPid) killGroup(pid);
   };
-  const d = startDaemon([INETD, '-d', conf], { ...(env === undefined ? {} : { env }), beforeKill });
+  const d = startInGroup([INETD, '-d', conf], { ...(env === undefined ? {} : { env }), beforeKill });
   const inetd: Inetd = Object.assign(d, {
     conf,
     started,
@@ -351,7 +130,7 @@ export interface Served {
   /** The test's end of the connection. */
   readonly client: Client;
   /** tcpproxy, started with the accepted socket on fds 0, 1 and 2. */
-  readonly proxy: Daemon;
+  readonly proxy: Launched;
   /** The port tcpproxy's socket is on (the listener the test accepted it from). */
   readonly port: number;
 }
@@ -377,7 +156,7 @@ export async function serveOneConnection(
     const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
     const client = await Client.connect(host, port);
     const sock = await accepted;
-    const proxy = startDaemon([process.execPath, CLI, ...args], {
+    const proxy = startInGroup([process.execPath, CLI, ...args], {
       ...(opts.env === undefined ? {} : { env: opts.env }),
       stdio: [sock, sock, sock],
     });
@@ -426,11 +205,11 @@ export function launchWithSockets(
   addrs: readonly { host: string; port: number }[],
   args: readonly string[],
   opts: { readonly env?: NodeJS.ProcessEnv; readonly pidOffset?: number } = {},
-): Daemon {
+): Launched {
   const python = onPath('python3');
   if (python === null) throw new Error('python3 is not on PATH: the socket activation launcher needs it');
   const env = { ...(opts.env ?? process.env), LAUNCHER_PID_OFFSET: String(opts.pidOffset ?? 0) };
-  return startDaemon(
+  return startInGroup(
     [python, '-c', LAUNCHER, addrs.map((a) => `${a.host}:${a.port}`).join(','), process.execPath, CLI, ...args],
     { env },
   );

@@ -1,5 +1,6 @@
 /** Setups that several suites build the same way. */
-import { freePortOn, speaksFirstServer, type Upstream } from './servers';
+import { freePortOn } from './ports';
+import { speaksFirstServer, type Upstream } from './servers';
 import type { TempDir } from './setup';
 
 export interface TwoInterfaces {

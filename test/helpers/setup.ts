@@ -10,11 +10,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { destroyAllClients } from './client';
-import { killStarted } from './commands';
-import { executable, fixture } from './inetd';
-import { killLeftovers } from './proxy';
+import { killLaunched } from './daemon';
+import { fixture, handlers, releaseFixtures } from './fixtures';
+import { executable } from './inetd';
+import { killProcesses } from './kill';
+import { requireRoot } from './root';
 import { closeAllServers } from './servers';
-import { handlers, killProcesses, releaseHandlers, requireRoot } from './syslog';
 
 export interface TempDir {
   /** The directory (made in beforeAll; '' before that). */
@@ -58,29 +59,28 @@ export function useTempDir(prefix: string, mode?: number): TempDir {
 
 /**
  * The cleanup after each test: every client destroyed
- * (helpers/client), every proxy of helpers/proxy and every command of
- * helpers/commands still running killed, then `more` in order (awaited:
- * other processes the file started), then every upstream server closed
+ * (helpers/client), every process of helpers/daemon still running killed
+ * with its tree (killLaunched), then `more` in order (awaited: other
+ * processes the file started), then every upstream server closed
  * (helpers/servers).
  */
 export function cleanUpAfterEach(...more: ReadonlyArray<() => unknown>): void {
   afterEach(async () => {
     destroyAllClients();
-    killLeftovers();
-    killStarted();
+    await killLaunched();
     for (const step of more) await step();
     await closeAllServers();
   });
 }
 
-/** Kills the processes carrying each token (helpers/syslog killProcesses) and empties the list: a cleanUpAfterEach step. */
+/** Kills the processes carrying each token (helpers/kill killProcesses) and empties the list: a cleanUpAfterEach step. */
 export function killTokens(tokens: string[]): void {
   for (const t of tokens.splice(0)) killProcesses(t);
 }
 
 /**
  * For files whose handlers and ACPs run as unprivileged ids: root required
- * and the handler fixtures prepared (helpers/syslog handlers()) in
+ * and the handler fixtures prepared (helpers/fixtures handlers()) in
  * beforeAll, their copy, if one was made, released in afterAll.
  */
 export function useHandlerFixtures(): void {
@@ -89,11 +89,11 @@ export function useHandlerFixtures(): void {
     handlers();
   });
   afterAll(() => {
-    releaseHandlers();
+    releaseFixtures();
   });
 }
 
-/** Throws unless each of the inetd fixture scripts `names` (helpers/inetd fixture) is executable. */
+/** Throws unless each of the inetd fixture scripts `names` (helpers/fixtures fixture) is executable. */
 export function assertExecutableFixtures(names: readonly string[]): void {
   for (const f of names) {
     if (!executable(fixture(f))) throw new Error(`${fixture(f)} must be executable (chmod 755)`);

@@ -7,19 +7,11 @@
  * and that nothing is ever written to fd 2 (the client socket).
  */
 import * as dns from 'node:dns';
-import { fixture, killDaemons, parseWhoami, serveOneConnection, waitEnd, type Served } from '../helpers/inetd';
-import { assertBuilt, ENGINES } from '../helpers/proxy';
-import {
-  digestOf,
-  freePort,
-  payload,
-  resetServer,
-  sinkServer,
-  speaksFirstServer,
-  startServer,
-  StreamHash,
-  type Digest,
-} from '../helpers/servers';
+import { assertBuilt, ENGINES, killLaunched } from '../helpers/daemon';
+import { fixture } from '../helpers/fixtures';
+import { parseWhoami, type Served, serveOneConnection, waitEnd } from '../helpers/inetd';
+import { freePort } from '../helpers/ports';
+import { type Digest, digestOf, payload, resetServer, sinkServer, speaksFirstServer, startServer, StreamHash } from '../helpers/servers';
 import { assertExecutableFixtures, cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
@@ -32,7 +24,7 @@ beforeAll(() => {
   assertExecutableFixtures(['whoami.sh', 'acp-deny.sh']);
 });
 const tmp = useTempDir('tcpproxy-inetd-direct-');
-cleanUpAfterEach(killDaemons);
+cleanUpAfterEach(killLaunched);
 
 /** tcpproxy's exit, bounded; a failure shows what it printed (to the pipes it never has here: empty). */
 async function exitOf(s: Served, timeoutMs = 10000): Promise<number | string> {

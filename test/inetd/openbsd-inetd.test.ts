@@ -7,21 +7,12 @@
  * (.ci/run); without it these tests fail with the fix.
  */
 import { Client } from '../helpers/client';
-import {
-  executable,
-  fixture,
-  freePorts,
-  INETD,
-  killDaemons,
-  parseWhoami,
-  startInetd,
-  tcpproxyService,
-  waitEnd,
-  type Inetd,
-} from '../helpers/inetd';
-import { assertBuilt, ENGINES } from '../helpers/proxy';
+import { assertBuilt, ENGINES, killLaunched } from '../helpers/daemon';
+import { fixture } from '../helpers/fixtures';
+import { executable, INETD, type Inetd, parseWhoami, startInetd, tcpproxyService, waitEnd } from '../helpers/inetd';
+import { freePort, freePorts } from '../helpers/ports';
+import { digestOf, payload, sinkServer, speaksFirstServer } from '../helpers/servers';
 import { twoInterfaces } from '../helpers/scenarios';
-import { digestOf, freePort, payload, sinkServer, speaksFirstServer } from '../helpers/servers';
 import { assertExecutableFixtures, cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
@@ -34,7 +25,7 @@ beforeAll(() => {
 });
 /** Holds inetd.conf and the tcpproxy config files (tmp.config: only root can read or write them). */
 const tmp = useTempDir('tcpproxy-inetd-');
-cleanUpAfterEach(killDaemons);
+cleanUpAfterEach(killLaunched);
 
 /** A failure message with inetd's debug output (it shows what it started and how that ended). */
 async function withInetd(inetd: Inetd, body: () => Promise<void>): Promise<void> {

@@ -11,29 +11,12 @@
  * systemd-socket-activate when it is installed.
  */
 import { Client } from '../helpers/client';
-import {
-  executable,
-  fixture,
-  freePorts,
-  killDaemons,
-  launchWithSockets,
-  parseWhoami,
-  SOCKET_ACTIVATE,
-  startDaemon,
-  waitEnd,
-  waitListening,
-  type Daemon,
-} from '../helpers/inetd';
-import { assertBuilt, CLI } from '../helpers/proxy';
+import { assertBuilt, CLI, killLaunched, type Launched } from '../helpers/daemon';
+import { fixture } from '../helpers/fixtures';
+import { executable, launchWithSockets, parseWhoami, SOCKET_ACTIVATE, startInGroup, waitEnd, waitListening } from '../helpers/inetd';
+import { freePort, freePorts } from '../helpers/ports';
+import { digestOf, payload, sinkServer, type SinkUpstream, speaksFirstServer } from '../helpers/servers';
 import { twoInterfaces } from '../helpers/scenarios';
-import {
-  digestOf,
-  freePort,
-  payload,
-  sinkServer,
-  speaksFirstServer,
-  type SinkUpstream,
-} from '../helpers/servers';
 import { assertExecutableFixtures, cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
@@ -45,13 +28,13 @@ beforeAll(() => {
   assertExecutableFixtures(['whoami.sh']);
 });
 const tmp = useTempDir('tcpproxy-activation-');
-cleanUpAfterEach(killDaemons);
+cleanUpAfterEach(killLaunched);
 
 const activationLine = (host: string, port: number, fd = 3): string =>
   `tcpproxy: socket activation: fd ${fd} listening on ${host}:${port}\n`;
 
 /** Waits for `n` `listening on` lines; fails with the daemon's output if it exits first. */
-async function waitStarted(d: Daemon, n = 1, timeoutMs = 10000): Promise<void> {
+async function waitStarted(d: Launched, n = 1, timeoutMs = 10000): Promise<void> {
   const count = (): number => [...d.stderr().matchAll(/^tcpproxy: listening on /gm)].length;
   await until(
     () => count() >= n || d.exit() !== null,
@@ -62,7 +45,7 @@ async function waitStarted(d: Daemon, n = 1, timeoutMs = 10000): Promise<void> {
 }
 
 /** Runs `body`; a failure gets the daemon's stderr appended. */
-async function withOutput(d: Daemon, body: () => Promise<void>): Promise<void> {
+async function withOutput(d: Launched, body: () => Promise<void>): Promise<void> {
   try {
     await body();
   } catch (err) {
@@ -185,7 +168,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
       '  interface 127.0.0.1',
       `    exec ${fixture('whoami.sh')}`,
     ]);
-    const d = startDaemon([
+    const d = startInGroup([
       SOCKET_ACTIVATE,
       '-l',
       `127.0.0.1:${port}`,
@@ -218,7 +201,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
   it('--inetd -a (Accept=yes): one tcpproxy per connection, in inetd mode, nothing on stderr', async () => {
     const upstream = await speaksFirstServer('220 upstream\r\n');
     const port = await freePort();
-    const d = startDaemon([
+    const d = startInGroup([
       SOCKET_ACTIVATE,
       '--inetd',
       '-a',
@@ -241,7 +224,7 @@ describe('python3 launcher (LISTEN_FDS, LISTEN_PID, fds from 3)', () => {
 
   it('--inetd -a: an exec handler becomes the process the activator forked', async () => {
     const port = await freePort();
-    const d = startDaemon([SOCKET_ACTIVATE, '--inetd', '-a', '-l', `127.0.0.1:${port}`, process.execPath, CLI, fixture('whoami.sh')]);
+    const d = startInGroup([SOCKET_ACTIVATE, '--inetd', '-a', '-l', `127.0.0.1:${port}`, process.execPath, CLI, fixture('whoami.sh')]);
     await withOutput(d, async () => {
       await waitListening(d, [{ host: '127.0.0.1', port }]);
       const who = parseWhoami(await readReply('127.0.0.1', port));

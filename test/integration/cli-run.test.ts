@@ -1,8 +1,7 @@
 /** The built command's one-shot paths: usage, version, listings, config errors. */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { runToExit } from '../helpers/commands';
-import { ROOT, runCli } from '../helpers/proxy';
+import { ROOT, runCli, runToExit } from '../helpers/daemon';
 import { useTempDir } from '../helpers/setup';
 import { USAGE } from '../../src/table/cli';
 import { VERSION } from '../../src/sys/version';
@@ -123,7 +122,7 @@ describe('without a working native addon', () => {
 
   test.each(['missing', 'corrupt'] as const)('%s: exit 70 and one message naming the file and the rebuild command', async (kind) => {
     const { bin, file } = packageWithout(kind);
-    const r = await runToExit(process.execPath, [bin, '-D', '-b', '127.0.0.1:0', '127.0.0.1:7'], { cwd: dir.path, timeoutMs: 10000 });
+    const r = await runToExit([process.execPath, bin, '-D', '-b', '127.0.0.1:0', '127.0.0.1:7'], { cwd: dir.path, timeoutMs: 10000 });
     const why = kind === 'missing' ? `Cannot find module '${file}'` : 'invalid ELF header';
     expect(r).toEqual({ code: 70, signal: null, stdout: '', stderr: `tcpproxy: cannot load the native addon ${file}: ${why}; ${rebuild}\n` });
   });

@@ -4,13 +4,12 @@
  * every byte arrives), fds back to their baseline after 1,000 connections,
  * and the end record naming the path that moved the bytes (splice is used).
  */
-import * as fs from 'node:fs';
 import type * as net from 'node:net';
 import { Client } from '../helpers/client';
-import { assertBuilt, descendants, ENGINES, startProxy, type Proxy } from '../helpers/proxy';
+import { assertBuilt, ENGINES, type Proxy, startProxy, waitWorkers } from '../helpers/daemon';
+import { descendants, fdTargets, vmRssKiB } from '../helpers/proc';
 import { echoServer, payload, sha256, startServer, StreamHash } from '../helpers/servers';
 import { cleanUpAfterEach } from '../helpers/setup';
-import { waitWorkers } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const MiB = 1024 * 1024;
@@ -20,31 +19,14 @@ const RSS_GROWTH_LIMIT_KIB = 48 * 1024;
 beforeAll(assertBuilt);
 cleanUpAfterEach();
 
-function rssKiB(pid: number): number {
-  const m = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : 0;
-}
-
 function proxyRssKiB(p: Proxy): number {
-  return [p.pid, ...descendants(p.pid)].reduce((sum, pid) => {
-    try {
-      return sum + rssKiB(pid);
-    } catch {
-      return sum;
-    }
-  }, 0);
+  return [p.pid, ...descendants(p.pid)].reduce((sum, pid) => sum + vmRssKiB(pid), 0);
 }
 
 /** The fds of a process by kind: sockets, pipes, others. */
 function fdKinds(pid: number): { sockets: number; pipes: number; other: number } {
   const out = { sockets: 0, pipes: 0, other: 0 };
-  for (const fd of fs.readdirSync(`/proc/${pid}/fd`)) {
-    let target = '';
-    try {
-      target = fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-    } catch {
-      continue;
-    }
+  for (const target of fdTargets(pid)) {
     if (target.startsWith('socket:')) out.sockets++;
     else if (target.startsWith('pipe:')) out.pipes++;
     else out.other++;

@@ -7,20 +7,9 @@
  */
 import * as os from 'node:os';
 import { Client } from '../helpers/client';
-import { assertBuilt, ENGINES, runCli, withProxy, type ListenAddress, type Proxy } from '../helpers/proxy';
-import {
-  digestOf,
-  echoServer,
-  freePort,
-  freePortOn,
-  payload,
-  resetServer,
-  sinkServer,
-  speaksFirstServer,
-  startServer,
-  StreamHash,
-  type Digest,
-} from '../helpers/servers';
+import { assertBuilt, ENGINES, type ListenAddress, type Proxy, runCli, withProxy } from '../helpers/daemon';
+import { freePort, freePortOn } from '../helpers/ports';
+import { type Digest, digestOf, echoServer, payload, resetServer, sinkServer, speaksFirstServer, startServer, StreamHash } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 

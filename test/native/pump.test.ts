@@ -6,7 +6,9 @@ import * as crypto from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { SysError } from '../../src/sys/errors';
 import { addonPath, native, type Addon } from '../../src/sys/native';
-import { PumpRig, fdSnapshot, sha256, sink, until } from './helpers/pump-rig';
+import { sha256 } from '../helpers/servers';
+import { until } from '../helpers/until';
+import { PumpRig, fdSnapshot, sink } from './helpers/pump-rig';
 
 interface PumpStats {
   sessions: number;

@@ -7,17 +7,18 @@
  * one refuses the start. Detached daemons are found through their pidfile
  * and always stopped (SIGTERM, then SIGKILL of what is left).
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { killTree, runToExit, type Ran } from '../helpers/commands';
-import { tryConnect } from '../helpers/ports';
-import { CLI, ROOT, assertBuilt, descendants, startProxy } from '../helpers/proxy';
-import { echoServer, freePort, payload, sha256 } from '../helpers/servers';
+import { assertBuilt, CLI, launch, type Ran, ROOT, runToExit, startProxy } from '../helpers/daemon';
+import { writeConfig } from '../helpers/fixtures';
+import { killTree } from '../helpers/kill';
+import { freePort, tryConnect } from '../helpers/ports';
+import { alive, cmdline, descendants, findProcesses, readStat } from '../helpers/proc';
+import { IN_CI, IS_ROOT } from '../helpers/root';
+import { echoServer, payload, sha256 } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
-import { alive, findProcesses, IS_ROOT, IN_CI, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'operations');
@@ -39,7 +40,7 @@ cleanUpAfterEach(() => {
 
 /** Runs `tcpproxy ...args` in `cwd` to its exit (bounded); stdin is /dev/null. */
 function run(args: readonly string[], cwd: string, timeoutMs = 15000): Promise<Ran> {
-  return runToExit(process.execPath, [CLI, ...args], { cwd, timeoutMs });
+  return runToExit([process.execPath, CLI, ...args], { cwd, timeoutMs });
 }
 
 /** The pid a pidfile names; it must hold exactly `PID\n`. */
@@ -77,22 +78,6 @@ function holdPort(): Promise<number> {
       resolve((s.address() as net.AddressInfo).port);
     });
   });
-}
-
-/** The command line of a process, arguments joined by blanks ('' once it is gone). */
-function cmdline(pid: number): string {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
-  } catch {
-    return '';
-  }
-}
-
-/** Fields of /proc/PID/stat after the command name. */
-function procStat(pid: number): { ppid: number; pgrp: number; session: number; ttyNr: number } {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return { ppid: Number(f[1]), pgrp: Number(f[2]), session: Number(f[3]), ttyNr: Number(f[4]) };
 }
 
 /** Round trip through an echo upstream. */
@@ -144,7 +129,8 @@ describe('detaching (standalone without -D)', () => {
     await echoes(fp, 'detach');
 
     expect(pid).not.toBe(process.pid);
-    const st = procStat(pid);
+    const st = readStat(pid);
+    if (st === null) throw new Error(`pid ${pid} is gone`);
     expect({ session: st.session, pgrp: st.pgrp, ttyNr: st.ttyNr }).toEqual({ session: pid, pgrp: pid, ttyNr: 0 });
     expect([0, 1, 2].map((fd) => fs.readlinkSync(`/proc/${pid}/fd/${fd}`))).toEqual(['/dev/null', '/dev/null', '/dev/null']);
     expect(fs.readlinkSync(`/proc/${pid}/cwd`)).toBe(dir);
@@ -233,9 +219,9 @@ describe('pidfile', () => {
   test('a stale pidfile (its pid is not running) is replaced', async () => {
     const up = await echoServer();
     // A pid that certainly ran and is now reaped.
-    const gone = spawn('/bin/true');
-    await new Promise<void>((resolve) => gone.on('close', () => resolve()));
-    const stalePid = gone.pid ?? 0;
+    const gone = launch(['/bin/true']);
+    await gone.exited;
+    const stalePid = gone.pid;
     expect(stalePid).toBeGreaterThan(0);
     expect(alive(stalePid)).toBe(false);
 
@@ -254,9 +240,9 @@ describe('pidfile', () => {
 
   test('a pidfile naming a live process that is not a tcpproxy (a reused pid) is replaced; that process is left alone', async () => {
     const up = await echoServer();
-    const other = spawn('/bin/sleep', ['60'], { stdio: 'ignore' });
+    const other = launch(['/bin/sleep', '60'], { stdio: ['ignore', 'ignore', 'ignore'] });
     try {
-      const otherPid = other.pid ?? 0;
+      const otherPid = other.pid;
       await until(() => alive(otherPid) && cmdline(otherPid).startsWith('/bin/sleep'), 'sleep to run', 5000);
       const dir = workdir('reused');
       const pidfile = path.join(dir, 'reused.pid');
@@ -270,7 +256,7 @@ describe('pidfile', () => {
       await stopDaemon(pidfile);
       expect(alive(otherPid)).toBe(true);
     } finally {
-      other.kill('SIGKILL');
+      other.kill();
     }
   });
 

@@ -5,13 +5,11 @@
  * installed command must serve a forward on the splice engine, and the man
  * page must be installed. Needs the npm registry for node-addon-api.
  */
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { killLater, runToExit } from '../helpers/commands';
-import { parseListenAddress, ROOT } from '../helpers/proxy';
+import { launch, parseListenAddress, ROOT, runToExit } from '../helpers/daemon';
 import { echoServer, payload, sha256 } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
@@ -28,7 +26,7 @@ async function run(
   env: NodeJS.ProcessEnv,
   timeoutMs: number,
 ): Promise<{ code: number | null; signal: NodeJS.Signals | null; output: string }> {
-  const r = await runToExit(cmd, args, { cwd, env, timeoutMs, together: true });
+  const r = await runToExit([cmd, ...args], { cwd, env, timeoutMs, together: true });
   return { code: r.code, signal: r.signal, output: r.stdout };
 }
 
@@ -109,20 +107,16 @@ test(
     const up = await echoServer();
     const runEnv = { ...process.env };
     delete runEnv['TCPPROXY_ENGINE']; // the default engine: splice, from the addon built at install
-    const child = killLater(
-      spawn(bin, ['-D', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], {
-        cwd: tmp.path,
-        env: runEnv,
-        stdio: ['ignore', 'ignore', 'pipe'],
-      }),
-    );
-    let err = '';
-    let exited: number | null | undefined;
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (err += s));
-    child.on('exit', (code) => (exited = code));
-    await until(() => /^tcpproxy: listening on \S+$/m.test(err) || exited !== undefined, () => `"listening on" from ${bin}; stderr:\n${err}`, 15000);
-    const m = /^tcpproxy: listening on (\S+)$/m.exec(err);
-    if (m === null) throw new Error(`${bin} exited (${exited}) before listening:\n${err}`);
+    const child = launch([bin, '-D', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], {
+      cwd: tmp.path,
+      env: runEnv,
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const err = child.stderr;
+    const exited = (): number | null | undefined => (child.exit() === null ? undefined : child.exit()?.code);
+    await until(() => /^tcpproxy: listening on \S+$/m.test(err()) || exited() !== undefined, () => `"listening on" from ${bin}; stderr:\n${err()}`, 15000);
+    const m = /^tcpproxy: listening on (\S+)$/m.exec(err());
+    if (m === null) throw new Error(`${bin} exited (${exited()}) before listening:\n${err()}`);
     const { port } = parseListenAddress(m[1] ?? '');
 
     const data = payload(1024 * 1024, 'npm-installed');
@@ -130,13 +124,13 @@ test(
     c.socket.end(data);
     await c.waitClosed(20000);
     expect({ got: c.digest(), end: c.describeEnd() }).toEqual({ got: { bytes: data.length, sha256: sha256(data) }, end: ' (clean end)' });
-    await until(() => /^tcpproxy: connection 1: end: /m.test(err), 'the end line of connection 1', 5000);
-    expect(err).toMatch(new RegExp(`^tcpproxy: connection 1: end: ${data.length} bytes up, ${data.length} down, \\d+ ms, eof, splice$`, 'm'));
-    expect(err).not.toMatch(/warning/);
+    await until(() => /^tcpproxy: connection 1: end: /m.test(err()), 'the end line of connection 1', 5000);
+    expect(err()).toMatch(new RegExp(`^tcpproxy: connection 1: end: ${data.length} bytes up, ${data.length} down, \\d+ ms, eof, splice$`, 'm'));
+    expect(err()).not.toMatch(/warning/);
 
-    child.kill('SIGTERM');
-    await until(() => exited !== undefined, `${bin} to exit after SIGTERM`, 15000);
-    expect(exited).toBe(0);
+    child.child.kill('SIGTERM');
+    await until(() => exited() !== undefined, `${bin} to exit after SIGTERM`, 15000);
+    expect(exited()).toBe(0);
   },
   5 * MINUTE,
 );

@@ -9,17 +9,18 @@
  * ready (its `listening on` line, its pidfile) is acted on, never fatal; a
  * second SIGTERM during the drain ends every session at once.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { killTree } from '../helpers/commands';
-import { tryConnect } from '../helpers/ports';
-import { CLI, descendants, ENGINES, ROOT, runCli, startProxy, type Proxy } from '../helpers/proxy';
-import { digestOf, echoServer, freePort, payload, startServer, StreamHash, type Digest } from '../helpers/servers';
+import { CLI, ENGINES, launch, type Launched, logLines, type Proxy, re, ROOT, runCli, startDaemon, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
+import { writeConfig } from '../helpers/fixtures';
+import { killTree } from '../helpers/kill';
+import { freePort, tryConnect } from '../helpers/ports';
+import { alive, descendants } from '../helpers/proc';
+import { describeAsRoot, requireRoot } from '../helpers/root';
+import { type Digest, digestOf, echoServer, payload, startServer, StreamHash } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
-import { alive, describeAsRoot, logLines, re, requireRoot, waitLog, waitWorkers, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 import { GRACE_MS } from '../../src/process/grace';
 
@@ -99,11 +100,10 @@ async function drains(sig: 'SIGTERM' | 'SIGINT', chunks: number, engine: string,
     send = (s) => p.child.kill(s);
   } else {
     // Its own process group, as in a terminal: the signal reaches the master and its workers.
-    const d = launch(['-D', ...args], undefined, { group: true, env: { TCPPROXY_ENGINE: engine } });
-    await until(() => /^tcpproxy: listening on \S+$/m.test(d.err()) || d.exit() !== null, () => `"listening on"; stderr:\n${d.err()}`, 10000);
-    port = Number(/^tcpproxy: listening on \S+:(\d+)$/m.exec(d.err())?.[1]);
-    pid = d.child.pid ?? 0;
-    ({ err: stderr, exit } = d);
+    const d = await startDaemon({ args, env: { ...process.env, TCPPROXY_ENGINE: engine }, detached: true });
+    port = d.addresses[0]?.port ?? 0;
+    pid = d.pid;
+    ({ stderr, exit } = d);
     send = (s) => process.kill(-pid, s);
   }
   const c = await Client.connect('127.0.0.1', port, { keep: false });
@@ -350,10 +350,14 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
           })
         : null;
     try {
-      const d = launch(['-D', '-pp', pidfile, ...args], (err, child) => {
-        if (trigger === 'the first "listening on" line' && /^tcpproxy: listening on /m.test(err) && child.pid !== undefined) once(child.pid);
+      // Not waiting for anything: onStderr sees the whole stderr so far at each chunk, at once (to signal at a precise moment).
+      const d = launch([process.execPath, CLI, '-D', '-pp', pidfile, ...args], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+        onStderr: (_chunk, err, child) => {
+          if (trigger === 'the first "listening on" line' && /^tcpproxy: listening on /m.test(err) && child.pid !== undefined) once(child.pid);
+        },
       });
-      await until(() => fired || d.exit() !== null, () => `${trigger}; stderr:\n${d.err()}`, 10000);
+      await until(() => fired || d.exit() !== null, () => `${trigger}; stderr:\n${d.stderr()}`, 10000);
       return { d, pidfile };
     } finally {
       watcher?.close();
@@ -371,17 +375,17 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
       process.kill(pid, 'SIGHUP');
     });
     await until(
-      () => d.exit() !== null || /^tcpproxy: SIGHUP: configuration reloaded/m.test(d.err()),
-      () => `the reload or the exit; stderr:\n${d.err()}`,
+      () => d.exit() !== null || /^tcpproxy: SIGHUP: configuration reloaded/m.test(d.stderr()),
+      () => `the reload or the exit; stderr:\n${d.stderr()}`,
       10000,
     );
-    expect({ exit: d.exit(), stderr: d.err() }).toEqual({
+    expect({ exit: d.exit(), stderr: d.stderr() }).toEqual({
       exit: null,
       stderr: expect.stringMatching(/^tcpproxy: SIGHUP: configuration reloaded, serving 2 service\(s\)$/m),
     });
     expect(await roundTrip(added, 'added')).toBe('added');
     expect(await roundTrip(port, 'kept')).toBe('kept');
-    expect(await d.stop()).toEqual({ code: 0, signal: null });
+    expect(await d.stop(GRACE_MS + 5000)).toEqual({ code: 0, signal: null });
     expect(fs.existsSync(pidfile)).toBe(false);
   });
 
@@ -389,9 +393,9 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
     const up = await echoServer();
     const name = `race-term-${trigger.includes('pidfile') ? 'pidfile' : 'listening'}`;
     const { d, pidfile } = await startAndFire(name, ['-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], trigger, (pid) => process.kill(pid, 'SIGTERM'));
-    await until(() => d.exit() !== null, () => `tcpproxy to exit after SIGTERM; stderr:\n${d.err()}`, GRACE_MS + 5000);
+    await until(() => d.exit() !== null, () => `tcpproxy to exit after SIGTERM; stderr:\n${d.stderr()}`, GRACE_MS + 5000);
     expect({ exit: d.exit(), pidfile: fs.existsSync(pidfile) }).toEqual({ exit: { code: 0, signal: null }, pidfile: false });
-    const lines = logLines(d.err());
+    const lines = logLines(d.stderr());
     expect(lines[lines.length - 1]).toBe('terminated');
   });
 
@@ -421,66 +425,10 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
 
 /** Detached daemons started here, killed (with their workers) after each test. */
 const detached = new Set<number>();
-/** Processes started by launch(), killed (with their workers) after each test. */
-const launched = new Set<ChildProcess>();
-
 afterEach(() => {
-  for (const pid of [...detached, ...[...launched].flatMap((c) => (c.pid === undefined ? [] : [c.pid]))]) killTree(pid);
+  for (const pid of detached) killTree(pid);
   detached.clear();
-  launched.clear();
 });
-
-interface Launched {
-  readonly child: ChildProcess;
-  readonly err: () => string;
-  readonly exit: () => { code: number | null; signal: NodeJS.Signals | null } | null;
-  /** SIGTERM, then the exit status (SIGKILL after the grace period and a margin). */
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-/**
- * Starts the CLI without waiting for anything; `onStderr` sees the whole
- * stderr so far at each chunk, at once (to signal at a precise moment).
- */
-function launch(
-  args: readonly string[],
-  onStderr?: (err: string, child: ChildProcess) => void,
-  opts: { readonly group?: boolean; readonly env?: NodeJS.ProcessEnv } = {},
-): Launched {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...opts.env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    // A process group of its own (setsid), to be signalled as a whole.
-    detached: opts.group === true,
-  });
-  launched.add(child);
-  let err = '';
-  let exit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  child.stderr.setEncoding('utf8').on('data', (t: string) => {
-    err += t;
-    onStderr?.(err, child);
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => {
-      exit = { code, signal };
-      resolve(exit);
-    }),
-  );
-  return {
-    child,
-    err: () => err,
-    exit: () => exit,
-    async stop() {
-      if (exit !== null) return exit;
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), GRACE_MS + 5000);
-      const r = await exited;
-      clearTimeout(timer);
-      return r;
-    },
-  };
-}
 
 /**
  * Waits for the `serving` line, printed once the signal handlers are about

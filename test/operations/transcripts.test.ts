@@ -10,10 +10,12 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { startProxy, type Proxy } from '../helpers/proxy';
-import { digestOf, echoServer, freePort, payload, sinkServer, type Digest } from '../helpers/servers';
+import { type Proxy, re, startProxy, waitLog } from '../helpers/daemon';
+import { writeConfig } from '../helpers/fixtures';
+import { freePort } from '../helpers/ports';
+import { describeAsRoot, requireRoot } from '../helpers/root';
+import { type Digest, digestOf, echoServer, payload, sinkServer } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
-import { describeAsRoot, re, requireRoot, waitLog, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const MiB = 1024 * 1024;

@@ -8,19 +8,13 @@
  */
 import type * as net from 'node:net';
 import { Client } from '../helpers/client';
-import { portOf } from '../helpers/ports';
-import { ENGINES, startProxy } from '../helpers/proxy';
-import { digestOf, echoServer, freePort, payload, startServer, type Upstream } from '../helpers/servers';
+import { ENGINES, re, startProxy, waitLog } from '../helpers/daemon';
+import { handler, uniqueSeconds, writeConfig } from '../helpers/fixtures';
+import { freePort, portOf } from '../helpers/ports';
+import { findProcesses } from '../helpers/proc';
+import { describeAsRoot } from '../helpers/root';
+import { digestOf, echoServer, payload, startServer, type Upstream } from '../helpers/servers';
 import { cleanUpAfterEach, killTokens, useHandlerFixtures, useTempDir } from '../helpers/setup';
-import {
-  describeAsRoot,
-  findProcesses,
-  handler,
-  re,
-  uniqueSeconds,
-  waitLog,
-  writeConfig,
-} from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const MiB = 1024 * 1024;

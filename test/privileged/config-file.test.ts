@@ -6,10 +6,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { runToExit } from '../helpers/commands';
-import { ROOT } from '../helpers/proxy';
+import { ROOT, runToExit } from '../helpers/daemon';
+import { describeAsRoot, requireRoot } from '../helpers/root';
 import { useTempDir } from '../helpers/setup';
-import { describeAsRoot, requireRoot } from '../helpers/syslog';
 
 const NOBODY = 65534;
 const tmp = useTempDir('tcpproxy-config-file-', 0o755);
@@ -28,7 +27,7 @@ describeAsRoot('config file permissions (root)', () => {
     const readable = path.join(tmp.path, 'open.conf');
     fs.writeFileSync(readable, 'port 25\n    server 127.0.0.1\n', { mode: 0o644 });
     const run = (f: string): ReturnType<typeof runToExit> =>
-      runToExit(process.execPath, [path.join(pkg, 'dist', 'src', 'tcpproxy.js'), '-z', '-f', f], {
+      runToExit([process.execPath, path.join(pkg, 'dist', 'src', 'tcpproxy.js'), '-z', '-f', f], {
         cwd: tmp.path,
         uid: NOBODY,
         gid: NOBODY,

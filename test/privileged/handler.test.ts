@@ -10,30 +10,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { portOf } from '../helpers/ports';
-import { ENGINES, ROOT, runCli, startProxy } from '../helpers/proxy';
-import { freePort, senderServer } from '../helpers/servers';
+import { type Daemon, ENGINES, INHERITED_FD, killLaunched, re, ROOT, runCli, startDaemon, startProxy, waitLog } from '../helpers/daemon';
+import { handler, uniqueSeconds, writeConfig } from '../helpers/fixtures';
+import { freePort, portOf } from '../helpers/ports';
+import { fdTarget, inodeOf, openFds, procIds, tcpSockets, unixSocketInodes, waitAsleep, waitProcess } from '../helpers/proc';
+import { describeAsRoot } from '../helpers/root';
+import { senderServer } from '../helpers/servers';
 import { cleanUpAfterEach, killTokens, useHandlerFixtures, useTempDir } from '../helpers/setup';
-import {
-  describeAsRoot,
-  fdTarget,
-  handler,
-  INHERITED_FD,
-  inodeOf,
-  killDaemons,
-  openFds,
-  procIds,
-  re,
-  startDaemon,
-  tcpSockets,
-  uniqueSeconds,
-  unixSocketInodes,
-  waitAsleep,
-  waitLog,
-  waitProcess,
-  writeConfig,
-  type Daemon,
-} from '../helpers/syslog';
 
 const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
 const ENV = '/usr/bin/env';
@@ -42,7 +25,7 @@ const tokens: string[] = [];
 
 useHandlerFixtures();
 const tmp = useTempDir('tcpproxy-handler-');
-cleanUpAfterEach(killDaemons, () => killTokens(tokens));
+cleanUpAfterEach(killLaunched, () => killTokens(tokens));
 
 /** `env -0` output → variables. */
 function parseEnv0(buf: Buffer): Record<string, string> {

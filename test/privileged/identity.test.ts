@@ -5,22 +5,12 @@
  * time, and `uid 0` / `gid 0` refused by the config parser.
  */
 import { Client } from '../helpers/client';
-import { portOf } from '../helpers/ports';
-import { runCli, startProxy } from '../helpers/proxy';
-import { freePort } from '../helpers/servers';
+import { re, runCli, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
+import { handler, uniqueSeconds, writeConfig } from '../helpers/fixtures';
+import { freePort, portOf } from '../helpers/ports';
+import { findProcesses, procIds, procStatus } from '../helpers/proc';
+import { describeAsRoot } from '../helpers/root';
 import { cleanUpAfterEach, killTokens, useHandlerFixtures, useTempDir } from '../helpers/setup';
-import {
-  describeAsRoot,
-  findProcesses,
-  handler,
-  procIds,
-  procStatus,
-  re,
-  uniqueSeconds,
-  waitLog,
-  waitWorkers,
-  writeConfig,
-} from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const tokens: string[] = [];

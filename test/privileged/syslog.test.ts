@@ -9,24 +9,13 @@
  */
 import * as fs from 'node:fs';
 import { Client } from '../helpers/client';
-import { portOf } from '../helpers/ports';
-import { echoServer, freePort, startServer } from '../helpers/servers';
+import { type Daemon, killLaunched, logLines, re, startDaemon, waitLog, waitWorkers } from '../helpers/daemon';
+import { handler, writeConfig } from '../helpers/fixtures';
+import { freePort, portOf } from '../helpers/ports';
+import { describeAsRoot } from '../helpers/root';
+import { echoServer, startServer } from '../helpers/servers';
+import { DEV_LOG, type SyslogRecord, SyslogSink } from '../helpers/syslog';
 import { cleanUpAfterEach, useHandlerFixtures, useTempDir } from '../helpers/setup';
-import {
-  DEV_LOG,
-  describeAsRoot,
-  handler,
-  killDaemons,
-  logLines,
-  re,
-  startDaemon,
-  SyslogSink,
-  waitLog,
-  waitWorkers,
-  writeConfig,
-  type Daemon,
-  type SyslogRecord,
-} from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 /** facility daemon (3) << 3, plus the severity. */
@@ -42,7 +31,7 @@ beforeAll(async () => {
   // Waits while a concurrent run of these tests owns /dev/log (see SyslogSink.open).
   sink = await SyslogSink.open('auto', 120000);
 }, 150000);
-cleanUpAfterEach(killDaemons);
+cleanUpAfterEach(killLaunched);
 afterAll(async () => {
   await sink?.close();
 });
@@ -205,7 +194,7 @@ describeAsRoot(`syslog (root; via ${fs.existsSync(DEV_LOG) ? 'a bind mount over 
       args: ['-l', 'earlyterm', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`],
       env: testEnv(),
       ...(s.mode === 'bind-mount' ? { syslog: s } : {}),
-      onStderr: (text, child) => {
+      onStderr: (_chunk, text, child) => {
         if (!signalled && /^tcpproxy: listening on /m.test(text)) {
           signalled = true;
           child.kill('SIGTERM');

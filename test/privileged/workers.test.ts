@@ -5,10 +5,13 @@
  * flowing before, during and after the restart, and ends with every byte.
  */
 import { Client } from '../helpers/client';
-import { ENGINES, startProxy } from '../helpers/proxy';
-import { echoServer, freePort, payload, StreamHash } from '../helpers/servers';
+import { ENGINES, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
+import { writeConfig } from '../helpers/fixtures';
+import { freePort } from '../helpers/ports';
+import { alive, procIds } from '../helpers/proc';
+import { describeAsRoot, requireRoot } from '../helpers/root';
+import { echoServer, payload, StreamHash } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
-import { alive, describeAsRoot, procIds, requireRoot, waitLog, waitWorkers, writeConfig } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const KiB = 1024;

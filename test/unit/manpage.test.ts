@@ -1,149 +1,39 @@
 /**
  * Drift tests for the documentation: man/tcpproxy.1 against the code
- * (options, directives, exit codes, usage line, version), the page's lint
- * status, and the sample files of examples/ against the parsers.
+ * (options, directives, exit codes, usage line, version) and the sample
+ * files of examples/ against the parsers. Pure: no process, no port (the
+ * page's lint and the messages it quotes from a run are in
+ * test/integration/manpage-live.test.ts).
  */
-import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { PortResolver } from '../../src/table/address';
-import { DEFAULT_PIDFILE, OPTION_LETTERS, USAGE, parseArgs } from '../../src/table/cli';
+import { OPTION_LETTERS, USAGE, parseArgs } from '../../src/table/cli';
 import { configFileProblem, DIRECTIVES, parseConfig, readConfig, type ConfigResult } from '../../src/table/config';
-import { formatConfigError, StartError } from '../../src/sys/errors';
+import { formatConfigError } from '../../src/sys/errors';
 import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from '../../src/sys/exit-codes';
 import { DEFAULT_GID, DEFAULT_UID } from '../../src/process/privilege';
-import { stdinIsConnection } from '../../src/modes/inetd';
-import { listenAll } from '../../src/modes/listener';
-import { main } from '../../src/main';
-import { checkPidfile, removePidfile, writePidfile } from '../../src/modes/pidfile';
 import type { Service } from '../../src/table/service';
 import { GRACE_MS } from '../../src/modes/standalone';
 import { openTranscript } from '../../src/session/transcript';
 import { VERSION } from '../../src/sys/version';
-
-const ROOT = path.join(__dirname, '..', '..');
-const PAGE_FILE = path.join(ROOT, 'man', 'tcpproxy.1');
-const EXAMPLES = path.join(ROOT, 'examples');
-const PAGE = fs.readFileSync(PAGE_FILE, 'utf8');
-const README = fs.readFileSync(path.join(ROOT, 'README.md'), 'utf8');
-const LINES = PAGE.split('\n');
-
-/** A fixed resolver, so the tests do not depend on the machine's /etc/services. */
-const NAMES = new Map([
-  ['smtp', 25],
-  ['pop3', 110],
-  ['nntp', 119],
-]);
-const resolve: PortResolver = (name) => NAMES.get(name) ?? null;
-
-/** Plain text of roff escapes used in the page: `\-`, `\e`, `\&`, `\|`, font changes, `\(xx`. */
-function unescape(text: string): string {
-  return text
-    .replace(/\\f[BIRP]/g, '')
-    .replace(/\\-/g, '-')
-    .replace(/\\e/g, '\\')
-    .replace(/\\[&|c]/g, '')
-    .replace(/\\\(em/g, '--')
-    .replace(/\\\((lq|rq)/g, '"')
-    .replace(/\\\(aq/g, "'");
-}
-
-/** The arguments of a macro line, with roff's double-quote grouping. */
-function macroArgs(rest: string): string[] {
-  const args: string[] = [];
-  for (const m of rest.matchAll(/"((?:[^"]|"")*)"|(\S+)/g)) args.push(m[1] !== undefined ? m[1].replace(/""/g, '"') : (m[2] ?? ''));
-  return args;
-}
-
-/** Sections of the page by `.SH` title, as lines (comment lines dropped). */
-function sections(): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  let current: string[] | null = null;
-  for (const line of LINES) {
-    if (line.startsWith('.\\"')) continue;
-    const sh = /^\.SH\s+(.*)$/.exec(line);
-    if (sh) {
-      current = [];
-      out.set(macroArgs(sh[1] ?? '').join(' '), current);
-    } else if (current) {
-      current.push(line);
-    }
-  }
-  return out;
-}
-
-const SECTIONS = sections();
-
-function section(title: string): string[] {
-  const s = SECTIONS.get(title);
-  if (s === undefined) throw new Error(`man/tcpproxy.1 has no section ${title}`);
-  return s;
-}
-
-/** The tag lines of a section: the line after each `.TP`. */
-function tags(lines: readonly string[]): string[] {
-  return lines.flatMap((l, i) => (l === '.TP' && i + 1 < lines.length ? [lines[i + 1] ?? ''] : []));
-}
-
-/** The first word of a bold tag (`.B word`, `.BI "word " arg`, `.BR word ...`), unescaped. */
-function tagWord(tag: string): string | null {
-  const m = /^\.B[IR]?\s+(.*)$/.exec(tag);
-  if (!m) return null;
-  const first = macroArgs(m[1] ?? '')[0];
-  return first === undefined ? null : (unescape(first).trim().split(/\s+/)[0] ?? null);
-}
-
-/** Roughly what man(1) shows for a run of lines: enough for the SYNOPSIS and examples. */
-function render(lines: readonly string[]): string {
-  const out: string[] = [];
-  for (const line of lines) {
-    if (line.startsWith('.\\"')) continue;
-    const m = /^\.([A-Za-z]+)\s*(.*)$/.exec(line);
-    if (!m) {
-      out.push(unescape(line));
-      continue;
-    }
-    const [, macro = '', rest = ''] = m;
-    const args = macroArgs(rest).map(unescape);
-    if (macro === 'br') out.push('\n');
-    else if (['B', 'I'].includes(macro)) out.push(args.join(' '));
-    else if (['BI', 'BR', 'IB', 'IR', 'RB', 'RI'].includes(macro)) out.push(args.join(''));
-  }
-  return out.join(' ').replace(/ *\n */g, '\n').trim();
-}
-
-/** The `.EX` … `.EE` blocks of a section, unescaped. */
-function examples(lines: readonly string[]): string[] {
-  const blocks: string[] = [];
-  let cur: string[] | null = null;
-  for (const line of lines) {
-    if (line === '.EX') cur = [];
-    else if (line === '.EE' && cur) {
-      blocks.push(cur.map(unescape).join('\n'));
-      cur = null;
-    } else if (cur) cur.push(line);
-  }
-  return blocks;
-}
-
-/** Where each of `phrases` first stands in `text`; expects every one to be there, naming any that is not. */
-function positionsOf(text: string, phrases: readonly string[]): number[] {
-  const steps = phrases.map((t) => [t, text.indexOf(t)] as const);
-  for (const [t, i] of steps) expect({ t, found: i >= 0 }).toEqual({ t, found: true });
-  return steps.map(([, i]) => i);
-}
-
-/** Runs `body` with a fresh temporary directory, removed afterwards. */
-async function withTempDir<T>(body: (dir: string) => T | Promise<T>): Promise<T> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-manpage-'));
-  try {
-    return await body(dir);
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
+import {
+  EXAMPLES,
+  examples,
+  LINES,
+  PAGE,
+  positionsOf,
+  README,
+  render,
+  resolve,
+  ROOT,
+  section,
+  SECTIONS,
+  tags,
+  tagWord,
+  unescape,
+  withTempDir,
+} from '../helpers/manpage';
 
 /** The records of a transcript, read the way TRANSCRIPTS tells a reader to: header line, then count bytes. */
 function parseTranscript(buf: Buffer): { time: string; direction: string; data: string }[] {
@@ -243,32 +133,6 @@ describe('man/tcpproxy.1: content', () => {
     expect([...rules].sort((a, b) => a - b)).toEqual(rules);
   });
 
-  // main() must not see a real connection on fd 0 here: it would serve it (and take over fd 2).
-  const itMain = stdinIsConnection() ? it.skip : it;
-
-  itMain('quotes the messages of rule 4 as main() prints them, with exit status 2', async () => {
-    const modes = render(section('MODES'));
-    const run = async (argv: string[]): Promise<{ status: number; stderr: string }> => {
-      let stderr = '';
-      const status = await main(argv, { stdout: () => {}, stderr: (t) => (stderr += t) });
-      return { status, stderr };
-    };
-    const arg = await run(['127.0.0.1:7']);
-    expect(arg.status).toBe(EXIT_USAGE);
-    expect(modes).toContain(`"${arg.stderr.trim().replace(/^tcpproxy: /, '')}"`);
-
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-manpage-'));
-    try {
-      const file = path.join(dir, 'standalone-no.conf');
-      fs.writeFileSync(file, 'standalone no\nport 7\n    server 127.0.0.1:7\n', { mode: 0o600 });
-      const conf = await run(['-f', file]);
-      expect(conf.status).toBe(EXIT_USAGE);
-      expect(modes).toContain(`"${conf.stderr.trim().replace(file, 'FILE')}"`);
-    } finally {
-      fs.rmSync(dir, { recursive: true, force: true });
-    }
-  });
-
   it('documents inetd mode: fd 2 to /dev/null, syslog only, lookup, id drop before anything else, then ACP and execve or forwarding', () => {
     const inetd = render(section('MODES').slice(section('MODES').indexOf('.SS inetd mode'), section('MODES').indexOf('.SS Socket activation')));
     const at = positionsOf(inetd, [
@@ -342,10 +206,24 @@ describe('man/tcpproxy.1: content', () => {
     expect(render(section('CONFIGURATION FILE'))).toContain(`It exits with status ${EXIT_USAGE} before reading the file`);
   });
 
-  it('no longer calls transcripts, the pid file, detaching or SIGHUP reload unimplemented', () => {
-    expect(unescape(PAGE)).not.toMatch(/not implemented|does not detach|does not reload|not written by this version/i);
-    expect(README).not.toMatch(/not implemented/i);
-    expect(SECTIONS.has('SIGNALS')).toBe(true);
+  it('documents transcripts, the pid file, detaching and SIGHUP reload as what this version does, in the page and the README', () => {
+    for (const title of ['TRANSCRIPTS', 'PIDFILE', 'SIGNALS']) expect(SECTIONS.has(title)).toBe(true);
+    positionsOf(render(section('OPTIONS')), [
+      '-w writefile Record the traffic of each forwarded connection in a transcript file of its own, writefile.N.log (see TRANSCRIPTS)',
+      '-D Do not detach in standalone mode',
+    ]);
+    expect(render(section('PIDFILE'))).toContain('With -p, the standalone daemon writes its process id');
+    positionsOf(render(section('SIGNALS')), [
+      'The master process of the standalone daemon handles these signals: SIGTERM, SIGINT Stop, letting the connections in progress finish.',
+      'SIGHUP: configuration reloaded, serving',
+    ]);
+    positionsOf(README, [
+      '## Daemon, pid file and signals',
+      '- **Detaching** (standalone without `-D`)',
+      '`tcpproxy: pidfile NAME: tcpproxy is already running as pid N`',
+      '- **SIGHUP**: the config file is read again with the same options.',
+      '## Transcripts',
+    ]);
   });
 
   it('documents detaching: a new session on /dev/null in the same directory, returning once every port is bound', () => {
@@ -369,83 +247,6 @@ describe('man/tcpproxy.1: content', () => {
     const options = render(section('OPTIONS'));
     expect(options).toContain('-D Do not detach in standalone mode');
     expect(render(section('LOGGING'))).toContain('a detached daemon logs to syslog only');
-  });
-
-  it('quotes a bind failure at start as listenAll reports it', async () => {
-    const modes = section('MODES');
-    const quoted = examples(modes.slice(modes.indexOf('.SS Standalone'), modes.indexOf('.SS inetd mode')));
-    expect(quoted).toEqual(['tcpproxy: cannot listen on 192.0.2.1:25: EADDRINUSE (address already in use)']);
-    const busy = net.createServer();
-    await new Promise<void>((resolve) => busy.listen({ host: '127.0.0.1', port: 0 }, resolve));
-    try {
-      const port = (busy.address() as net.AddressInfo).port;
-      const err: unknown = await listenAll([{ iface: '127.0.0.1', port }], () => {}).then(
-        (servers) => {
-          for (const s of servers) s.close();
-          return null;
-        },
-        (e: unknown) => e,
-      );
-      expect(err).toBeInstanceOf(StartError);
-      expect(`tcpproxy: ${(err as StartError).message}`.replace(`127.0.0.1:${port}`, '192.0.2.1:25')).toBe(quoted[0]);
-      expect((err as StartError).exitCode).toBe(EXIT_FAILURE);
-    } finally {
-      busy.close();
-    }
-  });
-
-  it('documents the pid file as src/modes/pidfile.ts keeps it: refused when live, stale replaced, removed only when ours', async () => {
-    const text = render(section('PIDFILE'));
-    expect(text).toContain(`With -p, the standalone daemon writes its process id in decimal, followed by a newline, to ${DEFAULT_PIDFILE}`);
-    for (const t of ['Before it binds any port', 'is stale and is replaced', 'Once every port is bound', 'with mode 0644', 'renamed', 'provided the file still holds its id']) {
-      expect(text).toContain(t);
-    }
-    expect(text).toContain(`kill -TERM $(cat ${DEFAULT_PIDFILE})`);
-    const quoted = examples(section('PIDFILE'))
-      .flatMap((b) => b.split('\n'))
-      .filter((l) => l.includes('already running'));
-    expect(quoted).toEqual([`tcpproxy: pidfile ${DEFAULT_PIDFILE}: tcpproxy is already running as pid 4711`]);
-    await withTempDir((dir) => {
-      const file = path.join(dir, 'tcpproxy.pid');
-      // A live tcpproxy (a process whose command line names it) in the file:
-      // refused with the documented message and status 1.
-      const fake = path.join(dir, 'tcpproxy.js');
-      fs.writeFileSync(fake, 'setInterval(() => {}, 1000);\n');
-      const live = spawn(process.execPath, [fake], { stdio: 'ignore' });
-      const livePid = live.pid ?? 0;
-      try {
-        fs.writeFileSync(file, `${livePid}\n`);
-        let err: unknown = null;
-        try {
-          checkPidfile(file);
-        } catch (e) {
-          err = e;
-        }
-        expect(err).toBeInstanceOf(StartError);
-        expect((err as StartError).exitCode).toBe(EXIT_FAILURE);
-        expect(`tcpproxy: ${(err as StartError).message}`.replace(file, DEFAULT_PIDFILE).replace(String(livePid), '4711')).toBe(quoted[0]);
-        // Not ours: left alone at exit.
-        removePidfile(file);
-        expect(fs.readFileSync(file, 'utf8')).toBe(`${livePid}\n`);
-      } finally {
-        live.kill('SIGKILL');
-        fs.rmSync(fake);
-      }
-      // A live process that is not a tcpproxy (jest's parent): the file is stale.
-      fs.writeFileSync(file, `${process.ppid}\n`);
-      expect(() => checkPidfile(file)).not.toThrow();
-      // Stale (a process that has exited, or no number at all): replaced by our id.
-      for (const stale of [`${spawnSync('true').pid ?? 0}\n`, 'garbage\n']) {
-        fs.writeFileSync(file, stale);
-        expect(() => checkPidfile(file)).not.toThrow();
-        writePidfile(file);
-        expect(fs.readFileSync(file, 'utf8')).toBe(`${process.pid}\n`);
-        expect(fs.statSync(file).mode & 0o777 & ~0o644).toBe(0);
-        expect(fs.readdirSync(dir)).toEqual(['tcpproxy.pid']);
-        removePidfile(file);
-        expect(fs.existsSync(file)).toBe(false);
-      }
-    });
   });
 
   it('documents transcripts as src/session/transcript.ts writes them: exclusive 0600 files, header line + raw bytes', async () => {
@@ -530,11 +331,18 @@ describe('man/tcpproxy.1: content', () => {
     expect(new Set(graces)).toEqual(new Set([seconds]));
   });
 
-  it('no longer calls inetd mode, socket activation or the example files unusable', () => {
-    const text = unescape(PAGE);
-    expect(text).not.toMatch(/inetd mode[^.]*not (implemented|provide)/i);
-    expect(text).not.toMatch(/socket activation[^.]*not implemented/i);
-    expect(render(section('FILES'))).not.toMatch(/not usable/i);
+  it('lists in FILES exactly the sample files of examples/, the socket units as running tcpproxy in inetd mode and with socket activation', () => {
+    const files = section('FILES');
+    // The tag lines (after .TP, or .TQ for a second tag) that name a sample file.
+    const listed = files.flatMap((l, i) => (['.TP', '.TQ'].includes(files[i - 1] ?? '') ? (/^\.I examples\/(\S+)$/.exec(unescape(l))?.[1] ?? []) : []));
+    const shipped = fs
+      .readdirSync(EXAMPLES, { recursive: true, withFileTypes: true })
+      .filter((e) => e.isFile())
+      .map((e) => path.relative(EXAMPLES, path.join(e.parentPath, e.name)));
+    expect([...listed].sort()).toEqual([...shipped].sort());
+    const text = render(files);
+    expect(text).toContain('examples/systemd/tcpproxy.socket a socket unit with Accept=no that passes the ports of examples/tcpproxy.conf to the daemon.');
+    expect(text).toContain('a socket unit with Accept=yes and the service started for each connection, which runs tcpproxy in inetd mode.');
   });
 
   it('has a sample configuration in EXAMPLES that parses', () => {
@@ -554,27 +362,6 @@ describe('man/tcpproxy.1: content', () => {
     const addresses = examples(section('EXAMPLES')).join('\n').match(/\b[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+\b/g) ?? [];
     expect(addresses.length).toBeGreaterThan(0);
     for (const a of addresses) expect(a).toMatch(/^(192\.0\.2|198\.51\.100|203\.0\.113|127\.0\.0)\./);
-  });
-});
-
-describe('man/tcpproxy.1: lint', () => {
-  const have = (cmd: string, args: string[]): boolean => spawnSync(cmd, args, { stdio: 'ignore' }).error === undefined;
-  // In CI mandoc is a prerequisite (.ci/run installs it): a missing one fails the test there.
-  const itMandoc = process.env['CI'] === 'true' || have('mandoc', ['-Tlint', '/dev/null']) ? it : it.skip;
-  const itGroff = have('groff', ['-v']) ? it : it.skip;
-
-  itMandoc('is clean under mandoc -Tlint -W warning', () => {
-    const r = spawnSync('mandoc', ['-Tlint', '-W', 'warning', PAGE_FILE], { encoding: 'utf8' });
-    expect(r.error).toBeUndefined();
-    expect(`${r.stdout}${r.stderr}`).toBe('');
-    expect(r.status).toBe(0);
-  });
-
-  itGroff('is clean under groff -man -ww -z', () => {
-    const r = spawnSync('groff', ['-man', '-ww', '-z', PAGE_FILE], { encoding: 'utf8' });
-    expect(r.error).toBeUndefined();
-    expect(`${r.stdout}${r.stderr}`).toBe('');
-    expect(r.status).toBe(0);
   });
 });
 

@@ -2,10 +2,10 @@
 // kernel-chosen ports: a pauseOnConnect listener accepts the test's client,
 // net.connect reaches the real upstream server, and both proxy-side sockets are
 // handed to native.pump() as dup'd fds.
-import * as crypto from 'node:crypto';
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type { Addon, PumpHandle, PumpResult } from '../../../src/sys/native';
+import { fdTargets } from '../../helpers/proc';
+import { StreamHash } from '../../helpers/servers';
 
 const HOST = '127.0.0.1';
 
@@ -18,50 +18,24 @@ export function takeFd(addon: Addon, sock: net.Socket): number {
   return dup;
 }
 
-/** Polls `cond` until it holds or `timeoutMs` passes (no fixed sleeps in tests). */
-export async function until(cond: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
-export function sha256(data: Buffer): string {
-  return crypto.createHash('sha256').update(data).digest('hex');
-}
-
 /** Everything a socket receives until EOF: byte count and sha256. */
 export function sink(sock: net.Socket): Promise<{ bytes: number; sha256: string; text: string }> {
-  const hash = crypto.createHash('sha256');
-  let bytes = 0;
+  const hash = new StreamHash();
   let head = '';
   return new Promise((resolve, reject) => {
     sock.on('data', (b: Buffer) => {
       hash.update(b);
-      bytes += b.length;
       if (head.length < 256) head += b.toString('latin1');
     });
-    sock.once('end', () => resolve({ bytes, sha256: hash.digest('hex'), text: head }));
+    sock.once('end', () => resolve({ ...hash.digest(), text: head }));
     sock.once('error', reject);
   });
 }
 
 /** Open fds of this process, and how many of them are pipes. */
 export function fdSnapshot(): { total: number; pipes: number } {
-  let total = 0;
-  let pipes = 0;
-  for (const name of fs.readdirSync('/proc/self/fd')) {
-    let target: string;
-    try {
-      target = fs.readlinkSync(`/proc/self/fd/${name}`);
-    } catch {
-      continue; // the fd of the readdir itself, closed by now
-    }
-    total++;
-    if (target.startsWith('pipe:')) pipes++;
-  }
-  return { total, pipes };
+  const targets = fdTargets('self');
+  return { total: targets.length, pipes: targets.filter((t) => t.startsWith('pipe:')).length };
 }
 
 export interface Session {
