@@ -12,15 +12,14 @@
 // only touches open fds), openLog and syslog (syslog(3) reports nothing),
 // pumpStats and init; sockName answers null, not an error, for what is not
 // an IP socket. Their argument checks are TypeErrors, never SysErrors.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { constants } from 'node:os';
 import * as path from 'node:path';
 import { SysError } from '../../src/sys/errors';
 import { native, type Addon, type PumpHandle, type PumpRequest, type PumpResult } from '../../src/sys/native';
-import { killLater, killStarted, killTree, runToExit } from '../helpers/commands';
-import { ROOT } from '../helpers/proxy';
+import { killLaunched, launch, ROOT, runToExit } from '../helpers/daemon';
 import { useTempDir } from '../helpers/setup';
 import { PumpRig, fdSnapshot } from './helpers/pump-rig';
 
@@ -71,7 +70,7 @@ function parseReport(out: { stdout: string; stderr: string; code: number | null 
 /** Runs helpers/native-child.cjs with `args`, started through `wrapper` (setpriv, prlimit, ...). */
 async function inChild(wrapper: readonly string[], args: readonly string[]): Promise<ChildReport> {
   const [cmd, ...rest] = [...wrapper, process.execPath, CHILD, ...args] as [string, ...string[]];
-  return parseReport(await runToExit(cmd, rest, { cwd: ROOT, timeoutMs: CHILD_TIMEOUT_MS }));
+  return parseReport(await runToExit([cmd, ...rest], { cwd: ROOT, timeoutMs: CHILD_TIMEOUT_MS }));
 }
 
 /** A child's SysError, which fails `instanceof` here (another realm) but not in the child. */
@@ -86,13 +85,11 @@ function childSysError(syscall: string, code: ErrnoName): Record<string, unknown
  * without a mapping is one setresuid/setresgid refuses with EINVAL.
  */
 async function dropInUserNamespace(gidMap: string, uid: number, gid: number): Promise<ChildReport> {
-  const child = killLater(
-    spawn(
-      'unshare',
-      ['--user', '--map-user=0', '--', 'sh', '-c', 'echo ready; read go; exec "$0" "$@"', process.execPath, CHILD, 'drop', `${uid}`, `${gid}`],
-      { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] },
-    ),
+  const launched = launch(
+    ['unshare', '--user', '--map-user=0', '--', 'sh', '-c', 'echo ready; read go; exec "$0" "$@"', process.execPath, CHILD, 'drop', `${uid}`, `${gid}`],
+    { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'], keepOutput: false },
   );
+  const child = launched.child as ChildProcessWithoutNullStreams;
   let stdout = '';
   let stderr = '';
   let mapped = false;
@@ -110,7 +107,7 @@ async function dropInUserNamespace(gidMap: string, uid: number, gid: number): Pr
   });
   const code = await new Promise<number | null>((resolve) => {
     const timer = setTimeout(() => {
-      if (child.pid !== undefined) killTree(child.pid);
+      launched.kill();
       stderr += `[killed after ${CHILD_TIMEOUT_MS} ms]`;
     }, CHILD_TIMEOUT_MS);
     child.on('error', (e) => (stderr += `spawn failed: ${e.message}\n`));
@@ -122,7 +119,7 @@ async function dropInUserNamespace(gidMap: string, uid: number, gid: number): Pr
   return parseReport({ stdout: stdout.replace(/^ready\n/, ''), stderr, code });
 }
 
-afterEach(() => killStarted());
+afterEach(() => killLaunched());
 
 beforeAll(() => {
   if (process.getuid?.() !== 0) throw new Error('test/native/errors.test.ts must run as root (as in CI)');
