@@ -352,16 +352,23 @@ class PumpSession {
       if (d.pending == 0) state_->Put(&d.pipe, true);
       return n;
     }
+    // 0 from a pipe we believe holds data means our bookkeeping is wrong:
+    // end the session rather than spin.
+    return WriteStalled(d, n, "splice");
+  }
+
+  // A write (splice or write(2)) of pending bytes that moved none: EAGAIN
+  // (0, wait for writable), else the end of the session (-1). A call that
+  // returned 0 did not fail, so there is no errno to report, only the side.
+  ssize_t WriteStalled(Direction& d, ssize_t n, const char* syscall) {
     if (n < 0 && errno == EAGAIN) {
       d.dst_full = true;
       return 0;
     }
-    // 0 from a pipe we believe holds data means our bookkeeping is wrong;
-    // end the session rather than spin. splice did not fail: no errno.
     if (n == 0) {
       Finish(End::kError, nullptr, 0, d.dst);
     } else {
-      Fail("splice", errno, d.dst);
+      Fail(syscall, errno, d.dst);
     }
     return -1;
   }
@@ -408,17 +415,7 @@ class PumpSession {
       }
       return n;
     }
-    if (n < 0 && errno == EAGAIN) {
-      d.dst_full = true;
-      return 0;
-    }
-    // write(2) of a non-empty buffer returning 0: no progress and no errno.
-    if (n == 0) {
-      Finish(End::kError, nullptr, 0, d.dst);
-    } else {
-      Fail("write", errno, d.dst);
-    }
-    return -1;
+    return WriteStalled(d, n, "write");
   }
 
   // Interest per fd: readable while its outgoing direction may read, writable
