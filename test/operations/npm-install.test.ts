@@ -61,7 +61,7 @@ test('package.json: linux only, an engines range, a files list', () => {
   };
   expect(pkg.os).toEqual(['linux']);
   expect(pkg.engines?.node).toMatch(/^>=\s*20/);
-  expect(pkg.files).toEqual(expect.arrayContaining(['dist/', 'native/', 'binding.gyp', 'man/']));
+  expect(pkg.files).toEqual(expect.arrayContaining(['dist/src/', 'native/', 'binding.gyp', 'man/']));
   expect(pkg.bin).toEqual({ tcpproxy: 'dist/src/tcpproxy.js' });
   expect(pkg.man).toEqual(['man/tcpproxy.1']);
 });
@@ -99,9 +99,10 @@ test(
     expect(fs.readFileSync(man, 'utf8')).toBe(fs.readFileSync(path.join(ROOT, 'man', 'tcpproxy.1'), 'utf8'));
     const installed = path.join(prefix, 'lib', 'node_modules', 'tcpproxy');
     expect(fs.existsSync(path.join(installed, 'build', 'Release', 'tcpproxy.node'))).toBe(true);
-    // `files` keeps the tests and the TypeScript sources out.
+    // `files` keeps the tests, the TypeScript sources and the compiled tests and benchmark out.
     expect(fs.existsSync(path.join(installed, 'test'))).toBe(false);
     expect(fs.existsSync(path.join(installed, 'src'))).toBe(false);
+    expect(fs.readdirSync(path.join(installed, 'dist'))).toEqual(['src']);
 
     // The installed command, run through its bin link (shebang), forwards.
     const up = await echoServer();
