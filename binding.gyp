@@ -9,6 +9,7 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/fd.cc",
+        "native/listen.cc",
         "native/process.cc",
         "native/pump.cc",
         "native/syslog.cc"

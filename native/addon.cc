@@ -23,6 +23,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   InitSyslog(env, exports);
   InitProcess(env, exports);
   InitPump(env, exports);
+  InitListen(env, exports);
   return exports;
 }
 

@@ -7,7 +7,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 2;
+constexpr int kAbiVersion = 3;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
@@ -35,5 +35,6 @@ void InitFd(Napi::Env env, Napi::Object exports);
 void InitSyslog(Napi::Env env, Napi::Object exports);
 void InitPump(Napi::Env env, Napi::Object exports);
 void InitProcess(Napi::Env env, Napi::Object exports);
+void InitListen(Napi::Env env, Napi::Object exports);
 
 }  // namespace tcpproxy

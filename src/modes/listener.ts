@@ -1,11 +1,15 @@
 /**
- * Listening sockets of standalone mode. Every server accepts with
- * pauseOnConnect, so no byte of a client is read before the socket reaches
- * the process and engine that forwards it.
+ * Listening sockets of standalone mode. The master binds one socket per
+ * service (its interface and port; the dual-stack wildcard for a port's
+ * any-interface entry), all with SO_REUSEPORT so that both forms of a port
+ * coexist and a reload can switch between them. The master only holds these
+ * fds: it never polls or accepts on them; its workers do. Holding them keeps
+ * the backlog alive while a worker restarts.
  */
-import * as net from 'node:net';
-import { formatHostPort } from '../table/address';
-import { StartError } from '../sys/errors';
+import { listenKey } from '../table/service';
+import { StartError, SysError } from '../sys/errors';
+import { native } from '../sys/native';
+import { listeningSockets, socketInode } from '../sys/procnet';
 
 export interface ListenAddress {
   /** IP literal, or null for every interface (dual-stack wildcard). */
@@ -13,9 +17,18 @@ export interface ListenAddress {
   readonly port: number;
 }
 
-export function formatListen(a: { iface: string | null; port: number }): string {
-  return a.iface === null ? `*:${a.port}` : formatHostPort(a.iface, a.port);
+/** One bound listening socket, held by the master. */
+export interface Listener extends ListenAddress {
+  /** `*:25`, `127.0.0.2:25`, `[::1]:25`: the service's listen key (table/service.ts listenKey). */
+  readonly key: string;
+  readonly fd: number;
+  /** Passed by the service manager (socket activation) rather than bound here. */
+  readonly inherited: boolean;
 }
+
+const BACKLOG = 511;
+
+export const formatListen: (a: ListenAddress) => string = listenKey;
 
 /** A listening socket inherited from a service manager (systemd Accept=no), matched by its address. */
 export interface InheritedListener {
@@ -35,29 +48,6 @@ function inheritedFor(addr: ListenAddress, inherited: readonly InheritedListener
   return onPort.find((l) => isWildcard(l.address)) ?? onPort[0];
 }
 
-function listenOne(
-  addr: ListenAddress,
-  onConnection: (sock: net.Socket) => void,
-  inherited?: InheritedListener,
-): Promise<net.Server> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, onConnection);
-    server.once('error', (err: NodeJS.ErrnoException) => {
-      server.close();
-      const what = err.code === undefined ? err.message : `${err.code} (${describeCode(err.code)})`;
-      reject(new StartError(`cannot listen on ${formatListen(addr)}: ${what}`));
-    });
-    const ready = (): void => {
-      server.removeAllListeners('error');
-      server.on('error', () => {}); // accept errors (EMFILE) are retried by libuv
-      resolve(server);
-    };
-    if (inherited) server.listen({ fd: inherited.fd }, ready);
-    // The wildcard is `::` without IPV6_V6ONLY: one socket for IPv4 and IPv6 clients.
-    else server.listen({ host: addr.iface ?? '::', port: addr.port, ipv6Only: false, backlog: 511 }, ready);
-  });
-}
-
 function describeCode(code: string): string {
   switch (code) {
     case 'EADDRINUSE':
@@ -71,27 +61,83 @@ function describeCode(code: string): string {
   }
 }
 
-/** Binds every address or none: on a failure the ones already bound are closed. */
-export async function listenAll(
-  addrs: readonly ListenAddress[],
-  onConnection: (sock: net.Socket) => void,
-  inherited: readonly InheritedListener[] = [],
-): Promise<net.Server[]> {
-  const results = await Promise.allSettled(addrs.map((a) => listenOne(a, onConnection, inheritedFor(a, inherited))));
-  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  const servers = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
-  if (failed) {
-    for (const s of servers) s.close();
-    throw failed.reason;
-  }
-  return servers;
+function cannotListen(addr: ListenAddress, code: string): StartError {
+  return new StartError(`cannot listen on ${formatListen(addr)}: ${code} (${describeCode(code)})`);
 }
 
-/** The address a server is bound to, for the `listening on` line (ephemeral ports resolved). */
-export function boundAddress(server: net.Server, wanted: ListenAddress): ListenAddress {
-  const a = server.address();
-  if (a === null || typeof a === 'string') return wanted;
-  return { iface: wanted.iface, port: a.port };
+/**
+ * SO_REUSEPORT would let us share a port with another program of the same
+ * uid instead of failing: so look first. A socket not ours on the port
+ * conflicts when either side is a wildcard or both are the same address.
+ */
+function foreignHolder(addrs: readonly ListenAddress[], ours: ReadonlySet<number>): ListenAddress | null {
+  const ports = new Set(addrs.filter((a) => a.port !== 0).map((a) => a.port));
+  if (ports.size === 0) return null;
+  const foreign = listeningSockets().filter((s) => ports.has(s.port) && !ours.has(s.inode));
+  for (const a of addrs) {
+    const clash = foreign.some(
+      (f) => f.port === a.port && (a.iface === null || isWildcard(f.address) || f.address === a.iface),
+    );
+    if (clash) return a;
+  }
+  return null;
+}
+
+/** Closes listening sockets the master holds (a worker's copies stay open until it lets go of them). */
+export function closeListeners(listeners: Iterable<Listener>): void {
+  const addon = native();
+  for (const l of listeners) addon.close(l.fd);
+}
+
+/**
+ * Binds every address or none: an inherited socket where the service
+ * manager passed one, else a new SO_REUSEPORT socket once the /proc probe
+ * has found no other program on the port. `held` are the sockets this
+ * daemon already holds (a reload): they do not count as foreign. Throws a
+ * StartError naming the address on the first failure; the ones already
+ * bound are closed.
+ */
+export function bindListeners(
+  addrs: readonly ListenAddress[],
+  held: readonly Listener[] = [],
+  inherited: readonly InheritedListener[] = [],
+): Listener[] {
+  const addon = native();
+  const plan = addrs.map((a) => ({ a, from: inheritedFor(a, inherited) }));
+  const ours = new Set<number>();
+  for (const fd of [...held.map((l) => l.fd), ...inherited.map((l) => l.fd)]) {
+    const inode = socketInode(fd);
+    if (inode !== null) ours.add(inode);
+  }
+  const clash = foreignHolder(
+    plan.filter((p) => p.from === undefined).map((p) => p.a),
+    ours,
+  );
+  if (clash) throw cannotListen(clash, 'EADDRINUSE');
+  const out: Listener[] = [];
+  try {
+    for (const { a, from } of plan) {
+      let fd: number;
+      if (from) {
+        fd = from.fd;
+      } else {
+        try {
+          fd = addon.listenTcp(a.iface, a.port, BACKLOG);
+        } catch (err) {
+          if (err instanceof SysError) throw cannotListen(a, err.code);
+          throw err;
+        }
+      }
+      // `-b ...:0` asks for an ephemeral port: the listener reports the one the kernel chose.
+      const port = a.port !== 0 ? a.port : (addon.sockName(fd)?.local.port ?? 0);
+      const bound = { iface: a.iface, port };
+      out.push({ ...bound, key: formatListen(bound), fd, inherited: from !== undefined });
+    }
+  } catch (err) {
+    closeListeners(out.filter((l) => !l.inherited));
+    throw err;
+  }
+  return out;
 }
 
 /**

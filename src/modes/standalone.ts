@@ -1,21 +1,20 @@
 /**
- * Standalone mode: the master binds every (interface, port), hands each
- * accepted connection to the worker of its service's identity, writes the
- * pidfile, and handles signals: SIGTERM/SIGINT drain and exit, SIGHUP
+ * Standalone mode: the master binds one listening socket per service,
+ * starts a worker per service identity that accepts on its services'
+ * sockets, writes the pidfile, and handles signals: SIGTERM/SIGINT drain and exit, SIGHUP
  * re-reads the configuration.
  */
-import type * as net from 'node:net';
 import { formatHostPort } from '../table/address';
 import { GRACE_MS } from '../process/grace';
 import { report } from './daemon';
-import { StartError } from '../sys/errors';
+import { errorText, StartError } from '../sys/errors';
 import { EXIT_OK } from '../sys/exit-codes';
 import { runningAsRoot } from '../process/privilege';
-import { boundAddress, formatListen, listenAll, takeInheritedListeners, type InheritedListener, type ListenAddress } from './listener';
+import { bindListeners, closeListeners, takeInheritedListeners, type InheritedListener, type Listener } from './listener';
 import { createLogger, type Logger } from '../sys/log';
 import { native } from '../sys/native';
 import { checkPidfile, removePidfile, writePidfile } from './pidfile';
-import { listenAddresses, lookupServiceIndex, type Service } from '../table/service';
+import { listenAddresses, listenKey, type Service } from '../table/service';
 import { Supervisor } from '../process/supervisor';
 import { VERSION } from '../sys/version';
 
@@ -34,10 +33,6 @@ export interface StandaloneOptions {
   readonly readyFd: number | null;
   /** Re-reads the configuration for SIGHUP; null when there is no file to re-read. */
   readonly reload: (() => Reloaded) | null;
-}
-
-function keyOf(a: ListenAddress): string {
-  return formatListen(a);
 }
 
 function warnIgnoredIds(services: readonly Service[], log: Logger): void {
@@ -73,56 +68,50 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
   process.on('SIGHUP', () => onHup());
 
   let services = opts.services;
-  let supervisor: Supervisor | null = null;
-  let nextId = 1;
-  const onConnection = (client: net.Socket): void => {
-    const id = nextId++;
-    const index = lookupServiceIndex(services, client.localAddress ?? '', client.localPort ?? 0);
-    if (index < 0 || supervisor === null) {
-      log.error(`connection ${id}: no service for ${client.localAddress ?? '?'} port ${client.localPort ?? 0}`);
-      client.destroy();
-      return;
-    }
-    supervisor.dispatch(id, index, client);
-  };
-
   const addon = native();
   const inherited: InheritedListener[] = takeInheritedListeners((fd) => addon.sockName(fd));
   for (const l of inherited) log.info(`socket activation: fd ${l.fd} listening on ${formatHostPort(l.address, l.port)}`);
 
-  const servers = new Map<string, net.Server>();
-  const wanted = listenAddresses(services);
+  /** The master's listening sockets by listen key; it never polls them, its workers accept. */
+  const listeners = new Map<string, Listener>();
   try {
     // A live pidfile means another tcpproxy: say so rather than fail on its ports.
     if (opts.pidfile !== null) checkPidfile(opts.pidfile);
-    const list = await listenAll(wanted, onConnection, inherited);
-    list.forEach((s, i) => {
-      const w = wanted[i];
-      if (w) servers.set(keyOf(w), s);
-    });
-    const bound = list.map((s, i) => boundAddress(s, wanted[i] ?? { iface: null, port: 0 }));
+    const wanted = listenAddresses(services);
+    const bound = bindListeners(wanted, [], inherited);
     // `-b ...:0` asks for an ephemeral port: the service takes the port the kernel chose.
     services = services.map((s) => {
       if (s.port !== 0) return s;
       const b = bound.find((x) => x.iface === s.iface);
       return b ? { ...s, port: b.port } : s;
     });
-    for (const b of bound) log.info(`listening on ${formatListen(b)}`);
+    for (const l of bound) {
+      listeners.set(l.key, l);
+      log.info(`listening on ${l.key}`);
+    }
     if (opts.pidfile !== null) writePidfile(opts.pidfile);
   } catch (err) {
-    for (const s of servers.values()) s.close();
+    closeListeners(listeners.values());
     if (err instanceof StartError) return fail(err.exitCode, err.message);
     throw err;
   }
 
-  supervisor = new Supervisor({ services, clearEnv: opts.clearEnv, logname: opts.logname, stderr: opts.foreground, asRoot, log });
+  const supervisor = new Supervisor({
+    services,
+    listeners,
+    clearEnv: opts.clearEnv,
+    logname: opts.logname,
+    stderr: opts.foreground,
+    asRoot,
+    log,
+  });
   supervisor.start();
   log.info(`tcpproxy ${VERSION} serving ${services.length} service(s), pid ${process.pid}`);
   if (opts.readyFd !== null) report(opts.readyFd, { ok: true });
   const running = supervisor;
 
   let reloading = false;
-  const reload = async (): Promise<void> => {
+  const reload = (): void => {
     if (opts.reload === null) {
       log.info('SIGHUP: no configuration file to re-read');
       return;
@@ -137,31 +126,31 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
         return;
       }
       const next = listenAddresses(r.services);
-      const added = next.filter((a) => !servers.has(keyOf(a)));
-      const keep = new Set(next.map(keyOf));
-      let fresh: net.Server[];
+      const added = next.filter((a) => !listeners.has(listenKey(a)));
+      const keep = new Set(next.map(listenKey));
+      let fresh: Listener[];
       try {
-        fresh = await listenAll(added, onConnection);
+        fresh = bindListeners(added, [...listeners.values()]);
       } catch (err) {
-        log.error(`SIGHUP: ${(err as Error).message}: keeping the running configuration`);
+        log.error(`SIGHUP: ${errorText(err)}: keeping the running configuration`);
         return;
       }
-      for (const [k, s] of servers) {
-        if (keep.has(k)) continue;
-        s.close();
-        servers.delete(k);
-        log.info(`stopped listening on ${k}`);
+      for (const l of fresh) {
+        listeners.set(l.key, l);
+        log.info(`listening on ${l.key}`);
       }
-      added.forEach((a, i) => {
-        const s = fresh[i];
-        if (!s) return;
-        servers.set(keyOf(a), s);
-        log.info(`listening on ${formatListen(a)}`);
-      });
       warnIgnoredIds(r.services, log);
       services = r.services;
-      running.update(services, GRACE_MS);
-      running.start();
+      // Workers get their new listeners first; the master's copies of the
+      // removed ones close after, so a port switching between its
+      // any-interface and interface forms is never without a socket.
+      running.update(services, listeners, GRACE_MS);
+      for (const [k, l] of listeners) {
+        if (keep.has(k)) continue;
+        closeListeners([l]);
+        listeners.delete(k);
+        log.info(`stopped listening on ${k}`);
+      }
       log.info(`SIGHUP: configuration reloaded, serving ${services.length} service(s)`);
     } finally {
       reloading = false;
@@ -181,16 +170,17 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       onHup = () => {};
       process.once('SIGTERM', () => now('SIGTERM'));
       process.once('SIGINT', () => now('SIGINT'));
-      for (const s of servers.values()) s.close();
+      closeListeners(listeners.values());
+      listeners.clear();
       void running.stop(GRACE_MS).then(() => {
         if (opts.pidfile !== null) removePidfile(opts.pidfile);
         log.info('terminated');
         resolve(EXIT_OK);
       });
     };
-    onHup = () => void reload();
+    onHup = () => reload();
     onStop = stop;
     if (requested !== null) stop(requested);
-    else if (hupPending) void reload();
+    else if (hupPending) reload();
   });
 }

@@ -2,22 +2,30 @@
 import type { Identity } from './privilege';
 import type { Service } from '../table/service';
 
+/** A range of connection numbers: first, first + 1, … first + count - 1. */
+export interface IdBlock {
+  readonly first: number;
+  readonly count: number;
+}
+
+/** A listening socket the worker was started with (an fd of its own, from the fork's stdio). */
+export interface ListenerFd {
+  readonly fd: number;
+  /** The listen key of the service it serves (table/service.ts listenKey). */
+  readonly key: string;
+}
+
 export interface InitMessage {
   readonly type: 'init';
   readonly services: readonly Service[];
+  readonly listeners: readonly ListenerFd[];
+  /** The first connection numbers this worker may give out. */
+  readonly ids: IdBlock;
   readonly clearEnv: boolean;
   readonly logname: string;
   readonly stderr: boolean;
   /** The ids the worker must run with (started by root), or null (no drop asked). */
   readonly expect: Identity | null;
-}
-
-/** Sent with the client socket as handle. */
-export interface ConnMessage {
-  readonly type: 'conn';
-  readonly id: number;
-  /** Index into the init message's services. */
-  readonly service: number;
 }
 
 /** A new service table after a reload: later connections use it, live ones keep theirs. */
@@ -26,18 +34,35 @@ export interface ServicesMessage {
   readonly services: readonly Service[];
 }
 
-/** Stop: finish live sessions within graceMs, then reset what is left and exit. */
-export interface DrainMessage {
-  readonly type: 'drain';
-  readonly graceMs: number;
+/** More connection numbers, the answer to a `more-ids`. */
+export interface IdsMessage {
+  readonly type: 'ids';
+  readonly ids: IdBlock;
 }
 
-export type ToWorker = InitMessage | ConnMessage | ServicesMessage | DrainMessage;
+/**
+ * Stop: close the listeners (the master keeps its copies), finish live
+ * sessions within graceMs, then reset what is left and exit. A null grace
+ * (a worker replaced by a reload) lets its sessions run to their end; a
+ * later drain with a number (the daemon stopping) sets the deadline.
+ */
+export interface DrainMessage {
+  readonly type: 'drain';
+  readonly graceMs: number | null;
+}
 
+export type ToWorker = InitMessage | ServicesMessage | IdsMessage | DrainMessage;
+
+/** The worker has dropped its privileges and accepts on its listeners. */
 export interface ReadyMessage {
   readonly type: 'ready';
   readonly uid: number;
   readonly gid: number;
 }
 
-export type ToMaster = ReadyMessage;
+/** Half of the worker's connection numbers are used: it asks for the next block. */
+export interface MoreIdsMessage {
+  readonly type: 'more-ids';
+}
+
+export type ToMaster = ReadyMessage | MoreIdsMessage;

@@ -1,31 +1,52 @@
 /**
  * The master's side of the process model: one long-lived worker per
- * distinct service identity, started with fork({uid, gid}), restarted with
- * backoff when it dies. The master hands each accepted socket to the worker
- * of its service's identity and never reads or writes client data itself.
+ * distinct service identity, restarted with backoff when it dies. Each
+ * worker is forked with the listening sockets of its services as extra
+ * stdio fds and accepts on them itself; the master never accepts, reads or
+ * writes a connection. It keeps its own copy of every listener, so clients
+ * waiting in a backlog survive a worker's restart.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import type * as net from 'node:net';
 import * as path from 'node:path';
 import { identityKey, serviceIdentity, type Identity } from './privilege';
 import type { Logger } from '../sys/log';
-import type { ConnMessage, DrainMessage, InitMessage, ServicesMessage, ToMaster } from './protocol';
-import type { Service } from '../table/service';
+import type { DrainMessage, IdBlock, IdsMessage, InitMessage, ListenerFd, ServicesMessage, ToMaster } from './protocol';
+import { listenKey, type Service } from '../table/service';
 
 const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 /** A worker that lived this long is healthy again: its next restart is quick. */
 const HEALTHY_MS = 10_000;
-/** Connections kept waiting while a worker starts; more are closed. */
-const QUEUE_MAX = 1024;
 /** A draining worker that outlives its grace period by this much is killed. */
 const KILL_AFTER_GRACE_MS = 5000;
+/** Connection numbers handed to a worker at a time. */
+export const ID_BLOCK = 65536;
+/** The fd of a worker's first listener: after stdin, stdout, stderr and the IPC channel. */
+const FIRST_LISTENER_FD = 4;
 
 type State = 'starting' | 'ready' | 'backoff' | 'stopped';
 
-interface Pending {
-  readonly msg: ConnMessage;
-  readonly sock: net.Socket;
+/** Hands out connection numbers: unique for the daemon's life, across workers and restarts. */
+class IdSource {
+  private next = 1;
+  take(): IdBlock {
+    const b = { first: this.next, count: ID_BLOCK };
+    this.next += ID_BLOCK;
+    return b;
+  }
+}
+
+/** A listening socket as the supervisor needs it. */
+export interface HeldListener {
+  readonly key: string;
+  readonly fd: number;
+}
+
+interface WorkerConfig {
+  readonly services: readonly Service[];
+  readonly clearEnv: boolean;
+  readonly logname: string;
+  readonly stderr: boolean;
 }
 
 class Worker {
@@ -33,18 +54,33 @@ class Worker {
   child: ChildProcess | null = null;
   private backoffMs = BACKOFF_FIRST_MS;
   private startedAt = 0;
-  private queue: Pending[] = [];
   private timer: NodeJS.Timeout | null = null;
+  private killTimer: NodeJS.Timeout | null = null;
+  private exit: Promise<void> | null = null;
 
   readonly id: Identity;
+  /** The listen keys of this worker's services, sorted and joined: a reload that changes them retires the worker. */
+  readonly signature: string;
+  private readonly listeners: readonly HeldListener[];
   private readonly drop: boolean;
-  private init: Omit<InitMessage, 'expect'>;
+  private config: WorkerConfig;
   private readonly log: Logger;
+  private readonly ids: IdSource;
 
-  constructor(id: Identity, drop: boolean, init: Omit<InitMessage, 'expect'>, log: Logger) {
+  constructor(
+    id: Identity,
+    listeners: readonly HeldListener[],
+    drop: boolean,
+    config: WorkerConfig,
+    ids: IdSource,
+    log: Logger,
+  ) {
     this.id = id;
+    this.listeners = listeners;
+    this.signature = signatureOf(listeners.map((l) => l.key));
     this.drop = drop;
-    this.init = init;
+    this.config = config;
+    this.ids = ids;
     this.log = log;
   }
 
@@ -55,26 +91,35 @@ class Worker {
   start(): void {
     this.state = 'starting';
     this.startedAt = Date.now();
-    // The worker drops to its ids itself, first thing on the init message and
-    // before any connection is sent: forked with {uid, gid}, Node would have to
-    // load our code as the service user, which fails wherever the package sits
-    // below a directory only root may enter (root's home, a private checkout).
+    // The worker drops to its ids itself, first thing on the init message:
+    // forked with {uid, gid}, Node would have to load our code as the service
+    // user, which fails wherever the package sits below a directory only root
+    // may enter (root's home, a private checkout). Its listeners arrive as
+    // fds 4, 5, … of the fork.
     const child = fork(path.join(__dirname, 'worker.js'), [], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...this.listeners.map((l) => l.fd)],
       execArgv: [],
     });
     this.child = child;
     child.on('error', (err) => this.log.error(`${this.label}: ${err.message}`));
     child.on('message', (m: ToMaster) => {
-      if (m.type !== 'ready' || this.child !== child) return;
-      this.state = 'ready';
-      this.log.info(`${this.label} ready, pid ${child.pid ?? '?'}`);
-      const queued = this.queue;
-      this.queue = [];
-      for (const p of queued) this.send(p);
+      if (this.child !== child) return;
+      if (m.type === 'ready') {
+        this.state = 'ready';
+        this.log.info(`${this.label} ready, pid ${child.pid ?? '?'}`);
+      } else if (m.type === 'more-ids' && child.connected) {
+        child.send({ type: 'ids', ids: this.ids.take() } satisfies IdsMessage);
+      }
     });
     child.on('exit', (code, signal) => this.exited(child, code, signal));
-    child.send({ ...this.init, expect: this.drop ? this.id : null } satisfies InitMessage);
+    const listeners: ListenerFd[] = this.listeners.map((l, i) => ({ fd: FIRST_LISTENER_FD + i, key: l.key }));
+    child.send({
+      type: 'init',
+      ...this.config,
+      listeners,
+      ids: this.ids.take(),
+      expect: this.drop ? this.id : null,
+    } satisfies InitMessage);
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -84,8 +129,6 @@ class Worker {
     if (this.state === 'stopped') return;
     if (Date.now() - this.startedAt >= HEALTHY_MS) this.backoffMs = BACKOFF_FIRST_MS;
     this.log.error(`${this.label} (pid ${child.pid ?? '?'}) ended with ${how}; restarting in ${this.backoffMs} ms`);
-    for (const p of this.queue) p.sock.destroy();
-    this.queue = [];
     this.state = 'backoff';
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -94,63 +137,52 @@ class Worker {
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
   }
 
-  dispatch(msg: ConnMessage, sock: net.Socket): void {
-    if (this.state === 'ready') return this.send({ msg, sock });
-    if (this.state === 'starting' && this.queue.length < QUEUE_MAX) {
-      this.queue.push({ msg, sock });
-      return;
-    }
-    this.log.error(`connection ${msg.id}: ${this.label} is not running: closed`);
-    sock.destroy();
-  }
-
-  private send(p: Pending): void {
-    const child = this.child;
-    if (!child?.connected) {
-      p.sock.destroy();
-      return;
-    }
-    // keepOpen false: once the fd is in the worker, the master's copy is closed.
-    child.send(p.msg, p.sock, { keepOpen: false }, (err) => {
-      if (err) {
-        this.log.error(`connection ${p.msg.id}: hand-off to ${this.label} failed: ${err.message}`);
-        p.sock.destroy();
-      }
-    });
-  }
-
-  /** A new service table: restarts use it too. */
+  /** A new service table (same listeners): restarts use it too. */
   update(services: readonly Service[]): void {
-    this.init = { ...this.init, services };
+    this.config = { ...this.config, services };
     if (this.child?.connected) this.child.send({ type: 'services', services } satisfies ServicesMessage);
   }
 
   /**
-   * Stops the worker: no new connections, live sessions get `graceMs` to
-   * finish (then the worker resets them), and a worker that still has not
-   * exited a few seconds later is killed.
+   * Stops the worker: it closes its listeners, live sessions get `graceMs`
+   * to finish (then the worker resets them), and a worker that still has not
+   * exited a few seconds later is killed. A null grace (retired by a reload)
+   * lets live sessions run to their end.
    */
-  stop(graceMs: number): Promise<void> {
+  stop(graceMs: number | null): Promise<void> {
     this.state = 'stopped';
     if (this.timer) clearTimeout(this.timer);
-    for (const p of this.queue) p.sock.destroy();
-    this.queue = [];
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-    return new Promise((resolve) => {
-      const kill = setTimeout(() => child.kill('SIGKILL'), graceMs + KILL_AFTER_GRACE_MS);
+    if (graceMs !== null && this.killTimer === null) {
+      this.killTimer = setTimeout(() => child.kill('SIGKILL'), graceMs + KILL_AFTER_GRACE_MS);
+    }
+    if (child.connected) child.send({ type: 'drain', graceMs } satisfies DrainMessage);
+    else child.kill('SIGTERM');
+    this.exit ??= new Promise((resolve) => {
       child.once('exit', () => {
-        clearTimeout(kill);
+        if (this.killTimer) clearTimeout(this.killTimer);
         resolve();
       });
-      if (child.connected) child.send({ type: 'drain', graceMs } satisfies DrainMessage);
-      else child.kill('SIGTERM');
     });
+    return this.exit;
   }
+
+  kill(): void {
+    this.state = 'stopped';
+    if (this.timer) clearTimeout(this.timer);
+    this.child?.kill('SIGKILL');
+  }
+}
+
+function signatureOf(keys: readonly string[]): string {
+  return [...keys].sort().join(' ');
 }
 
 export interface SupervisorOptions {
   readonly services: readonly Service[];
+  /** The master's listening sockets by listen key: one for every service. */
+  readonly listeners: ReadonlyMap<string, HeldListener>;
   readonly clearEnv: boolean;
   readonly logname: string;
   readonly stderr: boolean;
@@ -160,70 +192,82 @@ export interface SupervisorOptions {
 
 export class Supervisor {
   private workers = new Map<string, Worker>();
-  private byService: Worker[] = [];
-  private opts: SupervisorOptions;
+  /** Workers replaced by a reload: draining their sessions, no longer restarted. */
+  private retired = new Map<Worker, Promise<void>>();
+  private readonly ids = new IdSource();
+  private readonly opts: Omit<SupervisorOptions, 'services' | 'listeners'>;
 
   constructor(opts: SupervisorOptions) {
     this.opts = opts;
-    this.assign(opts.services);
-  }
-
-  /** Maps each service to the worker of its identity, creating workers as needed; returns the unused ones. */
-  private assign(services: readonly Service[]): Worker[] {
-    const init = { type: 'init' as const, services, clearEnv: this.opts.clearEnv, logname: this.opts.logname, stderr: this.opts.stderr };
-    const next = new Map<string, Worker>();
-    this.byService = services.map((s) => {
-      const id = serviceIdentity(s, this.opts.asRoot);
-      const key = identityKey(id);
-      let w = next.get(key) ?? this.workers.get(key);
-      if (!w) w = new Worker(id, this.opts.asRoot, init, this.opts.log);
-      next.set(key, w);
-      return w;
-    });
-    const unused = [...this.workers.entries()].filter(([k]) => !next.has(k)).map(([, w]) => w);
-    this.workers = next;
-    return unused;
-  }
-
-  start(): void {
-    for (const w of this.workers.values()) if (w.child === null) w.start();
+    this.assign(opts.services, opts.listeners, 0);
   }
 
   /**
-   * A reloaded service table: workers of new identities start, workers of
-   * identities no longer used drain, the others get the new table. Live
-   * sessions are never touched.
+   * One worker per identity, with the listeners of that identity's services.
+   * A worker whose listeners are unchanged is kept (and told the new table);
+   * one whose set changed, or whose identity is no longer used, is retired:
+   * it drains while its successor accepts on the same sockets.
    */
-  update(services: readonly Service[], graceMs: number): void {
-    const known = new Set(this.workers.values());
-    const unused = this.assign(services);
-    for (const w of this.workers.values()) {
-      if (known.has(w)) w.update(services);
-      else w.start();
+  private assign(services: readonly Service[], listeners: ReadonlyMap<string, HeldListener>, graceMs: number): void {
+    const config: WorkerConfig = {
+      services,
+      clearEnv: this.opts.clearEnv,
+      logname: this.opts.logname,
+      stderr: this.opts.stderr,
+    };
+    const groups = new Map<string, { id: Identity; keys: string[] }>();
+    for (const s of services) {
+      const id = serviceIdentity(s, this.opts.asRoot);
+      const k = identityKey(id);
+      const g = groups.get(k) ?? { id, keys: [] };
+      const key = listenKey(s);
+      if (!g.keys.includes(key)) g.keys.push(key);
+      groups.set(k, g);
     }
-    for (const w of unused) void w.stop(graceMs);
+    const next = new Map<string, Worker>();
+    for (const [k, g] of groups) {
+      const held = g.keys.map((key) => listeners.get(key)).filter((l): l is HeldListener => l !== undefined);
+      const old = this.workers.get(k);
+      if (old && old.signature === signatureOf(held.map((l) => l.key))) {
+        old.update(services);
+        next.set(k, old);
+        continue;
+      }
+      if (old) this.retire(old, null);
+      next.set(k, new Worker(g.id, held, this.opts.asRoot, config, this.ids, this.opts.log));
+    }
+    for (const [k, w] of this.workers) if (!next.has(k)) this.retire(w, graceMs);
+    this.workers = next;
   }
 
-  /** Hands a connection to the worker of the service at `index`. */
-  dispatch(id: number, index: number, sock: net.Socket): void {
-    const w = this.byService[index];
-    if (!w) {
-      sock.destroy();
-      return;
-    }
-    w.dispatch({ type: 'conn', id, service: index }, sock);
+  private retire(w: Worker, graceMs: number | null): void {
+    this.retired.set(
+      w,
+      w.stop(graceMs).finally(() => this.retired.delete(w)),
+    );
+  }
+
+  start(): void {
+    for (const w of this.workers.values()) if (w.child === null && w.state === 'starting') w.start();
+  }
+
+  /**
+   * A reloaded service table and listener set: workers of new identities or
+   * new listener sets start, the ones they replace drain. Live sessions are
+   * never touched.
+   */
+  update(services: readonly Service[], listeners: ReadonlyMap<string, HeldListener>, graceMs: number): void {
+    this.assign(services, listeners, graceMs);
+    this.start();
   }
 
   /** Kills every worker at once (a second stop signal): their sessions end with them. */
   kill(): void {
-    for (const w of this.workers.values()) {
-      w.state = 'stopped';
-      w.child?.kill('SIGKILL');
-    }
+    for (const w of [...this.workers.values(), ...this.retired.keys()]) w.kill();
   }
 
-  /** Drains every worker (see Worker.stop). */
+  /** Drains every worker, retired ones included (see Worker.stop). */
   async stop(graceMs: number): Promise<void> {
-    await Promise.all([...this.workers.values()].map((w) => w.stop(graceMs)));
+    await Promise.all([...this.workers.values(), ...this.retired.keys()].map((w) => w.stop(graceMs)));
   }
 }

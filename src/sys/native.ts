@@ -81,12 +81,17 @@ export interface Addon {
   execve(file: string, argv: readonly string[], env: readonly string[]): never;
   openLog(ident: string, facility: number): void;
   syslog(priority: number, line: string): void;
+  /**
+   * A listening TCP socket (SO_REUSEADDR, SO_REUSEPORT, non-blocking,
+   * close-on-exec) on an IP literal, or on the dual-stack wildcard for null.
+   */
+  listenTcp(address: string | null, port: number, backlog: number): number;
   pump(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
   /** Live sessions, pipes in use and idle in the pool, poll wake-ups: for tests and diagnostics. */
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; wakeups: number };
 }
 
-const ABI_VERSION = 2;
+const ABI_VERSION = 3;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

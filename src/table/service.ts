@@ -3,7 +3,7 @@
  * local port). Built from the config file or the command line; looked up by
  * standalone mode for each accepted connection and by inetd mode for fd 0.
  */
-import { normalizeIp, parseServer, plainAddress, type Parsed, type PortResolver, type ServerAddress } from './address';
+import { formatHostPort, normalizeIp, parseServer, plainAddress, type Parsed, type PortResolver, type ServerAddress } from './address';
 import { quote } from '../sys/text';
 
 export type Target =
@@ -66,19 +66,25 @@ export function lookupServiceIndex(services: readonly Service[], localAddress: s
   return any;
 }
 
-/** What to listen on: one wildcard per port with an any-interface entry, else each interface. */
+/**
+ * What to listen on: one socket per service, its interface and port (the
+ * dual-stack wildcard for an any-interface entry), in table order.
+ */
 export function listenAddresses(services: readonly Service[]): { iface: string | null; port: number }[] {
-  const wildcard = new Set(services.filter((s) => s.iface === null).map((s) => s.port));
   const seen = new Set<string>();
   const out: { iface: string | null; port: number }[] = [];
   for (const s of services) {
-    const iface = wildcard.has(s.port) ? null : s.iface;
-    const key = `${iface ?? '*'} ${s.port}`;
+    const key = listenKey(s);
     if (seen.has(key)) continue;
     seen.add(key);
-    out.push({ iface, port: s.port });
+    out.push({ iface: s.iface, port: s.port });
   }
   return out;
+}
+
+/** The name of a service's listening socket: `*:25`, `127.0.0.2:25`, `[::1]:25`. */
+export function listenKey(a: { readonly iface: string | null; readonly port: number }): string {
+  return a.iface === null ? `*:${a.port}` : formatHostPort(a.iface, a.port);
 }
 
 /** A short description for log lines: `server host:port` or `exec /path`. */

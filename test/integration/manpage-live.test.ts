@@ -13,7 +13,7 @@ import { DEFAULT_PIDFILE } from '../../src/table/cli';
 import { StartError } from '../../src/sys/errors';
 import { EXIT_FAILURE, EXIT_USAGE } from '../../src/sys/exit-codes';
 import { stdinIsConnection } from '../../src/modes/inetd';
-import { listenAll } from '../../src/modes/listener';
+import { bindListeners, closeListeners } from '../../src/modes/listener';
 import { main } from '../../src/main';
 import { checkPidfile, removePidfile, writePidfile } from '../../src/modes/pidfile';
 import { killLaunched, launch } from '../helpers/daemon';
@@ -45,7 +45,7 @@ describe('man/tcpproxy.1: the messages it quotes, from a run', () => {
     });
   });
 
-  it('quotes a bind failure at start as listenAll reports it', async () => {
+  it('quotes a bind failure at start as bindListeners reports it', async () => {
     const modes = section('MODES');
     const quoted = examples(modes.slice(modes.indexOf('.SS Standalone'), modes.indexOf('.SS inetd mode')));
     expect(quoted).toEqual(['tcpproxy: cannot listen on 192.0.2.1:25: EADDRINUSE (address already in use)']);
@@ -53,13 +53,12 @@ describe('man/tcpproxy.1: the messages it quotes, from a run', () => {
     await new Promise<void>((resolve) => busy.listen({ host: '127.0.0.1', port: 0 }, resolve));
     try {
       const port = (busy.address() as net.AddressInfo).port;
-      const err: unknown = await listenAll([{ iface: '127.0.0.1', port }], () => {}).then(
-        (servers) => {
-          for (const s of servers) s.close();
-          return null;
-        },
-        (e: unknown) => e,
-      );
+      let err: unknown = null;
+      try {
+        closeListeners(bindListeners([{ iface: '127.0.0.1', port }]));
+      } catch (e) {
+        err = e;
+      }
       expect(err).toBeInstanceOf(StartError);
       expect(`tcpproxy: ${(err as StartError).message}`.replace(`127.0.0.1:${port}`, '192.0.2.1:25')).toBe(quoted[0]);
       expect((err as StartError).exitCode).toBe(EXIT_FAILURE);

@@ -5,7 +5,7 @@
  * flowing before, during and after the restart, and ends with every byte.
  */
 import { Client } from '../helpers/client';
-import { ENGINES, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
+import { ENGINES, logLines, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
 import { writeConfig } from '../helpers/fixtures';
 import { freePort } from '../helpers/ports';
 import { alive, procIds } from '../helpers/proc';
@@ -49,11 +49,13 @@ describeAsRoot('worker supervision (root)', () => {
       };
       await flow();
       await flow();
+      const streamId = (await waitLog(p.stderr, new RegExp(`^connection (\\d+): client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${b}: `)))[1];
 
       // A live connection of A's identity.
       const lost = await Client.connect('127.0.0.1', a);
       lost.socket.write('before\n');
       await lost.waitBytes(7);
+      const lostId = (await waitLog(p.stderr, new RegExp(`^connection (\\d+): client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${a}: `)))[1];
 
       process.kill(victim.pid, 'SIGKILL');
       await waitLog(p.stderr, new RegExp(`^worker uid 4242 gid 4343 \\(pid ${victim.pid}\\) ended with signal SIGKILL; restarting in 100 ms$`));
@@ -73,7 +75,11 @@ describeAsRoot('worker supervision (root)', () => {
       again.socket.write('after\n');
       await again.waitBytes(6);
       expect(again.data().toString()).toBe('after\n');
-      await waitLog(p.stderr, new RegExp(`^connection 3: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${a}: server 127\\.0\\.0\\.1:${up.port}, uid 4242 gid 4343$`));
+      // Numbered from the new worker's own block: unique, not consecutive.
+      await waitLog(p.stderr, new RegExp(`^connection (?!${lostId}:)\\d+: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${a}: server 127\\.0\\.0\\.1:${up.port}, uid 4242 gid 4343$`));
+      const ids = logLines(p.stderr()).flatMap((l) => /^connection (\d+): client /.exec(l)?.slice(1) ?? []);
+      expect(ids).toHaveLength(3);
+      expect(new Set(ids).size).toBe(3);
 
       // B's worker was never touched; its stream ends complete.
       expect(await waitWorkers(p.stderr, 5252, 5353)).toEqual([bystander]);
@@ -83,7 +89,7 @@ describeAsRoot('worker supervision (root)', () => {
       await until(() => stream.ended || stream.closed, 'the end of the stream', 10000);
       expect({ ended: stream.ended, error: stream.error?.code ?? null }).toEqual({ ended: true, error: null });
       expect(stream.digest()).toEqual(sent.digest());
-      await waitLog(p.stderr, new RegExp(`^connection 1: end: ${sent.bytes} bytes up, ${sent.bytes} down, \\d+ ms, eof, `));
+      await waitLog(p.stderr, new RegExp(`^connection ${streamId ?? '?'}: end: ${sent.bytes} bytes up, ${sent.bytes} down, \\d+ ms, eof, `));
     },
   );
 

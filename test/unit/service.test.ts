@@ -4,6 +4,7 @@ import {
   DEFAULT_TIMEOUT_SEC,
   describeTarget,
   listenAddresses,
+  listenKey,
   lookupService,
   parseTarget,
   splitCommand,
@@ -86,9 +87,13 @@ describe('lookupService', () => {
 });
 
 describe('listenAddresses', () => {
-  it('listens once on the wildcard for a port with an any-interface entry', () => {
+  it("gives a port's any-interface entry and each of its interface entries a socket of their own", () => {
     const table = [svc(25, '192.168.1.1'), svc(25, null), svc(25, '192.44.100.7')];
-    expect(listenAddresses(table)).toEqual([{ iface: null, port: 25 }]);
+    expect(listenAddresses(table)).toEqual([
+      { iface: '192.168.1.1', port: 25 },
+      { iface: null, port: 25 },
+      { iface: '192.44.100.7', port: 25 },
+    ]);
   });
 
   it('listens on each interface of a port without one, in table order, once each', () => {
@@ -109,8 +114,9 @@ describe('listenAddresses', () => {
       svc(8080, null),
     ];
     expect(listenAddresses(table)).toEqual([
-      { iface: null, port: 25 },
+      { iface: '192.168.1.1', port: 25 },
       { iface: '192.44.100.7', port: 110 },
+      { iface: null, port: 25 },
       { iface: '192.168.1.1', port: 119 },
       { iface: '::1', port: 119 },
       { iface: null, port: 8080 },
@@ -126,6 +132,14 @@ describe('listenAddresses', () => {
 
   it('is empty for an empty table', () => {
     expect(listenAddresses([])).toEqual([]);
+  });
+
+  it('names each socket by its listen key', () => {
+    expect(listenAddresses([svc(25, null), svc(25, '127.0.0.2'), svc(25, '::1')]).map(listenKey)).toEqual([
+      '*:25',
+      '127.0.0.2:25',
+      '[::1]:25',
+    ]);
   });
 });
 
