@@ -12,6 +12,7 @@
         "native/listen.cc",
         "native/process.cc",
         "native/pump.cc",
+        "native/serve.cc",
         "native/syslog.cc"
       ],
       "dependencies": [

@@ -24,6 +24,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   InitProcess(env, exports);
   InitPump(env, exports);
   InitListen(env, exports);
+  InitServe(env, exports);
   return exports;
 }
 

@@ -3,11 +3,13 @@
 #pragma once
 #include <napi.h>
 
+#include <cstdint>
+#include <functional>
 #include <initializer_list>
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 3;
+constexpr int kAbiVersion = 4;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
@@ -15,6 +17,7 @@ struct Addon {
   Napi::FunctionReference sys_error;    // the SysError class of src/sys/errors.ts
   Napi::FunctionReference check_error;  // its PrivilegeCheckError
   PumpState* pump = nullptr;            // owned by pump.cc's env cleanup hook
+  void* serve = nullptr;                // serve.cc's ServeState, owned by its cleanup hook
   static Addon& From(Napi::Env env) { return *env.GetInstanceData<Addon>(); }
 };
 
@@ -31,10 +34,30 @@ int IntArg(const Napi::CallbackInfo& info, size_t i, const char* what);
 // fcntl(2) per fd on a kernel without it). Returns 0 or an errno.
 int CloexecFrom(unsigned first);
 
+// pump.cc: how a forwarded connection ended (see PumpResult in src/sys/native.ts).
+struct PumpOutcome {
+  const char* end = "eof";  // eof, idle-timeout, reset, error, aborted
+  uint64_t bytes_up = 0;
+  uint64_t bytes_down = 0;
+  double duration_ms = 0;
+  bool copy = false;              // the read/write path moved the bytes
+  const char* syscall = nullptr;  // for reset and error: the failed call
+  int err = 0;
+  const char* side = nullptr;  // "client", "server" or none
+};
+using PumpDone = std::function<void(const PumpOutcome&)>;
+// Forwards client <-> server on the env's loop; owns both fds from now on,
+// on every path. `done` runs once on the JS thread (never after env teardown).
+// Returns 0 and the session's id, or a negative libuv error.
+int StartPump(Napi::Env env, int client, int server, uint64_t idle_ms, bool copy, PumpDone done, uint64_t* id);
+// Resets a live session; nothing once it has ended.
+void AbortPump(Napi::Env env, uint64_t id);
+
 void InitFd(Napi::Env env, Napi::Object exports);
 void InitSyslog(Napi::Env env, Napi::Object exports);
 void InitPump(Napi::Env env, Napi::Object exports);
 void InitProcess(Napi::Env env, Napi::Object exports);
 void InitListen(Napi::Env env, Napi::Object exports);
+void InitServe(Napi::Env env, Napi::Object exports);
 
 }  // namespace tcpproxy

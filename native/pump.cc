@@ -136,13 +136,8 @@ struct PumpState {
 
 class PumpSession {
  public:
-  PumpSession(Napi::Env env, PumpState* state, int client, int server, uint64_t idle_ms, bool copy, Napi::Function done)
-      : env_(env),
-        state_(state),
-        idle_ms_(idle_ms),
-        copy_(copy),
-        done_(Napi::Persistent(done)),
-        async_(std::make_unique<Napi::AsyncContext>(env, "tcpproxy:pump")) {
+  PumpSession(PumpState* state, int client, int server, uint64_t idle_ms, bool copy, PumpDone done)
+      : state_(state), idle_ms_(idle_ms), copy_(copy), done_(std::move(done)) {
     fd_[kClient] = client;
     fd_[kServer] = server;
     dir_[kClient].src = kClient;  // up: client -> server
@@ -192,8 +187,7 @@ class PumpSession {
     }
     state_ = nullptr;  // the pool is going too: pipes are closed, not returned
     ReleaseResources();
-    done_.Reset();
-    async_.reset();
+    done_ = nullptr;
   }
 
  private:
@@ -530,32 +524,23 @@ class PumpSession {
   }
 
   void CallDone() {
-    Napi::Env env = env_;
-    Napi::HandleScope scope(env);
-    // No JS frame is below us to catch an exception (from `done`, or from
-    // building the result): report it like one thrown by any I/O callback,
-    // i.e. 'uncaughtException', or the end of the process.
-    try {
-      Napi::Object r = Napi::Object::New(env);
-      r.Set("end", EndName(end_));
-      r.Set("bytesUp", static_cast<double>(dir_[kClient].bytes));
-      r.Set("bytesDown", static_cast<double>(dir_[kServer].bytes));
-      r.Set("durationMs", std::round((uv_hrtime() - start_ns_) / 1e6));
-      r.Set("path", copy_ ? "copy" : "splice");
-      if (syscall_ != nullptr) r.Set("error", MakeErrno(env, syscall_, errno_));
-      if (side_ != kNoSide) r.Set("side", side_ == kClient ? "client" : "server");
-      // napi_make_callback wants an object as the receiver.
-      done_.MakeCallback(env.Global(), {r}, *async_);
-    } catch (const Napi::Error& e) {
-      napi_fatal_exception(env, e.Value());
-    }
+    PumpOutcome o;
+    o.end = EndName(end_);
+    o.bytes_up = dir_[kClient].bytes;
+    o.bytes_down = dir_[kServer].bytes;
+    o.duration_ms = std::round((uv_hrtime() - start_ns_) / 1e6);
+    o.copy = copy_;
+    o.syscall = syscall_;
+    o.err = errno_;
+    o.side = side_ == kClient ? "client" : side_ == kServer ? "server" : nullptr;
+    PumpDone done = std::move(done_);
+    if (done) done(o);
   }
 
  public:
   uint64_t id_ = 0;
 
  private:
-  Napi::Env env_;
   PumpState* state_;
   uv_loop_t* loop_ = nullptr;
   int fd_[2];
@@ -575,9 +560,40 @@ class PumpSession {
   const char* syscall_ = nullptr;
   int errno_ = 0;
   int side_ = kNoSide;
-  Napi::FunctionReference done_;
-  std::unique_ptr<Napi::AsyncContext> async_;
+  PumpDone done_;
 };
+
+int StartPump(Napi::Env env, int client, int server, uint64_t idle_ms, bool copy, PumpDone done, uint64_t* id) {
+  Addon& addon = Addon::From(env);
+  uv_loop_t* loop = nullptr;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok || addon.pump == nullptr) {
+    close(client);
+    close(server);
+    return UV_ENXIO;
+  }
+  // Both sockets must be non-blocking: a child that had one on its stdio
+  // (an ACP) leaves the shared file description blocking (libuv clears
+  // O_NONBLOCK on a child's stdio), and a blocking splice would stall the loop.
+  for (int fd : {client, server}) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+  }
+  uint64_t sid = addon.pump->next_id++;
+  auto* s = new PumpSession(addon.pump, client, server, idle_ms, copy, std::move(done));
+  s->id_ = sid;
+  int err = s->Start(loop);
+  if (err < 0) return err;
+  addon.pump->sessions[sid] = s;
+  *id = sid;
+  return 0;
+}
+
+void AbortPump(Napi::Env env, uint64_t id) {
+  PumpState* state = Addon::From(env).pump;
+  if (state == nullptr) return;
+  auto it = state->sessions.find(id);
+  if (it != state->sessions.end()) it->second->Abort();
+}
 
 namespace {
 
@@ -611,26 +627,37 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
     ThrowType(env, "pump(req, done): req.copy must be a boolean");
   }
 
-  Addon& addon = Addon::From(env);
-  uv_loop_t* loop = nullptr;
-  if (napi_get_uv_event_loop(env, &loop) != napi_ok || addon.pump == nullptr) {
-    ThrowType(env, "pump(req, done): no event loop");
-  }
-  // Both sockets must be non-blocking: a child that had one on its stdio
-  // (an ACP) leaves the shared file description blocking (libuv clears
-  // O_NONBLOCK on a child's stdio), and a blocking splice would stall the loop.
-  for (int fd : {client, server}) {
-    int fl = fcntl(fd, F_GETFL);
-    if (fl >= 0 && !(fl & O_NONBLOCK)) fcntl(fd, F_SETFL, fl | O_NONBLOCK);
-  }
   // From here on the fds belong to the session, on every path.
-  uint64_t id = addon.pump->next_id++;
-  auto* s = new PumpSession(env, addon.pump, client, server, static_cast<uint64_t>(std::ceil(idle_ms)),
-                            copy.IsBoolean() && copy.As<Napi::Boolean>().Value(), info[1].As<Napi::Function>());
-  s->id_ = id;
-  int err = s->Start(loop);
-  if (err < 0) ThrowErrno(env, "uv_poll_init", -err);
-  addon.pump->sessions[id] = s;
+  struct JsDone {
+    Napi::FunctionReference fn;
+    Napi::AsyncContext async;
+  };
+  auto js = std::make_shared<JsDone>(
+      JsDone{Napi::Persistent(info[1].As<Napi::Function>()), Napi::AsyncContext(env, "tcpproxy:pump")});
+  PumpDone done = [env, js](const PumpOutcome& o) {
+    Napi::HandleScope scope(env);
+    // No JS frame is below us to catch an exception (from `done`, or from
+    // building the result): report it like one thrown by any I/O callback,
+    // i.e. 'uncaughtException', or the end of the process.
+    try {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("end", o.end);
+      r.Set("bytesUp", static_cast<double>(o.bytes_up));
+      r.Set("bytesDown", static_cast<double>(o.bytes_down));
+      r.Set("durationMs", o.duration_ms);
+      r.Set("path", o.copy ? "copy" : "splice");
+      if (o.syscall != nullptr) r.Set("error", MakeErrno(env, o.syscall, o.err));
+      if (o.side != nullptr) r.Set("side", o.side);
+      // napi_make_callback wants an object as the receiver.
+      js->fn.MakeCallback(env.Global(), {r}, js->async);
+    } catch (const Napi::Error& e) {
+      napi_fatal_exception(env, e.Value());
+    }
+  };
+  uint64_t id = 0;
+  int err = StartPump(env, client, server, static_cast<uint64_t>(std::ceil(idle_ms)),
+                      copy.IsBoolean() && copy.As<Napi::Boolean>().Value(), std::move(done), &id);
+  if (err < 0) ThrowErrno(env, err == UV_ENXIO ? "pump" : "uv_poll_init", -err);
 
   // The handle refers to the session by id, so abort() after the end (when the
   // session is freed) finds nothing and does nothing.
@@ -638,11 +665,7 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
   handle.Set("abort", Napi::Function::New(
                           env,
                           [id](const Napi::CallbackInfo& info) {
-                            PumpState* state = Addon::From(info.Env()).pump;
-                            if (state != nullptr) {
-                              auto it = state->sessions.find(id);
-                              if (it != state->sessions.end()) it->second->Abort();
-                            }
+                            AbortPump(info.Env(), id);
                             return info.Env().Undefined();
                           },
                           "abort"));

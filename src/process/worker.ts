@@ -3,8 +3,10 @@
  * master with the listening sockets of its services as fds 4, 5, …; on its
  * init message it drops to the service ids and checks that the drop took
  * (privilege.ts), marks every inherited fd close-on-exec, and only then
- * accepts. Each connection runs an ACP, a handler, or an upstream connection
- * and forwarding (session.ts).
+ * accepts. A plain forwarding service is served by the native fast path
+ * (accept, connect, splice in C++: forward/fast.ts decides which); every
+ * other connection runs an ACP, a handler, or an upstream connection and
+ * forwarding in the session code.
  */
 import * as net from 'node:net';
 import { selectEngine } from '../forward/engine';
@@ -14,14 +16,18 @@ import { errorText } from '../sys/errors';
 import { createLogger, type Logger } from '../sys/log';
 import { native } from '../sys/native';
 import { listenKey, type Service } from '../table/service';
+import { fastService } from '../forward/fast';
 import { GRACE_MS } from './grace';
 import { currentIds, dropPrivileges } from './privilege';
 import type { IdBlock, InitMessage, ToMaster, ToWorker } from './protocol';
 
-/** Connection numbers from the master's blocks; asks for the next block when half of the current one is used. */
+/**
+ * Connection numbers from the master's blocks, for the session code one at
+ * a time and for the native fast path in ranges; asks for the next block
+ * when half of what it was given is used.
+ */
 class Numbers {
-  private blocks: IdBlock[] = [];
-  private next = 0;
+  private blocks: { first: number; count: number }[] = [];
   private left = 0;
   private asked = false;
   private readonly ask: () => void;
@@ -35,31 +41,44 @@ class Numbers {
 
   add(b: IdBlock): void {
     this.asked = false;
-    if (this.left === 0) {
-      this.next = b.first;
-      this.left = b.count;
-    } else {
-      this.blocks.push(b);
-    }
+    this.blocks.push({ ...b });
+    this.left += b.count;
   }
 
-  take(): number {
-    if (this.left === 0) {
-      const b = this.blocks.shift();
-      // Cannot happen unless half a block went by before the master answered:
-      // better a worker restart than a number given twice.
-      if (b === undefined) throw new Error('out of connection numbers');
-      this.next = b.first;
-      this.left = b.count;
-    }
-    const id = this.next++;
-    this.left--;
-    if (!this.asked && this.blocks.length === 0 && this.left < this.low) {
+  /** Up to `n` consecutive numbers (fewer at the end of a block). */
+  takeRange(n: number): IdBlock {
+    const b = this.blocks[0];
+    // Cannot happen unless half a block went by before the master answered:
+    // better a worker restart than a number given twice.
+    if (b === undefined) throw new Error('out of connection numbers');
+    const count = Math.min(n, b.count);
+    const out = { first: b.first, count };
+    b.first += count;
+    b.count -= count;
+    if (b.count === 0) this.blocks.shift();
+    this.left -= count;
+    if (!this.asked && this.left < this.low) {
       this.asked = true;
       this.ask();
     }
-    return id;
+    return out;
   }
+
+  take(): number {
+    return this.takeRange(1).first;
+  }
+}
+
+/** Connection numbers the fast path gets at a time, and the level below which it gets more. */
+const FAST_IDS = 4096;
+const FAST_IDS_LOW = 2048;
+
+/** One listening socket of this worker and who accepts on it. */
+interface Accepting {
+  readonly key: string;
+  /** The fd the current owner has (a dup of the last one when the owner changes). */
+  fd: number;
+  owner: { readonly kind: 'fast'; readonly handle: number } | { readonly kind: 'js'; readonly server: net.Server } | null;
 }
 
 function start(): void {
@@ -69,7 +88,8 @@ function start(): void {
   let numbers: Numbers | null = null;
   /** Services by listen key: each listener serves exactly one. */
   let byKey = new Map<string, Service>();
-  const servers: net.Server[] = [];
+  const accepting: Accepting[] = [];
+  let fastLive = 0;
 
   const send = (m: ToMaster): void => {
     process.send?.(m);
@@ -79,16 +99,22 @@ function start(): void {
   let draining = false;
   let deadline: NodeJS.Timeout | null = null;
   const exitWhenIdle = (): void => {
-    if (draining && live.size === 0) process.exit(0);
+    if (!draining || live.size > 0 || fastLive > 0) return;
+    // Lines of fast-path sessions that ended in this loop turn are not in a batch yet.
+    log?.many(native().serveTake());
+    process.exit(0);
   };
   const drain = (graceMs: number | null): void => {
     if (!draining) {
       draining = true;
-      for (const s of servers) s.close();
+      for (const a of accepting) release(a);
+      // The fast path's count as of now: its next batch brings the later ones.
+      if (init) fastLive = native().serveStats().live;
     }
     if (graceMs !== null && deadline === null) {
       deadline = setTimeout(() => {
         for (const c of live) c.abort();
+        native().serveAbortAll();
       }, graceMs);
       deadline.unref();
     }
@@ -131,14 +157,67 @@ function start(): void {
     });
   };
 
-  const listen = (msg: InitMessage, l: Logger): void => {
-    for (const { fd, key } of msg.listeners) {
+  /** Stops the current owner of a listener; with `keep`, first dups the fd for the next one. */
+  const release = (a: Accepting, keep = false): void => {
+    const owner = a.owner;
+    if (owner === null) return;
+    if (keep) a.fd = native().dupCloexec(a.fd);
+    if (owner.kind === 'fast') native().serveClose(owner.handle);
+    else owner.server.close();
+    a.owner = null;
+  };
+
+  /**
+   * Gives each listener to the native fast path or to a net.Server, by its
+   * service (fast.ts decides); a listener whose service changes sides after
+   * a reload moves over, the fast path's service is replaced in place.
+   */
+  const place = (l: Logger): void => {
+    if (!engine || draining) return;
+    for (const a of accepting) {
+      const service = byKey.get(a.key);
+      if (service === undefined) continue;
+      const fast = fastService(service, engine.name, currentIds());
+      if (fast !== null && a.owner?.kind === 'fast') {
+        native().serveUpdate(a.owner.handle, fast);
+        continue;
+      }
+      if (fast === null && a.owner?.kind === 'js') continue;
+      release(a, true);
+      if (fast !== null) {
+        numberFast();
+        a.owner = { kind: 'fast', handle: native().serveListen(a.fd, fast) };
+        continue;
+      }
+      const key = a.key;
       const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (sock) => serve(key, sock));
       // libuv retries accept errors (EMFILE sheds the oldest pending connection): log, do not die.
       server.on('error', (err) => l.error(`accept on ${key}: ${errorText(err)}`));
-      server.listen({ fd });
-      servers.push(server);
+      server.listen({ fd: a.fd });
+      a.owner = { kind: 'js', server };
     }
+  };
+
+  const startFast = (l: Logger, ids: Numbers): void => {
+    const addon = native();
+    addon.serveInit((lines, liveNow, idsLeft) => {
+      l.many(lines);
+      fastLive = liveNow;
+      if (idsLeft < FAST_IDS_LOW) {
+        const r = ids.takeRange(FAST_IDS);
+        addon.serveIds(r.first, r.count);
+      }
+      exitWhenIdle();
+    });
+  };
+
+  /** The fast path's first connection numbers, when it gets its first listener (so a worker without one numbers from its block's start). */
+  let fastNumbered = false;
+  const numberFast = (): void => {
+    if (fastNumbered || !numbers) return;
+    fastNumbered = true;
+    const r = numbers.takeRange(FAST_IDS);
+    native().serveIds(r.first, r.count);
   };
 
   process.on('message', (msg: ToWorker) => {
@@ -157,14 +236,17 @@ function start(): void {
         const l = log;
         engine = selectEngine((m) => l.warn(m));
         numbers = new Numbers(msg.ids, () => send({ type: 'more-ids' }));
+        if (engine.name === 'splice') startFast(l, numbers);
         setServices(msg.services);
-        listen(msg, l);
+        for (const { fd, key } of msg.listeners) accepting.push({ key, fd, owner: null });
+        place(l);
         send({ type: 'ready', ...currentIds() });
         return;
       }
       case 'services':
         if (init) init = { ...init, services: msg.services };
         setServices(msg.services);
+        if (log) place(log);
         return;
       case 'ids':
         numbers?.add(msg.ids);

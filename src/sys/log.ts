@@ -14,6 +14,8 @@ export interface Logger {
   info(message: string): void;
   warn(message: string): void;
   error(message: string): void;
+  /** Several lines at once, each starting with its syslog priority digit (the native fast path's batches). */
+  many(lines: readonly string[]): void;
 }
 
 export interface LogOptions {
@@ -36,5 +38,14 @@ export function createLogger(opts: LogOptions): Logger {
     info: (m) => emit(LOG_INFO, m),
     warn: (m) => emit(LOG_WARNING, m),
     error: (m) => emit(LOG_ERR, m),
+    many: (lines) => {
+      let text = '';
+      for (const l of lines) {
+        const message = l.slice(1);
+        addon?.syslog(Number(l[0]), message);
+        if (opts.stderr) text += `tcpproxy: ${message}\n`;
+      }
+      if (text !== '') process.stderr.write(text);
+    },
   };
 }

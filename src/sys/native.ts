@@ -58,6 +58,20 @@ export interface SockName {
   readonly listening: boolean;
 }
 
+/** A forwarding service compiled for the native fast path (src/forward/fast.ts). */
+export interface FastService {
+  /** The listen key, for messages. */
+  readonly key: string;
+  /** The accept line after `connection N: client C on L`: `: server H:P, uid U gid G`. */
+  readonly acceptTail: string;
+  /** `server H:P` as written, before a connect error. */
+  readonly serverText: string;
+  /** The upstream: an IP literal and a port. */
+  readonly address: string;
+  readonly port: number;
+  readonly idleMs: number;
+}
+
 export interface Addon {
   readonly abiVersion: number;
   init(sysError: typeof SysError, checkError: typeof PrivilegeCheckError): void;
@@ -86,12 +100,31 @@ export interface Addon {
    * close-on-exec) on an IP literal, or on the dual-stack wildcard for null.
    */
   listenTcp(address: string | null, port: number, backlog: number): number;
+  /**
+   * The worker's fast path (native/serve.cc). `serveInit` once, with the
+   * callback that gets the log lines (first character: the syslog
+   * priority) once per loop turn, with the live fast-path sessions and the
+   * connection numbers left.
+   */
+  serveInit(onBatch: (lines: string[], live: number, idsLeft: number) => void): void;
+  /** Accepts on a listening fd (owned from now on) for a compiled service; returns a handle. */
+  serveListen(fd: number, service: FastService): number;
+  serveUpdate(handle: number, service: FastService): void;
+  /** Stops accepting and closes the fd; live sessions go on. */
+  serveClose(handle: number): void;
+  /** Connection numbers first … first + count - 1 for the fast path. */
+  serveIds(first: number, count: number): void;
+  /** Resets every fast-path session. */
+  serveAbortAll(): void;
+  serveStats(): { live: number; listeners: number; idsLeft: number };
+  /** The log lines not yet delivered by a batch, taken now. */
+  serveTake(): string[];
   pump(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
   /** Live sessions, pipes in use and idle in the pool, poll wake-ups: for tests and diagnostics. */
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; wakeups: number };
 }
 
-const ABI_VERSION = 3;
+const ABI_VERSION = 4;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

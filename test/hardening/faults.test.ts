@@ -488,8 +488,10 @@ test('a handler that never exits (exec /bin/sleep 1000): the client can close, n
   // Killing the handlers ends their sessions, logged; nothing is left a zombie.
   process.kill(first, 'SIGKILL');
   process.kill(second, 'SIGKILL');
-  await waitLog(p.stderr, new RegExp(`^connection 1: end: handler /bin/sleep pid ${first} signal SIGKILL, \\d+ ms$`));
-  await waitLog(p.stderr, new RegExp(`^connection 2: end: handler /bin/sleep pid ${second} signal SIGKILL, \\d+ ms$`));
+  // Numbered by the session code (the fast path of the other service has a range of its own): each its own number.
+  const [, one] = await waitLog(p.stderr, new RegExp(`^connection (\\d+): end: handler /bin/sleep pid ${first} signal SIGKILL, \\d+ ms$`));
+  const [, two] = await waitLog(p.stderr, new RegExp(`^connection (\\d+): end: handler /bin/sleep pid ${second} signal SIGKILL, \\d+ ms$`));
+  expect(one).not.toBe(two);
   await c2.waitClosed(5000);
   await until(() => zombiesOf([p.pid, worker]).length === 0, 'no zombie children', 5000);
   await answers(b);

@@ -131,6 +131,37 @@ describe.each(ENGINES)('per-service listeners (root, %s engine)', (engine) => {
     expect(await p.stop()).toMatchObject({ code: 0, signal: null });
   });
 
+  test('a reload that turns a forwarding service into a handler and back: the same socket serves each in turn', async () => {
+    const fwd = await named('forwarded');
+    const port = await freePortOn(['127.0.0.1']);
+    const forward = `port ${port}\n  interface 127.0.0.1\n  server 127.0.0.1:${fwd.port}\n`;
+    const conf = writeConfig(tmp.path, `switch-${engine}.conf`, forward);
+    const p = await startProxy(['-f', conf], { TCPPROXY_ENGINE: engine });
+    await waitWorkers(p.stderr, 65535, 65534);
+    expect(await greeting('127.0.0.1', port)).toBe('forwarded');
+    let reloads = 0;
+    const reload = async (text: string): Promise<void> => {
+      reloads++;
+      fs.writeFileSync(conf, text);
+      p.child.kill('SIGHUP');
+      await until(
+        () => logLines(p.stderr()).filter((l) => l.startsWith('SIGHUP: configuration reloaded')).length >= reloads,
+        () => `reload ${reloads}; stderr:\n${p.stderr()}`,
+        10000,
+      );
+    };
+    await reload(`port ${port}\n  interface 127.0.0.1\n  exec /bin/echo handled\n`);
+    expect(await greeting('127.0.0.1', port)).toBe('handled');
+    await reload(forward);
+    expect(await greeting('127.0.0.1', port)).toBe('forwarded');
+    // One socket all along, and one worker: the listener changed hands inside it.
+    expect(logLines(p.stderr()).filter((l) => /listening on|ready, pid/.test(l))).toEqual([
+      `listening on 127.0.0.1:${port}`,
+      expect.stringMatching(/^worker uid 65535 gid 65534 ready, pid \d+$/),
+    ]);
+    expect(await p.stop()).toMatchObject({ code: 0, signal: null });
+  });
+
   test('a worker SIGKILLed under a connect loop: every connection made while it restarts is served, none refused', async () => {
     const up = await echoServer();
     const p: Proxy = await startProxy(['-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], { TCPPROXY_ENGINE: engine });
