@@ -13,6 +13,7 @@
         "native/process.cc",
         "native/pump.cc",
         "native/serve.cc",
+        "native/spawn.cc",
         "native/syslog.cc"
       ],
       "dependencies": [

@@ -25,6 +25,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   InitPump(env, exports);
   InitListen(env, exports);
   InitServe(env, exports);
+  InitSpawn(env, exports);
   return exports;
 }
 

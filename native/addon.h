@@ -9,7 +9,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 4;
+constexpr int kAbiVersion = 5;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
@@ -59,5 +59,6 @@ void InitPump(Napi::Env env, Napi::Object exports);
 void InitProcess(Napi::Env env, Napi::Object exports);
 void InitListen(Napi::Env env, Napi::Object exports);
 void InitServe(Napi::Env env, Napi::Object exports);
+void InitSpawn(Napi::Env env, Napi::Object exports);
 
 }  // namespace tcpproxy

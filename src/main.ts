@@ -3,6 +3,7 @@
  * inetd). Only chooses; the modes do the work. Returns the exit status;
  * only src/tcpproxy.ts touches process.exit.
  */
+import { availableParallelism } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { detach, takeReadyFd } from './modes/daemon';
@@ -74,7 +75,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
   const { services, config } = loaded;
 
   if (o.list > 0) {
-    io.stdout(listing(services, o.list === 1 ? 1 : 2));
+    io.stdout(listing(services, o.list === 1 ? 1 : 2, workerCount(config?.workers ?? null)));
     return EXIT_OK;
   }
 
@@ -95,6 +96,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
       services,
       logname,
       clearEnv: o.clearEnv,
+      workers: workerCount(config?.workers ?? null),
       foreground: o.foreground,
       pidfile: o.pidfile,
       readyFd,
@@ -113,4 +115,10 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
       : `tcpproxy:${config?.file ?? DEFAULT_CONFIG}: "standalone no" and standard input is not a connection: use -s\n`,
   );
   return EXIT_USAGE;
+}
+
+/** `workers` as a number: `auto` is one per CPU the process may use. */
+function workerCount(w: number | 'auto' | null): number {
+  if (w === 'auto') return Math.max(1, availableParallelism());
+  return w ?? 1;
 }

@@ -25,6 +25,13 @@ export function endpointsOf(sock: net.Socket): Endpoints {
   };
 }
 
+/** The fd of a net.Socket (for a child's stdio); throws when it has none. */
+export function socketFd(sock: net.Socket): number {
+  const fd = handleOf(sock)?.fd;
+  if (typeof fd !== 'number' || fd < 0) throw new Error('socket has no file descriptor');
+  return fd;
+}
+
 /**
  * Takes the kernel socket out of a net.Socket: dups its fd (close-on-exec)
  * and destroys the JS socket, so native owns the duplicate.

@@ -26,6 +26,8 @@ export interface StandaloneOptions {
   readonly services: readonly Service[];
   readonly logname: string;
   readonly clearEnv: boolean;
+  /** Workers per identity (`workers`, fixed at start). */
+  readonly workers: number;
   /** Lines also on stderr (-D). */
   readonly foreground: boolean;
   readonly pidfile: string | null;
@@ -100,6 +102,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     services,
     listeners,
     clearEnv: opts.clearEnv,
+    workers: opts.workers,
     logname: opts.logname,
     stderr: opts.foreground,
     asRoot,

@@ -1,6 +1,7 @@
 /**
- * The master's side of the process model: one long-lived worker per
- * distinct service identity, restarted with backoff when it dies. Each
+ * The master's side of the process model: long-lived workers for each
+ * distinct service identity (one, or `workers N`), each restarted on its
+ * own with backoff when it dies. Each
  * worker is forked with the listening sockets of its services as extra
  * stdio fds and accepts on them itself; the master never accepts, reads or
  * writes a connection. It keeps its own copy of every listener, so clients
@@ -184,6 +185,8 @@ export interface SupervisorOptions {
   /** The master's listening sockets by listen key: one for every service. */
   readonly listeners: ReadonlyMap<string, HeldListener>;
   readonly clearEnv: boolean;
+  /** Workers per identity: each accepts on all of the identity's listeners (the shared sockets). */
+  readonly workers: number;
   readonly logname: string;
   readonly stderr: boolean;
   readonly asRoot: boolean;
@@ -191,7 +194,8 @@ export interface SupervisorOptions {
 }
 
 export class Supervisor {
-  private workers = new Map<string, Worker>();
+  /** The workers of each identity, by identity key. */
+  private workers = new Map<string, Worker[]>();
   /** Workers replaced by a reload: draining their sessions, no longer restarted. */
   private retired = new Map<Worker, Promise<void>>();
   private readonly ids = new IdSource();
@@ -224,19 +228,22 @@ export class Supervisor {
       if (!g.keys.includes(key)) g.keys.push(key);
       groups.set(k, g);
     }
-    const next = new Map<string, Worker>();
+    const next = new Map<string, Worker[]>();
     for (const [k, g] of groups) {
       const held = g.keys.map((key) => listeners.get(key)).filter((l): l is HeldListener => l !== undefined);
-      const old = this.workers.get(k);
-      if (old && old.signature === signatureOf(held.map((l) => l.key))) {
-        old.update(services);
+      const old = this.workers.get(k) ?? [];
+      if (old.length > 0 && old[0]?.signature === signatureOf(held.map((l) => l.key))) {
+        for (const w of old) w.update(services);
         next.set(k, old);
         continue;
       }
-      if (old) this.retire(old, null);
-      next.set(k, new Worker(g.id, held, this.opts.asRoot, config, this.ids, this.opts.log));
+      for (const w of old) this.retire(w, null);
+      next.set(
+        k,
+        Array.from({ length: this.opts.workers }, () => new Worker(g.id, held, this.opts.asRoot, config, this.ids, this.opts.log)),
+      );
     }
-    for (const [k, w] of this.workers) if (!next.has(k)) this.retire(w, graceMs);
+    for (const [k, ws] of this.workers) if (!next.has(k)) for (const w of ws) this.retire(w, graceMs);
     this.workers = next;
   }
 
@@ -248,7 +255,7 @@ export class Supervisor {
   }
 
   start(): void {
-    for (const w of this.workers.values()) if (w.child === null && w.state === 'starting') w.start();
+    for (const w of this.all()) if (w.child === null && w.state === 'starting') w.start();
   }
 
   /**
@@ -263,11 +270,15 @@ export class Supervisor {
 
   /** Kills every worker at once (a second stop signal): their sessions end with them. */
   kill(): void {
-    for (const w of [...this.workers.values(), ...this.retired.keys()]) w.kill();
+    for (const w of [...this.all(), ...this.retired.keys()]) w.kill();
   }
 
   /** Drains every worker, retired ones included (see Worker.stop). */
   async stop(graceMs: number): Promise<void> {
-    await Promise.all([...this.workers.values(), ...this.retired.keys()].map((w) => w.stop(graceMs)));
+    await Promise.all([...this.all(), ...this.retired.keys()].map((w) => w.stop(graceMs)));
+  }
+
+  private all(): Worker[] {
+    return [...this.workers.values()].flat();
   }
 }

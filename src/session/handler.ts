@@ -3,10 +3,10 @@
  * running them with the client socket on their standard input/output.
  * Both run in the process of the service's identity (never root).
  */
-import { spawn, type StdioOptions } from 'node:child_process';
 import * as dns from 'node:dns';
-import type { Socket } from 'node:net';
+import { socketFd } from '../forward/socket';
 import type { Endpoints, HeldClient } from '../forward/types';
+import { spawnFailure, startProgram, type Started } from './child';
 import { splitCommand } from '../table/service';
 
 /** PATH of a handler started with `-y` (cleared environment). */
@@ -49,9 +49,9 @@ export function handlerEnv(r: EnvRequest): NodeJS.ProcessEnv {
   return env;
 }
 
-/** What a child gets as the client: the raw fd or the (non-reading) socket. */
-function clientStdio(client: HeldClient): number | Socket {
-  return client.kind === 'fd' ? client.fd : client.sock;
+/** The client's fd, for a child's stdio. */
+function clientFd(client: HeldClient): number {
+  return client.kind === 'fd' ? client.fd : socketFd(client.sock);
 }
 
 export interface AcpVerdict {
@@ -76,18 +76,21 @@ export function runAcp(
 ): Promise<AcpVerdict> {
   const argv = splitCommand(command);
   return new Promise((resolve) => {
-    const stdio: StdioOptions = ['ignore', clientStdio(client), 'pipe'];
+    let child: Started;
+    try {
+      child = startProgram(argv, env, null, clientFd(client));
+    } catch (err) {
+      resolve({ granted: false, status: spawnFailure(err), message: '' });
+      return;
+    }
     let timedOut = false;
     // Its own process group: a verdict past the deadline kills the ACP and
     // whatever it started, which could otherwise hold the client open.
-    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env, detached: true });
     const killGroup = (): void => {
-      if (child.pid !== undefined) {
-        try {
-          process.kill(-child.pid, 'SIGKILL');
-        } catch {
-          // Already gone.
-        }
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
       }
     };
     const onAbort = (): void => {
@@ -96,7 +99,7 @@ export function runAcp(
     };
     signal?.addEventListener('abort', onAbort, { once: true });
     let message = '';
-    child.stderr?.on('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => {
       if (message.length < ACP_MESSAGE_MAX) message += chunk.toString('utf8');
     });
     const timer =
@@ -112,11 +115,7 @@ export function runAcp(
         // eslint-disable-next-line no-control-regex
         .replace(/[\x00-\x1f\x7f]+/g, ' ')
         .trim();
-    child.once('error', (err: NodeJS.ErrnoException) => {
-      if (timer) clearTimeout(timer);
-      resolve({ granted: false, status: `spawn ${err.code ?? err.message}`, message: '' });
-    });
-    child.once('close', (code, sig) => {
+    void child.closed.then(({ code, signal: sig }) => {
       if (timer) clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
       const status = timedOut ? 'timeout' : sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`;
@@ -143,11 +142,33 @@ export function runHandler(
   log: { stderr: (line: string) => void; spawned: () => void },
 ): Promise<HandlerExit> {
   return new Promise((resolve) => {
-    const stdio: StdioOptions = [clientStdio(client), clientStdio(client), 'pipe'];
-    const child = spawn(argv[0] ?? '', argv.slice(1), { stdio, env, ...(signal ? { signal } : {}) });
+    let child: Started;
+    try {
+      const fd = clientFd(client);
+      child = startProgram(argv, env, fd, fd);
+    } catch (err) {
+      log.spawned();
+      resolve({ status: spawnFailure(err), pid: undefined });
+      return;
+    }
     log.spawned();
+    let done = false;
+    const onAbort = (): void => {
+      // The daemon is stopping and the grace period is over: the handler and its group get SIGTERM.
+      try {
+        process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        // Already gone.
+      }
+      if (!done) {
+        done = true;
+        resolve({ status: 'killed at shutdown', pid: child.pid });
+      }
+    };
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
     let pending = '';
-    child.stderr?.on('data', (chunk: Buffer) => {
+    child.stderr.on('data', (chunk: Buffer) => {
       pending += chunk.toString('utf8');
       const lines = pending.split('\n');
       pending = lines.pop() ?? '';
@@ -157,13 +178,12 @@ export function runHandler(
         pending = '';
       }
     });
-    child.once('error', (err: NodeJS.ErrnoException) =>
-      resolve({ status: err.name === 'AbortError' ? 'killed at shutdown' : `spawn ${err.code ?? err.message}`, pid: child.pid }),
-    );
-    child.once('close', (code, signal) => {
+    void child.closed.then(({ code, signal: sig }) => {
+      signal?.removeEventListener('abort', onAbort);
       if (pending !== '') log.stderr(pending);
-      resolve({ status: signal !== null ? `signal ${signal}` : `exit ${code ?? '?'}`, pid: child.pid });
+      if (done) return;
+      done = true;
+      resolve({ status: sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`, pid: child.pid });
     });
   });
 }
-

@@ -119,12 +119,28 @@ export interface Addon {
   serveStats(): { live: number; listeners: number; idsLeft: number };
   /** The log lines not yet delivered by a batch, taken now. */
   serveTake(): string[];
+  /**
+   * Starts `file` (a path) with `argv` and `env` ("K=V") by posix_spawn:
+   * fd 0 `stdin`, fd 1 `stdout` (-1: /dev/null; a socket is made blocking
+   * first), fd 2 a new pipe whose read end is returned, no other fd,
+   * signals at their defaults, a process group of its own. `onExit` runs
+   * once the child is reaped (through a pidfd on the loop). Throws a
+   * SysError `spawn` with the exec errno (ENOENT, EACCES, ENOEXEC...).
+   */
+  spawnChild(
+    file: string,
+    argv: readonly string[],
+    env: readonly string[],
+    stdin: number,
+    stdout: number,
+    onExit: (r: { code?: number; signal?: number; error?: SysError }) => void,
+  ): { pid: number; stderr: number };
   pump(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
   /** Live sessions, pipes in use and idle in the pool, poll wake-ups: for tests and diagnostics. */
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; wakeups: number };
 }
 
-const ABI_VERSION = 4;
+const ABI_VERSION = 5;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

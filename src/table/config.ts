@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
-import { directive, DIRECTIVES, type CliSetting, type Settings } from './directives';
+import { directive, DIRECTIVES, parseWorkers, type CliSetting, type Settings } from './directives';
 import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Service, type Target } from './service';
 
 export interface Config {
@@ -18,6 +18,8 @@ export interface Config {
   /** null: not stated in the file. */
   readonly standalone: boolean | null;
   readonly logname: string | null;
+  /** Workers per identity (`workers`), null: not stated. */
+  readonly workers: number | 'auto' | null;
   /** In file order. */
   readonly services: readonly Service[];
 }
@@ -157,6 +159,7 @@ class Parser {
   private readonly fileSeen = new Map<string, number>();
   private standalone: boolean | null = null;
   private logname: string | null = null;
+  private workers: number | 'auto' | null = null;
   private portLines = 0;
   private readonly ports = new Map<number, number>();
   private readonly blocks: PortBlock[] = [];
@@ -229,13 +232,19 @@ class Parser {
     }
   }
 
-  /** `standalone` and `logname`: once in the file, wherever they stand. */
+  /** `standalone`, `logname` and `workers`: once in the file, wherever they stand. */
   private fileLine(lineNo: number, name: string, value: string): void {
     const fresh = this.firstTime(lineNo, this.fileSeen, name);
     const arg = this.oneArg(lineNo, name, value);
     if (arg === null) return;
     if (name === 'logname') {
       if (fresh) this.logname = arg;
+      return;
+    }
+    if (name === 'workers') {
+      const w = parseWorkers(arg);
+      if (!w.ok) this.error(lineNo, w.error);
+      else if (fresh) this.workers = w.value;
       return;
     }
     const yesNo = arg.toLowerCase();
@@ -374,7 +383,7 @@ class Parser {
         },
       ];
     });
-    return { ok: true, config: { file, standalone: this.standalone, logname: this.logname, services } };
+    return { ok: true, config: { file, standalone: this.standalone, logname: this.logname, workers: this.workers, services } };
   }
 }
 

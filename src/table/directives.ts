@@ -30,6 +30,16 @@ export function checkTimeout(text: string): { ok: true; value: number } | { ok: 
   return n <= MAX_TIMEOUT_SEC ? { ok: true, value: n } : { ok: false, why: 'out-of-range' };
 }
 
+/** The most workers per identity `workers` accepts. */
+export const MAX_WORKERS = 64;
+
+/** `workers N` (1..MAX_WORKERS) or `workers auto` (one per CPU). */
+export function parseWorkers(text: string): Parsed<number | 'auto'> {
+  if (text.toLowerCase() === 'auto') return { ok: true, value: 'auto' };
+  if (/^[0-9]+$/.test(text) && Number(text) >= 1 && Number(text) <= MAX_WORKERS) return { ok: true, value: Number(text) };
+  return { ok: false, error: `workers must be a whole number from 1 to ${MAX_WORKERS} or "auto", not ${quote(text)}` };
+}
+
 /** The prefix of the handler's variables (`-v`, `setenv`): a shell variable name. */
 export function parsePrefix(text: string): Parsed<string> {
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(text) ? { ok: true, value: text } : { ok: false, error: `invalid variable prefix ${quote(text)}` };
@@ -48,7 +58,7 @@ function setting<K extends keyof Settings>(key: K, r: Parsed<NonNullable<Setting
 }
 
 export type Directive =
-  /** File-wide, wherever it stands: `standalone`, `logname`. */
+  /** File-wide, wherever it stands: `standalone`, `logname`, `workers`. */
   | { readonly name: string; readonly kind: 'file' }
   /** The structure: `port`, `interface`, `server`, `exec`. */
   | { readonly name: string; readonly kind: 'port' | 'interface' | 'target' }
@@ -92,6 +102,7 @@ export const DIRECTIVE_TABLE: readonly Directive[] = [
     },
   },
   { name: 'writefile', kind: 'setting', key: 'writefile', rest: false, option: 'writefile', parse: (v) => setting('writefile', { ok: true, value: v }) },
+  { name: 'workers', kind: 'file' },
 ];
 
 /** The command line's defaults for the settings of every service, from its -a, -t, -v and -w. */

@@ -277,8 +277,8 @@ describe('bad files through the built CLI (-z -f FILE): exit 2, exact messages',
     expect(lf).toMatchObject({ code: 0, stderr: '' });
     expect(crlf).toMatchObject({ code: 0, stderr: '', stdout: lf.stdout });
     expect(lf.stdout).toBe(
-      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\n' +
-        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\n',
+      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tworkers=1\n' +
+        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tworkers=1\n',
     );
     const f = file('cr.conf', 'port 7000\r\r\n  server 127.0.0.1:25\r\n');
     const r = await runCli(['-z', '-f', f]);
@@ -317,6 +317,9 @@ const DIRECTIVE_CASES: readonly { name: string; text: string; at: number; messag
   { name: 'standalone, missing', text: 'standalone\nport 7000\n server h\n', at: 1, message: '"standalone" needs an argument' },
   { name: 'standalone, extra', text: 'standalone yes no\nport 7000\n server h\n', at: 1, message: '"standalone" takes one argument' },
   { name: 'standalone, malformed', text: 'standalone maybe\nport 7000\n server h\n', at: 1, message: 'standalone must be "yes" or "no", not "maybe"' },
+  { name: 'workers, missing', text: 'workers\nport 7000\n server h\n', at: 1, message: '"workers" needs an argument' },
+  { name: 'workers, extra', text: 'workers 2 3\nport 7000\n server h\n', at: 1, message: '"workers" takes one argument' },
+  { name: 'workers, malformed', text: 'port 7000\n server h\n workers 0\n', at: 3, message: 'workers must be a whole number from 1 to 64 or "auto", not "0"' },
   { name: 'uid, missing', text: 'uid\nport 7000\n server h\n', at: 1, message: '"uid" needs an argument' },
   { name: 'uid, extra', text: 'uid 1 2\nport 7000\n server h\n', at: 1, message: '"uid" takes one argument' },
   { name: 'uid, malformed', text: 'uid nobody\nport 7000\n server h\n', at: 1, message: 'invalid uid "nobody": expected a number' },

@@ -8,14 +8,16 @@
  * script: a shell adds variables of its own (PWD) to what it passes on.
  */
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { type Daemon, ENGINES, INHERITED_FD, killLaunched, re, ROOT, runCli, startDaemon, startProxy, waitLog } from '../helpers/daemon';
+import { type Daemon, ENGINES, INHERITED_FD, killLaunched, logLines, re, ROOT, runCli, startDaemon, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
 import { handler, uniqueSeconds, writeConfig } from '../helpers/fixtures';
 import { freePort, portOf } from '../helpers/ports';
-import { fdTarget, inodeOf, openFds, procIds, tcpSockets, unixSocketInodes, waitAsleep, waitProcess } from '../helpers/proc';
+import { fdTarget, inodeOf, openFds, procIds, tcpSockets, unixSocketInodes, waitAsleep, waitProcess, zombiesOf } from '../helpers/proc';
 import { describeAsRoot } from '../helpers/root';
 import { senderServer } from '../helpers/servers';
+import { until } from '../helpers/until';
 import { cleanUpAfterEach, killTokens, useHandlerFixtures, useTempDir } from '../helpers/setup';
 
 const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
@@ -208,4 +210,50 @@ describeAsRoot('request handlers (root)', () => {
       stderr: `tcpproxy:command line: program "${script}" is not executable\n`,
     });
   });
+});
+
+describe.each(ENGINES)('handler reaping (root, %s engine)', (engine) => {
+  test('500 connections to a handler that starts a child and exits: every client gets its line, every handler is reaped, no zombie is left', async () => {
+    const p = await startProxy(['-b', '127.0.0.1:0', handler('fork-exit.sh')], { TCPPROXY_ENGINE: engine });
+    const port = portOf(p);
+    const [worker] = await waitWorkers(p.stderr, 65535, 65534);
+    if (worker === undefined) throw new Error('no worker');
+    const answers: string[] = [];
+    let next = 0;
+    const one = (): Promise<string> =>
+      new Promise((resolve) => {
+        const s = net.connect({ host: '127.0.0.1', port });
+        let got = '';
+        const timer = setTimeout(() => {
+          s.destroy();
+          resolve(`timeout (${JSON.stringify(got)})`);
+        }, 10000);
+        s.on('data', (d: Buffer) => (got += d.toString('utf8')));
+        s.once('end', () => {
+          clearTimeout(timer);
+          s.destroy();
+          resolve(got);
+        });
+        s.once('error', (e: NodeJS.ErrnoException) => {
+          clearTimeout(timer);
+          resolve(e.code ?? e.message);
+        });
+      });
+    await Promise.all(
+      Array.from({ length: 8 }, async () => {
+        while (next < 500) {
+          next++;
+          answers.push(await one());
+        }
+      }),
+    );
+    expect(answers.filter((a) => a !== 'forked\n')).toEqual([]);
+    expect(answers).toHaveLength(500);
+    const ends = (): string[] => logLines(p.stderr()).filter((l) => /^connection \d+: end: handler /.test(l));
+    await until(() => ends().length === 500, () => `500 end lines (have ${ends().length})`, 20000);
+    expect(ends().filter((l) => !/ exit 0, \d+ ms$/.test(l))).toEqual([]);
+    // The handlers' own children (the sleeps) belong to init once their parent exits; none is left a zombie here.
+    await until(() => zombiesOf([p.pid, worker.pid]).length === 0, () => `no zombie children (${zombiesOf([p.pid, worker.pid]).length})`, 10000);
+    expect(await p.stop()).toMatchObject({ code: 0, signal: null });
+  }, 120000);
 });

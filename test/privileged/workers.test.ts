@@ -5,7 +5,7 @@
  * flowing before, during and after the restart, and ends with every byte.
  */
 import { Client } from '../helpers/client';
-import { ENGINES, logLines, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
+import { ENGINES, logLines, runCli, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
 import { writeConfig } from '../helpers/fixtures';
 import { freePort } from '../helpers/ports';
 import { alive, procIds } from '../helpers/proc';
@@ -107,5 +107,47 @@ describeAsRoot('worker supervision (root)', () => {
     if (third === undefined) throw new Error('no third worker');
     expect(new Set([first.pid, second.pid, third.pid]).size).toBe(3);
     expect(procIds(third.pid).uid).toEqual([65535, 65535, 65535, 65535]);
+  });
+});
+
+describeAsRoot('several workers per identity (root)', () => {
+  /** One echo through the proxy: the bytes back, or what went wrong. */
+  async function echo(port: number, text: string): Promise<string> {
+    const c = await Client.connect('127.0.0.1', port);
+    c.socket.end(text);
+    await c.waitClosed(10000);
+    return c.data().toString('utf8');
+  }
+
+  test.each(ENGINES)('workers 3: three workers accept on the same socket; one killed is restarted alone; -zz shows it (%s engine)', async (engine) => {
+    const up = await echoServer();
+    const port = await freePort();
+    const conf = writeConfig(tmp.path, `three-${engine}.conf`, `workers 3\nport ${port}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
+    const zz = await runCli(['-zz', '-f', conf]);
+    expect(zz.stdout).toBe(`port=${port}\tinterface=127.0.0.1\tserver=127.0.0.1:${up.port}\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tworkers=3\n`);
+    const p = await startProxy(['-f', conf], { TCPPROXY_ENGINE: engine });
+    const three = await waitWorkers(p.stderr, 65535, 65534, 3);
+    expect(new Set(three.map((w) => w.pid)).size).toBe(3);
+    for (const w of three) expect(procIds(w.pid).uid).toEqual([65535, 65535, 65535, 65535]);
+    const round = async (tag: string): Promise<string[]> =>
+      Promise.all(Array.from({ length: 40 }, (_, i) => echo(port, `${tag} ${i}\n`)));
+    expect(await round('before')).toEqual(Array.from({ length: 40 }, (_, i) => `before ${i}\n`));
+
+    const [victim, ...others] = three as [(typeof three)[0], ...typeof three];
+    process.kill(victim.pid, 'SIGKILL');
+    const four = await waitWorkers(p.stderr, 65535, 65534, 4);
+    const fresh = four[3];
+    expect(fresh?.pid).not.toBe(victim.pid);
+    // The other two were never touched.
+    for (const w of others) expect(alive(w.pid)).toBe(true);
+    expect(logLines(p.stderr()).filter((l) => / ended with /.test(l))).toEqual([
+      `worker uid 65535 gid 65534 (pid ${victim.pid}) ended with signal SIGKILL; restarting in 100 ms`,
+    ]);
+    expect(await round('after')).toEqual(Array.from({ length: 40 }, (_, i) => `after ${i}\n`));
+    // Every connection has a number of its own across the workers.
+    const ids = logLines(p.stderr()).flatMap((l) => /^connection (\d+): client /.exec(l)?.slice(1) ?? []);
+    expect(ids).toHaveLength(80);
+    expect(new Set(ids).size).toBe(80);
+    expect(await p.stop()).toMatchObject({ code: 0, signal: null });
   });
 });

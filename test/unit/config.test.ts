@@ -119,7 +119,7 @@ describe('the man page sample', () => {
     const r = readConfig(file, fakeServices);
     expect(r).toEqual({
       ok: true,
-      config: { file, standalone: null, logname: null, services: expected(file) },
+      config: { file, standalone: null, logname: null, workers: null, services: expected(file) },
     });
   });
 
@@ -242,7 +242,7 @@ describe('line checks', () => {
 describe('global directives', () => {
   it('leaves standalone and logname null when absent', () => {
     const c = configOf(conf('port 25', 'server 127.0.0.1'));
-    expect(c).toEqual({ file: FILE, standalone: null, logname: null, services: [expect.anything()] });
+    expect(c).toEqual({ file: FILE, standalone: null, logname: null, workers: null, services: [expect.anything()] });
   });
 
   it.each([
@@ -275,6 +275,30 @@ describe('global directives', () => {
     expect(errorsOf(conf('standalone yes', 'logname a', 'port 25', 'server 127.0.0.1', 'standalone yes', 'logname b'))).toEqual([
       'tcpproxy:test.conf:5: duplicate "standalone" (first on line 1)',
       'tcpproxy:test.conf:6: duplicate "logname" (first on line 2)',
+    ]);
+  });
+
+  it.each([
+    ['1', 1],
+    ['8', 8],
+    ['64', 64],
+    ['auto', 'auto'],
+    ['AUTO', 'auto'],
+  ])('workers %s', (value, expected) => {
+    expect(configOf(conf('port 25', '  server 127.0.0.1', `  workers ${value}`)).workers).toBe(expected);
+  });
+
+  it('rejects workers that are not a whole number from 1 to 64 or auto, and a second workers line', () => {
+    expect(errorsOf(conf('workers 0', 'workers 65', 'workers 2.5', 'workers', 'workers some', 'port 25', 'server 127.0.0.1'))).toEqual([
+      'tcpproxy:test.conf:1: workers must be a whole number from 1 to 64 or "auto", not "0"',
+      'tcpproxy:test.conf:2: duplicate "workers" (first on line 1)',
+      'tcpproxy:test.conf:2: workers must be a whole number from 1 to 64 or "auto", not "65"',
+      'tcpproxy:test.conf:3: duplicate "workers" (first on line 1)',
+      'tcpproxy:test.conf:3: workers must be a whole number from 1 to 64 or "auto", not "2.5"',
+      'tcpproxy:test.conf:4: duplicate "workers" (first on line 1)',
+      'tcpproxy:test.conf:4: "workers" needs an argument',
+      'tcpproxy:test.conf:5: duplicate "workers" (first on line 1)',
+      'tcpproxy:test.conf:5: workers must be a whole number from 1 to 64 or "auto", not "some"',
     ]);
   });
 
@@ -718,7 +742,7 @@ describe('error collection', () => {
 describe('DIRECTIVES', () => {
   it('lists every directive the parser knows', () => {
     expect([...DIRECTIVES].sort()).toEqual(
-      ['acp', 'exec', 'gid', 'interface', 'logname', 'port', 'server', 'setenv', 'standalone', 'timeout', 'uid', 'writefile'],
+      ['acp', 'exec', 'gid', 'interface', 'logname', 'port', 'server', 'setenv', 'standalone', 'timeout', 'uid', 'workers', 'writefile'],
     );
     for (const d of DIRECTIVES) {
       const r = parse(conf(d));
@@ -750,6 +774,7 @@ describe('readConfig', () => {
         file,
         standalone: null,
         logname: null,
+        workers: null,
         services: [{ ...svc({ port: 25, target: server('127.0.0.1'), timeoutSec: 7, line: 1 }), origin: { file, line: 1 } }],
       },
     });

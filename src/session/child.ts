@@ -1,0 +1,76 @@
+/**
+ * Starting a request handler or an access control program: the native
+ * posix_spawn primitive (no fork of the Node process), wrapped for the
+ * session code. The program is found as execvp(3) would, on the PATH of the
+ * environment it is given.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import { constants } from 'node:os';
+import * as path from 'node:path';
+import { SysError } from '../sys/errors';
+import { native } from '../sys/native';
+
+export interface ChildExit {
+  readonly code: number | null;
+  /** The signal's name, e.g. `SIGKILL`. */
+  readonly signal: string | null;
+}
+
+export interface Started {
+  readonly pid: number;
+  /** The child's stderr, read end of its pipe. */
+  readonly stderr: net.Socket;
+  /** Resolves once the child is reaped. */
+  readonly exited: Promise<ChildExit>;
+  /** Resolves once it is reaped and its stderr is at EOF (Node's 'close'). */
+  readonly closed: Promise<ChildExit>;
+}
+
+const SIGNAL_NAMES = new Map(Object.entries(constants.signals).map(([name, n]) => [n, name] as const));
+
+function envArray(env: NodeJS.ProcessEnv): string[] {
+  return Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
+}
+
+/** The file execvp(3) would run: a name with a slash as it is, else the first executable on PATH. */
+export function findProgram(name: string, env: NodeJS.ProcessEnv): string {
+  if (name.includes('/')) return name;
+  for (const dir of (env['PATH'] ?? '/usr/bin:/bin').split(':')) {
+    const file = path.join(dir === '' ? '.' : dir, name);
+    try {
+      fs.accessSync(file, fs.constants.X_OK);
+      if (fs.statSync(file).isFile()) return file;
+    } catch {
+      // not here
+    }
+  }
+  return name;
+}
+
+/**
+ * Starts argv with the client (or /dev/null, for null) on fds 0 and 1.
+ * Throws a SysError (`spawn ENOENT`, ...) when the program cannot be run.
+ */
+export function startProgram(argv: readonly string[], env: NodeJS.ProcessEnv, stdin: number | null, stdout: number | null): Started {
+  const name = argv[0] ?? '';
+  let onExit: (e: ChildExit) => void = () => {};
+  const exited = new Promise<ChildExit>((resolve) => (onExit = resolve));
+  const r = native().spawnChild(findProgram(name, env), argv, envArray(env), stdin ?? -1, stdout ?? -1, (x) => {
+    if (x.error !== undefined) onExit({ code: null, signal: null });
+    else onExit({ code: x.code ?? null, signal: x.signal === undefined ? null : (SIGNAL_NAMES.get(x.signal) ?? `signal ${x.signal}`) });
+  });
+  const stderr = new net.Socket({ fd: r.stderr, readable: true, writable: false });
+  const eof = new Promise<void>((resolve) => {
+    stderr.once('close', () => resolve());
+    stderr.once('error', () => stderr.destroy());
+  });
+  return { pid: r.pid, stderr, exited, closed: Promise.all([exited, eof]).then(([e]) => e) };
+}
+
+/** `spawn ENOENT` and the like, for an error thrown by startProgram. */
+export function spawnFailure(err: unknown): string {
+  if (err instanceof SysError) return `spawn ${err.code}`;
+  const e = err as { code?: unknown; message?: unknown };
+  return `spawn ${typeof e.code === 'string' ? e.code : String(e.message ?? err)}`;
+}
