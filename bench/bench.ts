@@ -404,6 +404,7 @@ class Bench {
         parts[key] = r.cpu / (r.bytes / GIB);
       }
     }
+    this.record(v, 'gibMoved', { round, value: bytes > 0 ? bytes / GIB : null, detail: { bytes } });
     if (v !== 'direct') {
       const value = bytes > 0 && Number.isFinite(cpu) ? cpu / (bytes / GIB) : null;
       this.record(v, 'cpuPerGiB', { round, value, detail: { bytes, proxyCpuS: cpu, perTest: parts } });
