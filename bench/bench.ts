@@ -1,18 +1,22 @@
 /**
  * `npm run bench [-- --quick]`: tcpproxy against no proxy, haproxy and socat,
- * measured in one run, interleaved round-robin, medians of the rounds.
+ * and as a request-handler server against openbsd-inetd, measured in one
+ * run, interleaved round-robin, medians of the rounds.
  *
  * Layout (2 CPUs): every proxy runs pinned to the proxy CPU (taskset -c 0);
  * the upstreams (an iperf3 server, a Node echo server), the load generators
  * (iperf3 clients, bench/load.js) and this process run on the load CPU
- * (taskset -c 1). Each proxy variant runs twice per round, one instance in
- * front of each upstream; CPU and memory are read from the instance's own
- * process tree in /proc (tcpproxy: master + worker).
+ * (taskset -c 1). Each forwarding variant runs twice per round, one instance
+ * in front of each upstream; tcpproxy once more running /bin/cat for every
+ * connection, as inetd does. CPU and memory are read from the instance's own
+ * process tree in /proc (tcpproxy: master + worker + handlers, those reaped
+ * included).
  *
  * Per round, every variant is started fresh, then each phase runs over all
  * variants in turn (the order rotates every round): idle connections (RSS),
  * throughput one stream up / down and 8 streams up (iperf3, CPU per GiB),
- * new connections per second (CPU per connection), ping-pong RTT.
+ * new connections per second (CPU per connection), the request handler's
+ * connections per second (CPU per connection), ping-pong RTT.
  *
  * Not part of `npm test`: the numbers depend on the machine, targets are
  * reported, never asserted.
@@ -23,6 +27,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { CLI as TCPPROXY, ROOT } from '../test/helpers/daemon';
+import { executable, INETD } from '../test/helpers/inetd';
 import { freePort } from '../test/helpers/ports';
 import { isListening, loadAverage, treeCpuSeconds, treeRss } from '../test/helpers/proc';
 import { until } from '../test/helpers/until';
@@ -38,10 +43,10 @@ import {
   type Samples,
 } from './report';
 import type { UpstreamMsg } from './upstream';
-import { Instance, VARIANT_LABELS, type VariantName } from './variants';
+import { HANDLER_VARIANTS, Instance, PROXY_VARIANTS, VARIANT_LABELS, type InstanceKind, type VariantName } from './variants';
 
 const GIB = 1024 ** 3;
-const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat'];
+const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat', 'inetd'];
 
 interface Options {
   readonly quick: boolean;
@@ -50,6 +55,8 @@ interface Options {
   readonly connSeconds: number;
   readonly connWarmupMs: number;
   readonly concurrency: number;
+  /** Connections in flight for the request handler. */
+  readonly handlerConcurrency: number;
   readonly rttRounds: number;
   readonly rttWarmup: number;
   readonly idle: readonly [number, number];
@@ -68,7 +75,7 @@ const USAGE = `usage: npm run bench [-- options]
   --idle A,B         idle connection counts (default 1000,9000)
   --proxy-cpu N      CPU for the proxies (default 0)
   --load-cpu N       CPU for upstreams and load (default 1)
-  --keep-tmp         keep the temp dir (proxy logs, haproxy config)
+  --keep-tmp         keep the temp dir (proxy logs, haproxy and inetd configs)
 `;
 
 function parseOptions(argv: string[]): Options {
@@ -112,6 +119,7 @@ function parseOptions(argv: string[]): Options {
     connSeconds: Math.max(1, seconds),
     connWarmupMs: quick ? 200 : 1000,
     concurrency: 16,
+    handlerConcurrency: 8,
     rttRounds: quick ? 2000 : 10_000,
     rttWarmup: quick ? 200 : 1000,
     idle: [idleList[0]!, idleList[1]!],
@@ -133,10 +141,19 @@ function have(cmd: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
-/** Installs haproxy, socat and iperf3 with apt-get when missing (as root); says what it does. */
+/** The programs the comparisons need, by name: the Debian package that has each, and whether it is there. */
+const TOOLS: Record<string, { readonly pkg: string; readonly present: () => boolean }> = {
+  haproxy: { pkg: 'haproxy', present: () => have('haproxy') },
+  socat: { pkg: 'socat', present: () => have('socat') },
+  iperf3: { pkg: 'iperf3', present: () => have('iperf3') },
+  inetd: { pkg: 'openbsd-inetd', present: () => executable(INETD) },
+};
+
+/** Installs haproxy, socat, iperf3 and openbsd-inetd with apt-get when missing (as root); says what it does. */
 function ensureTools(): Record<string, boolean> {
-  const tools = ['haproxy', 'socat', 'iperf3'];
-  const missing = tools.filter((t) => !have(t));
+  const missing = Object.values(TOOLS)
+    .filter((t) => !t.present())
+    .map((t) => t.pkg);
   if (missing.length > 0) {
     if (process.getuid?.() !== 0 || !have('apt-get')) {
       log(`${missing.join(', ')} not installed and cannot install them (needs root and apt-get): those variants/metrics are skipped`);
@@ -152,7 +169,13 @@ function ensureTools(): Record<string, boolean> {
       }
     }
   }
-  return Object.fromEntries(tools.map((t) => [t, have(t)]));
+  return Object.fromEntries(Object.entries(TOOLS).map(([name, t]) => [name, t.present()]));
+}
+
+/** The installed version of a Debian package, or null. */
+function packageVersion(pkg: string): string | null {
+  const r = spawnSync('dpkg-query', ['-W', '-f', '${Version}', pkg], { encoding: 'utf8' });
+  return r.status === 0 && r.stdout.trim() !== '' ? `${pkg} ${r.stdout.trim()}` : null;
 }
 
 function toolVersion(cmd: string, args: string[]): string {
@@ -236,14 +259,22 @@ class Bench {
     return { proxyCpu: this.opts.proxyCpu, tmpDir: this.tmpDir, tcpproxy: TCPPROXY, maxConns: this.opts.idle[1] };
   }
 
+  /** The instances of `v`: in front of each upstream (forwarding variants), running the handler (handler variants). */
+  kinds(v: VariantName): [InstanceKind, number][] {
+    const out: [InstanceKind, number][] = [];
+    if (PROXY_VARIANTS.includes(v)) {
+      out.push(['echo', this.echoPort]);
+      if (this.hasIperf) out.push(['iperf', this.iperfPort]);
+    }
+    if (HANDLER_VARIANTS.includes(v)) out.push(['handler', 0]);
+    return out;
+  }
+
   async startInstances(): Promise<void> {
     this.instances.clear();
     for (const v of this.variants) {
-      for (const [kind, port] of [
-        ['echo', this.echoPort],
-        ...(this.hasIperf ? [['iperf', this.iperfPort] as const] : []),
-      ] as const) {
-        const inst = new Instance(v, port);
+      for (const [kind, port] of this.kinds(v)) {
+        const inst = new Instance(v, kind, port);
         this.instances.set(`${v}/${kind}`, inst);
         try {
           await inst.start(this.startContext());
@@ -272,8 +303,8 @@ class Bench {
     for (const line of lines) this.note(`${key}: ${line}`);
   }
 
-  /** The instance of `v` in front of `kind`, running (restarted if it died: noted). */
-  async instance(v: VariantName, kind: 'echo' | 'iperf'): Promise<Instance | null> {
+  /** The instance of `v` of `kind`, running (restarted if it died: noted). */
+  async instance(v: VariantName, kind: InstanceKind): Promise<Instance | null> {
     const key = `${v}/${kind}`;
     const inst = this.instances.get(key);
     if (!inst) return null;
@@ -373,16 +404,25 @@ class Bench {
         parts[key] = r.cpu / (r.bytes / GIB);
       }
     }
+    this.record(v, 'gibMoved', { round, value: bytes > 0 ? bytes / GIB : null, detail: { bytes } });
     if (v !== 'direct') {
       const value = bytes > 0 && Number.isFinite(cpu) ? cpu / (bytes / GIB) : null;
       this.record(v, 'cpuPerGiB', { round, value, detail: { bytes, proxyCpuS: cpu, perTest: parts } });
     }
   }
 
-  async connRate(v: VariantName, round: number): Promise<void> {
-    const inst = await this.instance(v, 'echo');
+  /**
+   * Connections per second and CPU per connection: forwarding to the echo
+   * upstream (16 in flight), or, with `handler`, served by /bin/cat (8 in
+   * flight, the write side shut after the 64 B: cat echoes until EOF).
+   */
+  async connRate(v: VariantName, round: number, handler = false): Promise<void> {
+    const [rateKey, cpuKey, what] = handler
+      ? (['handlerConnPerSec', 'handlerCpuUsPerConn', 'handler conn/s'] as const)
+      : (['connPerSec', 'cpuUsPerConn', 'conn/s'] as const);
+    const inst = await this.instance(v, handler ? 'handler' : 'echo');
     if (!inst) {
-      this.record(v, 'connPerSec', { round, value: null, error: 'proxy not running' });
+      this.record(v, rateKey, { round, value: null, error: 'proxy not running' });
       return;
     }
     await this.settle(inst);
@@ -392,8 +432,9 @@ class Bench {
         type: 'connrate',
         port: inst.port,
         durationMs: this.opts.connSeconds * 1000,
-        concurrency: this.opts.concurrency,
+        concurrency: handler ? this.opts.handlerConcurrency : this.opts.concurrency,
         warmupMs: this.opts.connWarmupMs,
+        halfClose: handler,
       };
       load.send(cmd);
       await nextMessage(load, 'ready', this.opts.connWarmupMs + 60_000);
@@ -403,16 +444,19 @@ class Bench {
       const cpu = this.cpu(inst) - cpu0;
       const rate = r.done / r.seconds;
       const detail = { done: r.done, errors: r.errors, seconds: r.seconds, firstError: r.firstError, proxyCpuS: cpu };
-      this.record(v, 'connPerSec', { round, value: r.done > 0 ? rate : null, detail });
-      if (v !== 'direct') this.record(v, 'cpuUsPerConn', { round, value: r.done > 0 ? (cpu * 1e6) / r.done : null, detail });
+      this.record(v, rateKey, { round, value: r.done > 0 ? rate : null, detail });
+      if (v !== 'direct') this.record(v, cpuKey, { round, value: r.done > 0 ? (cpu * 1e6) / r.done : null, detail });
+      if (r.errors > 0) {
+        this.note(`round ${round} ${what} ${VARIANT_LABELS[v]}: ${r.errors} of ${r.done + r.errors} connections failed (first: ${r.firstError ?? '?'})`);
+      }
       log(
-        `round ${round} conn/s ${VARIANT_LABELS[v]}: ${rate.toFixed(0)}/s` +
+        `round ${round} ${what} ${VARIANT_LABELS[v]}: ${rate.toFixed(0)}/s` +
           `${v !== 'direct' && r.done > 0 ? `, ${((cpu * 1e6) / r.done).toFixed(1)} µs CPU/conn` : ''}` +
           `${r.errors ? `, ${r.errors} errors (${r.firstError ?? ''})` : ''}`,
       );
     } catch (err) {
-      this.record(v, 'connPerSec', { round, value: null, error: (err as Error).message });
-      log(`round ${round} conn/s ${VARIANT_LABELS[v]}: failed: ${(err as Error).message}`);
+      this.record(v, rateKey, { round, value: null, error: (err as Error).message });
+      log(`round ${round} ${what} ${VARIANT_LABELS[v]}: failed: ${(err as Error).message}`);
     } finally {
       await killTree(load, 1000);
     }
@@ -545,17 +589,22 @@ async function main(): Promise<number> {
   for (const [v, tool] of [
     ['haproxy', 'haproxy'],
     ['socat', 'socat'],
+    ['inetd', 'inetd'],
   ] as const) {
     if (variants.includes(v) && !tools[tool]) {
       log(`${tool} not available: variant ${v} skipped`);
       variants = variants.filter((x) => x !== v);
     }
   }
+  if (variants.includes('inetd') && process.getuid?.() !== 0) {
+    log('openbsd-inetd needs root (its service runs as nobody, in a mount namespace of its own): variant inetd skipped');
+    variants = variants.filter((x) => x !== 'inetd');
+  }
   if (!tools['iperf3']) log('iperf3 not available: throughput and CPU per GiB skipped');
 
   const bench = new Bench(opts, variants, tools['iperf3'] === true);
   if (!opts.keepTmp) tmpDirToRemove = bench.tmpDir;
-  const defs = metricDefs(opts.idle);
+  const defs = metricDefs(opts.idle, opts.concurrency, opts.handlerConcurrency);
   try {
     await bench.startEcho();
     if (bench.hasIperf) await bench.ensureIperfServer();
@@ -567,11 +616,14 @@ async function main(): Promise<number> {
       const order = rotate(variants, round - 1);
       log(`round ${round}/${opts.rounds}: order ${order.join(', ')}; load average ${loadAverage()}`);
       await bench.startInstances();
+      const forwarding = order.filter((v) => PROXY_VARIANTS.includes(v));
+      const handlers = order.filter((v) => HANDLER_VARIANTS.includes(v));
       try {
-        for (const v of order) if (v !== 'direct') await bench.idleRss(v, round);
-        if (bench.hasIperf) for (const v of order) await bench.throughput(v, round);
-        for (const v of order) await bench.connRate(v, round);
-        for (const v of order) await bench.rtt(v, round);
+        for (const v of forwarding) if (v !== 'direct') await bench.idleRss(v, round);
+        if (bench.hasIperf) for (const v of forwarding) await bench.throughput(v, round);
+        for (const v of forwarding) await bench.connRate(v, round);
+        for (const v of handlers) await bench.connRate(v, round, true);
+        for (const v of forwarding) await bench.rtt(v, round);
       } finally {
         await bench.stopInstances();
       }
@@ -581,9 +633,12 @@ async function main(): Promise<number> {
   }
 
   for (const [key, paths] of Object.entries(bench.forwardPaths)) {
-    const engine = key.split('/')[0];
-    const other = Object.entries(paths).filter(([p]) => (engine === 'js' ? p !== 'js' : p !== 'splice'));
-    if (other.length > 0) bench.note(`${key}: connections not forwarded by ${engine}: ${other.map(([p, n]) => `${n} on ${p}`).join(', ')}`);
+    const [engine, kind] = key.split('/');
+    const usual = kind === 'handler' ? 'handler exit 0' : engine;
+    const other = Object.entries(paths).filter(([p]) => p !== usual);
+    if (other.length === 0) continue;
+    const list = other.map(([p, n]) => `${n} ${kind === 'handler' ? `ended ${p}` : `on ${p}`}`).join(', ');
+    bench.note(kind === 'handler' ? `${key}: handler connections that did not end with exit 0: ${list}` : `${key}: connections not forwarded by ${engine}: ${list}`);
   }
   const medians = computeMedians(bench.samples, variants, defs);
   const targets = evaluateTargets(defs, medians, variants);
@@ -594,7 +649,8 @@ async function main(): Promise<number> {
     '',
     `## tcpproxy benchmark, ${endedAt.toISOString()}`,
     '',
-    `Medians of ${opts.rounds} interleaved round(s); ×d = ratio to direct (no proxy), ×h = ratio to haproxy.`,
+    `Medians of ${opts.rounds} interleaved round(s); ×d = ratio to direct (no proxy), ×h = ratio to haproxy, ×i = ratio to openbsd-inetd.`,
+    'tcpproxy logs every connection (`-D`: two lines each to stderr and syslog); haproxy and openbsd-inetd log nothing.',
     `Proxies pinned to CPU ${opts.proxyCpu}, upstreams and load to CPU ${opts.loadCpu}; ${os.cpus()[0]?.model ?? '?'}, ${cpus} CPUs, Linux ${os.release()}, Node ${process.version}.`,
     `Load average at start ${loadStart}, at end ${loadEnd}.`,
     '',
@@ -627,6 +683,7 @@ async function main(): Promise<number> {
       haproxy: tools['haproxy'] ? toolVersion('haproxy', ['-v']) : null,
       socat: tools['socat'] ? toolVersion('socat', ['-V']).replace(/^.*?socat/, 'socat') : null,
       iperf3: tools['iperf3'] ? toolVersion('iperf3', ['--version']) : null,
+      inetd: tools['inetd'] ? packageVersion('openbsd-inetd') : null,
       git: (() => {
         try {
           return execFileSync('git', ['-C', ROOT, 'rev-parse', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();

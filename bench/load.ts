@@ -5,7 +5,9 @@
  * - `connrate`: connect, write 64 B, read the 64 B echo, close; `concurrency`
  *   such loops for `durationMs`. Warms up first, then sends `ready` and waits
  *   for `go`, so the parent can sample the proxy's CPU around the measured
- *   part only.
+ *   part only. With `halfClose` (a handler such as /bin/cat, which echoes
+ *   until EOF): the write side is shut right after the 64 B, and the loop
+ *   reads the echo up to the peer's EOF.
  * - `rtt`: one connection, 64-byte ping-pong, `rounds` timed round trips
  *   after `warmup` untimed ones → p50 / p99 in µs.
  * - `open`: opens `n` more idle connections (each does one 64 B echo so the
@@ -14,7 +16,7 @@
 import * as net from 'node:net';
 
 export type LoadCmd =
-  | { type: 'connrate'; port: number; durationMs: number; concurrency: number; warmupMs: number }
+  | { type: 'connrate'; port: number; durationMs: number; concurrency: number; warmupMs: number; halfClose?: boolean }
   | { type: 'rtt'; port: number; rounds: number; warmup: number }
   | { type: 'open'; port: number; n: number; concurrency: number }
   | { type: 'close' }
@@ -42,8 +44,12 @@ function waitGo(): Promise<void> {
   });
 }
 
-/** One connect / 64 B echo / close cycle; resolves with null or the error text. */
-function oneConnection(port: number): Promise<string | null> {
+/**
+ * One connect / 64 B echo / close cycle; resolves with null or the error
+ * text. `halfClose`: shut the write side with the 64 B (the peer echoes until
+ * EOF, then closes); else close once the echo is in.
+ */
+function oneConnection(port: number, halfClose: boolean): Promise<string | null> {
   return new Promise((resolve) => {
     let got = 0;
     let err: string | null = null;
@@ -53,10 +59,10 @@ function oneConnection(port: number): Promise<string | null> {
       err ??= 'timeout';
       s.destroy();
     });
-    s.on('connect', () => s.write(PAYLOAD));
+    s.on('connect', () => (halfClose ? s.end(PAYLOAD) : s.write(PAYLOAD)));
     s.on('data', (d) => {
       got += d.length;
-      if (got >= PAYLOAD.length) s.end();
+      if (got >= PAYLOAD.length && !halfClose) s.end();
     });
     s.on('error', (e) => {
       err ??= (e as NodeJS.ErrnoException).code ?? e.message;
@@ -74,7 +80,7 @@ async function connrate(c: Extract<LoadCmd, { type: 'connrate' }>): Promise<void
     const deadline = Date.now() + ms;
     const loop = async (): Promise<void> => {
       while (Date.now() < deadline) {
-        const e = await oneConnection(c.port);
+        const e = await oneConnection(c.port, c.halfClose === true);
         if (e === null) done++;
         else {
           errors++;

@@ -1,18 +1,22 @@
 /**
  * The things measured: no proxy at all, tcpproxy with each engine, haproxy
  * (mode tcp, one thread, splice both ways) and socat (a process per
- * connection). Each proxy is started pinned to the proxy CPU, forwarding
- * 127.0.0.1:PORT to one upstream, and is stopped by pid.
+ * connection), each forwarding 127.0.0.1:PORT to one upstream; and, for the
+ * request handler, tcpproxy with each engine and openbsd-inetd (`nowait`)
+ * running /bin/cat for every connection. Each is started pinned to the proxy
+ * CPU and is stopped by pid.
  */
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { which } from '../test/helpers/daemon';
+import { INETD, inetdLine } from '../test/helpers/inetd';
 import { freePort } from '../test/helpers/ports';
-import { alive, isListening } from '../test/helpers/proc';
+import { alive, isListening, listensOn } from '../test/helpers/proc';
 import { until } from '../test/helpers/until';
 import { killTree, pinned } from './children';
 
-export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat';
+export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat' | 'inetd';
 
 export const VARIANT_LABELS: Record<VariantName, string> = {
   direct: 'direct',
@@ -20,7 +24,26 @@ export const VARIANT_LABELS: Record<VariantName, string> = {
   js: 'tcpproxy js',
   haproxy: 'haproxy splice',
   socat: 'socat',
+  inetd: 'openbsd-inetd',
 };
+
+/** The variants in front of the echo and iperf3 upstreams. */
+export const PROXY_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat'];
+/** The variants that run the request handler for each connection. */
+export const HANDLER_VARIANTS: readonly VariantName[] = ['splice', 'js', 'inetd'];
+
+/** What an instance serves: forwarding to the echo or the iperf3 upstream, or the handler. */
+export type InstanceKind = 'echo' | 'iperf' | 'handler';
+
+/** The request handler: echoes its standard input to its standard output until EOF. */
+export const HANDLER = '/bin/cat';
+
+/**
+ * inetd's limit on how often a service may start per minute (-R; default
+ * 256, after which it stops the service for ten minutes): far above any rate
+ * here.
+ */
+const INETD_RATE = 1_000_000_000;
 
 export interface StartContext {
   readonly proxyCpu: number;
@@ -33,6 +56,8 @@ export interface StartContext {
 
 export class Instance {
   readonly variant: VariantName;
+  readonly kind: InstanceKind;
+  /** The upstream it forwards to; 0 for the handler. */
   readonly upstreamPort: number;
   port = 0;
   child: ChildProcess | null = null;
@@ -42,11 +67,15 @@ export class Instance {
   /** Lines of the log that are not per-connection records: crashes, restarts, warnings. */
   readonly events: string[] = [];
   starts = 0;
-  /** tcpproxy: how many connections each forwarding path (splice, copy, js) ended on, from the log. */
+  /**
+   * tcpproxy: how many connections each forwarding path (splice, copy, js)
+   * ended on, or, for the handler, how it ended (`handler exit 0`), from the log.
+   */
   readonly paths: Record<string, number> = {};
 
-  constructor(variant: VariantName, upstreamPort: number) {
+  constructor(variant: VariantName, kind: InstanceKind, upstreamPort: number) {
     this.variant = variant;
+    this.kind = kind;
     this.upstreamPort = upstreamPort;
   }
 
@@ -84,8 +113,10 @@ export class Instance {
       const lines: string[] = [];
       for (const l of text.slice(0, cut).split('\n')) {
         if (l === '' || / ready, pid \d+$/.test(l) || /^tcpproxy: connection \d+: client /.test(l)) continue;
-        const end = /^tcpproxy: connection \d+: end: .*, (\w+)$/.exec(l);
-        if (end) this.paths[end[1] as string] = (this.paths[end[1] as string] ?? 0) + 1;
+        const handler = /^tcpproxy: connection \d+: end: handler \S* pid \S+ (.*), \d+ ms$/.exec(l);
+        const end = handler ? null : /^tcpproxy: connection \d+: end: .*, (\w+)$/.exec(l);
+        const how = handler ? `handler ${handler[1] ?? '?'}` : end?.[1];
+        if (how !== undefined) this.paths[how] = (this.paths[how] ?? 0) + 1;
         else lines.push(l);
       }
       this.events.push(...lines);
@@ -101,13 +132,14 @@ export class Instance {
       this.port = this.upstreamPort;
       return;
     }
-    const tag = `${this.variant}-${this.upstreamPort}-${this.starts}`;
+    const tag = `${this.variant}-${this.kind}-${this.starts}`;
     this.logFile = path.join(ctx.tmpDir, `${tag}.log`);
     this.logOffset = 0;
     const logFd = fs.openSync(this.logFile, 'w');
     try {
       if (this.variant === 'splice' || this.variant === 'js') await this.startTcpproxy(ctx, logFd);
       else if (this.variant === 'haproxy') await this.startHaproxy(ctx, tag, logFd);
+      else if (this.variant === 'inetd') await this.startInetd(ctx, tag, logFd);
       else await this.startSocat(ctx, logFd);
     } catch (err) {
       await this.stop();
@@ -134,7 +166,7 @@ export class Instance {
     this.child = pinned(
       ctx.proxyCpu,
       process.execPath,
-      [ctx.tcpproxy, '-D', '-b', '127.0.0.1:0', `127.0.0.1:${this.upstreamPort}`],
+      [ctx.tcpproxy, '-D', '-b', '127.0.0.1:0', this.kind === 'handler' ? HANDLER : `127.0.0.1:${this.upstreamPort}`],
       { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, TCPPROXY_ENGINE: this.variant } },
     );
     const file = this.logFile as string;
@@ -176,6 +208,30 @@ export class Instance {
     fs.writeFileSync(file, cfg);
     this.child = pinned(ctx.proxyCpu, 'haproxy', ['-f', file, '-db'], { stdio: ['ignore', logFd, logFd] });
     await this.waitFor(`listener on port ${this.port}`, () => isListening(this.port));
+  }
+
+  /**
+   * `inetd -i -R RATE CONF` (foreground, no debug output: it logs nothing per
+   * connection), CONF one `nowait` line running the handler as nobody. inetd
+   * writes /run/inetd.pid whatever its options and removes it at exit, so it
+   * runs in a mount namespace of its own with an empty tmpfs on /run: the
+   * host's pid file (a system inetd's, a test's) is never touched. unshare,
+   * sh and taskset exec in place, so the pid is inetd's.
+   */
+  private async startInetd(ctx: StartContext, tag: string, logFd: number): Promise<void> {
+    this.port = await freePort();
+    const conf = path.join(ctx.tmpDir, `${tag}.conf`);
+    const line = inetdLine({ host: '127.0.0.1', port: this.port, program: HANDLER, argv: ['cat'], user: 'nobody' });
+    fs.writeFileSync(conf, `${line}\n`, { mode: 0o600 });
+    const privateRun = `${which('mount')} -t tmpfs -o mode=0755 tmpfs /run && exec "$@"`;
+    this.child = pinned(
+      ctx.proxyCpu,
+      which('unshare'),
+      ['-m', '--propagation', 'private', '--', '/bin/sh', '-c', privateRun, 'sh', INETD, '-i', '-R', String(INETD_RATE), conf],
+      { stdio: ['ignore', logFd, logFd] },
+    );
+    const pid = this.pid as number;
+    await this.waitFor(`listener on port ${this.port}`, () => listensOn(pid, '127.0.0.1', this.port));
   }
 
   private async startSocat(ctx: StartContext, logFd: number): Promise<void> {

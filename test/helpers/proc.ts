@@ -233,14 +233,19 @@ export function clockTicks(): number {
   return hz;
 }
 
-/** CPU seconds used by the tree so far, including children the root has reaped. */
+/**
+ * CPU seconds used by the tree so far: every process in it (zombies too,
+ * until they are reaped) plus the children that any of them has reaped
+ * (`cutime + cstime`: a handler reaped by a tcpproxy worker, a service by
+ * inetd, a fork by socat). A process reaped by its parent in the tree moves
+ * from its own times into the parent's cutime/cstime, so it counts once.
+ */
 export function treeCpuSeconds(root: number): number {
   let ticks = 0;
-  for (const pid of processTree(root)) {
+  for (const pid of [root, ...descendants(root)]) {
     const st = readStat(pid);
     if (!st) continue;
-    ticks += st.cpuTicks;
-    if (pid === root) ticks += st.cutime + st.cstime;
+    ticks += st.cpuTicks + st.cutime + st.cstime;
   }
   return ticks / clockTicks();
 }
