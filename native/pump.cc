@@ -41,6 +41,15 @@ constexpr size_t kDefaultPipeSize = 64 * 1024;
 constexpr size_t kCopyBufferSize = 64 * 1024;
 // Idle pipe pairs kept for reuse; extras are closed.
 constexpr size_t kMaxIdlePipes = 64;
+// A direction that has filled its pipe after moving kStreamBytes is a stream:
+// its next pipes are big ones (kBigPipeSize, F_SETPIPE_SZ), which halve the
+// splice calls per byte. At most kMaxBigPipes of them exist per process, in
+// use or idle, so the per-user pipe budget (pipe-user-pages-soft, 16 MiB
+// worth here) is never the reason a new connection's pipe shrinks to 8 KiB;
+// F_SETPIPE_SZ failing (EPERM over the budget) just leaves the pipe at 64 KiB.
+constexpr size_t kBigPipeSize = 1024 * 1024;
+constexpr size_t kMaxBigPipes = 8;
+constexpr uint64_t kStreamBytes = 1024 * 1024;
 // Bytes one direction may move per wake-up before yielding to the loop, so a
 // fast connection cannot starve timers and the other sessions. Level-triggered
 // polling brings us back at once if there is more.
@@ -90,13 +99,32 @@ void SetAbortOnClose(int fd) {
 // get_pipe/put_pipe), so an idle connection holds just its two sockets.
 struct PumpState {
   std::vector<Pipe> idle;
+  std::vector<Pipe> big_idle;  // pipes grown to kBigPipeSize, for streams
+  size_t big = 0;              // big pipes in existence, in use or idle
   std::unordered_map<uint64_t, PumpSession*> sessions;
   uint64_t next_id = 1;
   size_t busy = 0;       // pipes held by sessions
   uint64_t wakeups = 0;  // poll callbacks: a stalled session must not add to it
 
-  // Returns 0 or the errno of pipe2().
-  int Get(Pipe* p) {
+  // Returns 0 or the errno of pipe2(). A stream gets a big pipe when one is
+  // idle or may be made, else a default one.
+  int Get(Pipe* p, bool stream) {
+    if (stream && !big_idle.empty()) {
+      *p = big_idle.back();
+      big_idle.pop_back();
+      busy++;
+      return 0;
+    }
+    if (stream && big < kMaxBigPipes) {
+      int err = Get(p, false);
+      if (err != 0) return err;
+      int size = fcntl(p->wr, F_SETPIPE_SZ, static_cast<int>(kBigPipeSize));
+      if (size >= static_cast<int>(kBigPipeSize)) {
+        p->capacity = static_cast<size_t>(size);
+        big++;
+      }
+      return 0;
+    }
     if (!idle.empty()) {
       *p = idle.back();
       idle.pop_back();
@@ -121,6 +149,16 @@ struct PumpState {
   void Put(Pipe* p, bool empty) {
     if (p->rd < 0) return;
     busy--;
+    if (p->capacity >= kBigPipeSize) {
+      if (empty) {
+        big_idle.push_back(*p);
+        *p = Pipe();
+      } else {
+        big--;
+        ClosePipe(p);
+      }
+      return;
+    }
     if (empty && p->capacity >= kDefaultPipeSize && idle.size() < kMaxIdlePipes) {
       idle.push_back(*p);
       *p = Pipe();
@@ -131,6 +169,7 @@ struct PumpState {
 
   ~PumpState() {
     for (Pipe& p : idle) ClosePipe(&p);
+    for (Pipe& p : big_idle) ClosePipe(&p);
   }
 };
 
@@ -206,6 +245,7 @@ class PumpSession {
     // pipe means "maybe full": stop reading until a write drains some
     // (HAProxy does the same). With an empty pipe EAGAIN means "socket empty".
     bool may_be_full = false;
+    bool stream = false;       // filled a pipe after kStreamBytes: gets big pipes
     bool src_drained = false;  // last read said EAGAIN; cleared by readiness
     bool dst_full = false;     // last write said EAGAIN; cleared by readiness
     bool eof = false;          // src sent FIN (splice/read returned 0)
@@ -292,7 +332,7 @@ class PumpSession {
   // Returns bytes read, 0 for EAGAIN or EOF, -1 when the session failed.
   ssize_t ReadSplice(Direction& d) {
     if (d.pipe.rd < 0) {
-      int err = state_->Get(&d.pipe);
+      int err = state_->Get(&d.pipe, d.stream);
       if (err != 0) {
         Fail("pipe2", err, kNoSide);
         return -1;
@@ -306,6 +346,7 @@ class PumpSession {
     if (n > 0) {
       spliced_ = true;
       d.pending += n;
+      if (d.pending >= d.pipe.capacity && d.bytes >= kStreamBytes) d.stream = true;
       return n;
     }
     if (n == 0) {
@@ -672,7 +713,7 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
   return handle;
 }
 
-// pumpStats() -> { sessions, pipesBusy, pipesIdle, wakeups }: for tests and
+// pumpStats() -> { sessions, pipesBusy, pipesIdle, pipesBig, wakeups }: for tests and
 // diagnostics.
 Napi::Value PumpStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -681,6 +722,7 @@ Napi::Value PumpStats(const Napi::CallbackInfo& info) {
   o.Set("sessions", static_cast<double>(state ? state->sessions.size() : 0));
   o.Set("pipesBusy", static_cast<double>(state ? state->busy : 0));
   o.Set("pipesIdle", static_cast<double>(state ? state->idle.size() : 0));
+  o.Set("pipesBig", static_cast<double>(state ? state->big : 0));
   o.Set("wakeups", static_cast<double>(state ? state->wakeups : 0));
   return o;
 }

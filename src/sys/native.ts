@@ -136,8 +136,8 @@ export interface Addon {
     onExit: (r: { code?: number; signal?: number; error?: SysError }) => void,
   ): { pid: number; stderr: number };
   pump(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
-  /** Live sessions, pipes in use and idle in the pool, poll wake-ups: for tests and diagnostics. */
-  pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; wakeups: number };
+  /** Live sessions, pipes in use and idle in the pool, the big (1 MiB) pipes of streams, poll wake-ups: for tests and diagnostics. */
+  pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
 const ABI_VERSION = 5;
