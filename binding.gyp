@@ -7,6 +7,7 @@
       ],
       "sources": [
         "native/addon.cc",
+        "native/address.cc",
         "native/errors.cc",
         "native/fd.cc",
         "native/listen.cc",

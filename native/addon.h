@@ -2,10 +2,12 @@
 // No static mutable state: everything lives in the Addon instance data.
 #pragma once
 #include <napi.h>
+#include <sys/socket.h>
 
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <string>
 
 namespace tcpproxy {
 
@@ -29,6 +31,12 @@ Napi::Value MakeErrno(Napi::Env env, const char* syscall, int err);
 [[noreturn]] void ThrowCheck(Napi::Env env, const char* check, std::initializer_list<double> observed);
 [[noreturn]] void ThrowType(Napi::Env env, const char* message);
 int IntArg(const Napi::CallbackInfo& info, size_t i, const char* what);
+
+// address.cc: an IP literal and a port as a socket address (false: not an
+// IP literal); a socket address as text and port (false: not AF_INET or
+// AF_INET6), an IPv4-mapped IPv6 address as IPv4 when `unmap`.
+bool ParseIp(const std::string& text, int port, sockaddr_storage* ss, socklen_t* len);
+bool IpText(const sockaddr_storage& ss, bool unmap, std::string* host, int* port, bool* v6);
 
 // fd.cc: marks every fd >= first close-on-exec (close_range(2), or one
 // fcntl(2) per fd on a kernel without it). Returns 0 or an errno.

@@ -44,19 +44,10 @@ Napi::Value DupOnto(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value AddressObject(Napi::Env env, const sockaddr_storage& ss) {
-  char text[INET6_ADDRSTRLEN] = "";
+  std::string text;
   int port = 0;
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
-    port = ntohs(a->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
-    port = ntohs(a->sin6_port);
-  } else {
-    return env.Null();
-  }
+  bool v6 = false;
+  if (!IpText(ss, false, &text, &port, &v6)) return env.Null();
   Napi::Object o = Napi::Object::New(env);
   o.Set("address", Napi::String::New(env, text));
   o.Set("port", Napi::Number::New(env, port));

@@ -36,18 +36,7 @@ Napi::Value ListenTcp(const Napi::CallbackInfo& info) {
     a->sin6_port = htons(port);
     len = sizeof *a;
   } else {
-    std::string text = info[0].As<Napi::String>().Utf8Value();
-    auto* a4 = reinterpret_cast<sockaddr_in*>(&ss);
-    auto* a6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    if (inet_pton(AF_INET, text.c_str(), &a4->sin_addr) == 1) {
-      a4->sin_family = AF_INET;
-      a4->sin_port = htons(port);
-      len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, text.c_str(), &a6->sin6_addr) == 1) {
-      a6->sin6_family = AF_INET6;
-      a6->sin6_port = htons(port);
-      len = sizeof *a6;
-    } else {
+    if (!ParseIp(info[0].As<Napi::String>().Utf8Value(), port, &ss, &len)) {
       ThrowType(env, "listenTcp: address must be an IP literal");
     }
   }

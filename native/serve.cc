@@ -53,27 +53,11 @@ struct FastService {
 };
 
 std::string HostPort(const sockaddr_storage& ss, bool brackets) {
-  char text[INET6_ADDRSTRLEN] = "";
+  std::string host;
   int port = 0;
   bool v6 = false;
-  if (ss.ss_family == AF_INET) {
-    auto* a = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &a->sin_addr, text, sizeof text);
-    port = ntohs(a->sin_port);
-  } else if (ss.ss_family == AF_INET6) {
-    auto* a = reinterpret_cast<const sockaddr_in6*>(&ss);
-    port = ntohs(a->sin6_port);
-    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
-      // A dual-stack listener's IPv4 client: shown as IPv4, as everywhere else.
-      inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], text, sizeof text);
-    } else {
-      inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof text);
-      v6 = true;
-    }
-  } else {
-    return "?";
-  }
-  std::string host(text);
+  // A dual-stack listener's IPv4 client is shown as IPv4, as everywhere else.
+  if (!IpText(ss, true, &host, &port, &v6)) return "?";
   if (v6 && brackets) host = "[" + host + "]";
   return host + ":" + std::to_string(port);
 }
@@ -407,17 +391,7 @@ std::shared_ptr<const FastService> ParseService(Napi::Env env, Napi::Value v) {
   if (!(port >= 1 && port <= 65535) || port != std::floor(port)) ThrowType(env, "fast service: bad port");
   if (!(idle >= 0 && idle <= 0x7fffffff)) ThrowType(env, "fast service: bad idleMs");
   s->idle_ms = static_cast<uint64_t>(idle);
-  auto* a4 = reinterpret_cast<sockaddr_in*>(&s->upstream);
-  auto* a6 = reinterpret_cast<sockaddr_in6*>(&s->upstream);
-  if (inet_pton(AF_INET, address.c_str(), &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons(static_cast<uint16_t>(port));
-    s->upstream_len = sizeof *a4;
-  } else if (inet_pton(AF_INET6, address.c_str(), &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons(static_cast<uint16_t>(port));
-    s->upstream_len = sizeof *a6;
-  } else {
+  if (!ParseIp(address, static_cast<int>(port), &s->upstream, &s->upstream_len)) {
     ThrowType(env, "fast service: address must be an IP literal");
   }
   s->upstream_node = HostPort(s->upstream, false);
