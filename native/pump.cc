@@ -512,10 +512,9 @@ class PumpSession {
   void CloseHandles() {
     uv_timer_stop(&timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer_), OnClosed);
-    for (int side : {kClient, kServer}) {
-      uv_poll_stop(&poll_[side]);
-      uv_close(reinterpret_cast<uv_handle_t*>(&poll_[side]), OnClosed);
-    }
+    // uv_close stops a poll handle itself (one EPOLL_CTL_DEL): a uv_poll_stop
+    // before it would be a second DEL, which fails with ENOENT.
+    for (int side : {kClient, kServer}) uv_close(reinterpret_cast<uv_handle_t*>(&poll_[side]), OnClosed);
   }
 
   // Start() failed at uv_poll_init: close what exists and the fds right away

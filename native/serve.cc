@@ -182,8 +182,9 @@ void EndConnect(Conn* c) {
   if (c->closing) return;
   c->closing = true;
   c->st->connecting.erase(c);
-  uv_poll_stop(&c->poll);
   uv_timer_stop(&c->timer);
+  // uv_close stops the poll handle at once (its one EPOLL_CTL_DEL), so the
+  // pump may register the same fd right after.
   uv_close(reinterpret_cast<uv_handle_t*>(&c->poll), OnConnClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), OnConnClosed);
 }
@@ -203,7 +204,7 @@ void Connected(Conn* c) {
   int server = c->server;
   double id = c->id;
   c->client = c->server = -1;
-  // uv_poll_stop has taken the fd out of epoll: the pump may poll it at once.
+  // EndConnect's uv_close has taken the fd out of epoll: the pump may poll it at once.
   EndConnect(c);
   auto pump_id = std::make_shared<uint64_t>(0);
   std::string tag = "connection " + IdText(id);
@@ -358,7 +359,6 @@ void CloseListener(Listener* l) {
   if (l->closing) return;
   l->closing = true;
   l->st->listeners.erase(l->handle_id);
-  uv_poll_stop(&l->poll);
   uv_timer_stop(&l->pause);
   uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), OnListenerClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&l->pause), OnListenerClosed);
