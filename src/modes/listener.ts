@@ -28,8 +28,6 @@ export interface Listener extends ListenAddress {
 
 const BACKLOG = 511;
 
-export const formatListen: (a: ListenAddress) => string = listenKey;
-
 /** A listening socket inherited from a service manager (systemd Accept=no), matched by its address. */
 export interface InheritedListener {
   readonly fd: number;
@@ -62,7 +60,7 @@ function describeCode(code: string): string {
 }
 
 function cannotListen(addr: ListenAddress, code: string): StartError {
-  return new StartError(`cannot listen on ${formatListen(addr)}: ${code} (${describeCode(code)})`);
+  return new StartError(`cannot listen on ${listenKey(addr)}: ${code} (${describeCode(code)})`);
 }
 
 /**
@@ -131,7 +129,7 @@ export function bindListeners(
       // `-b ...:0` asks for an ephemeral port: the listener reports the one the kernel chose.
       const port = a.port !== 0 ? a.port : (addon.sockName(fd)?.local.port ?? 0);
       const bound = { iface: a.iface, port };
-      out.push({ ...bound, key: formatListen(bound), fd, inherited: from !== undefined });
+      out.push({ ...bound, key: listenKey(bound), fd, inherited: from !== undefined });
     }
   } catch (err) {
     closeListeners(out.filter((l) => !l.inherited));

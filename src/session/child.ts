@@ -1,13 +1,10 @@
 /**
  * Starting a request handler or an access control program: the native
  * posix_spawn primitive (no fork of the Node process), wrapped for the
- * session code. The program is found as execvp(3) would, on the PATH of the
- * environment it is given.
+ * session code.
  */
-import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { constants } from 'node:os';
-import * as path from 'node:path';
 import { SysError } from '../sys/errors';
 import { native } from '../sys/native';
 
@@ -33,21 +30,6 @@ function envArray(env: NodeJS.ProcessEnv): string[] {
   return Object.entries(env).flatMap(([k, v]) => (v === undefined ? [] : [`${k}=${v}`]));
 }
 
-/** The file execvp(3) would run: a name with a slash as it is, else the first executable on PATH. */
-export function findProgram(name: string, env: NodeJS.ProcessEnv): string {
-  if (name.includes('/')) return name;
-  for (const dir of (env['PATH'] ?? '/usr/bin:/bin').split(':')) {
-    const file = path.join(dir === '' ? '.' : dir, name);
-    try {
-      fs.accessSync(file, fs.constants.X_OK);
-      if (fs.statSync(file).isFile()) return file;
-    } catch {
-      // not here
-    }
-  }
-  return name;
-}
-
 /**
  * Starts argv with the client (or /dev/null, for null) on fds 0 and 1.
  * Throws a SysError (`spawn ENOENT`, ...) when the program cannot be run.
@@ -56,7 +38,8 @@ export function startProgram(argv: readonly string[], env: NodeJS.ProcessEnv, st
   const name = argv[0] ?? '';
   let onExit: (e: ChildExit) => void = () => {};
   const exited = new Promise<ChildExit>((resolve) => (onExit = resolve));
-  const r = native().spawnChild(findProgram(name, env), argv, envArray(env), stdin ?? -1, stdout ?? -1, (x) => {
+  // argv[0] is an absolute path: table/programs.ts resolved it at start.
+  const r = native().spawnChild(name, argv, envArray(env), stdin ?? -1, stdout ?? -1, (x) => {
     if (x.error !== undefined) onExit({ code: null, signal: null });
     else onExit({ code: x.code ?? null, signal: x.signal === undefined ? null : (SIGNAL_NAMES.get(x.signal) ?? `signal ${x.signal}`) });
   });

@@ -46,22 +46,13 @@ export const DEFAULT_PREFIX = 'PROXY_';
  * The service for a connection: the entry of the exact local address first,
  * then the port's any-interface entry; null when neither exists.
  */
-export function lookupService(
-  services: readonly Service[],
-  localAddress: string,
-  localPort: number,
-): Service | null {
-  return services[lookupServiceIndex(services, localAddress, localPort)] ?? null;
-}
-
-/** The index of `lookupService`'s answer, -1 for none (workers are told services by index). */
-export function lookupServiceIndex(services: readonly Service[], localAddress: string, localPort: number): number {
+export function lookupService(services: readonly Service[], localAddress: string, localPort: number): Service | null {
   const addr = normalizeIp(plainAddress(localAddress)) ?? localAddress;
-  let any = -1;
-  for (const [i, s] of services.entries()) {
+  let any: Service | null = null;
+  for (const s of services) {
     if (s.port !== localPort) continue;
-    if (s.iface === addr) return i;
-    if (s.iface === null && any < 0) any = i;
+    if (s.iface === addr) return s;
+    if (s.iface === null && any === null) any = s;
   }
   return any;
 }

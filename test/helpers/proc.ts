@@ -414,18 +414,21 @@ export interface TcpSocket {
   readonly state: number;
 }
 
+/** The lines of a /proc/net table without its header; none when it cannot be read (no IPv6, say). */
+function netTable(file: string): string[] {
+  try {
+    return fs.readFileSync(file, 'utf8').split('\n').slice(1);
+  } catch {
+    return [];
+  }
+}
+
 /** Every TCP socket of /proc/net/tcp and /proc/net/tcp6. */
 export function tcpSockets(): TcpSocket[] {
   const out: TcpSocket[] = [];
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
-    let text = '';
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
     // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
-    for (const line of text.split('\n').slice(1)) {
+    for (const line of netTable(file)) {
       const f = line.trim().split(/\s+/);
       if (f.length < 10) continue;
       const local = f[1] ?? '';
@@ -493,13 +496,7 @@ export function unixSocketInodes(): Set<number> {
 /** What the kernel says about a socket inode: its /proc/net line (tcp, tcp6, unix, udp, netlink), for failure messages. */
 export function describeSocket(inode: number): string {
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6', '/proc/net/unix', '/proc/net/udp', '/proc/net/netlink']) {
-    let text = '';
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch {
-      continue;
-    }
-    for (const line of text.split('\n').slice(1)) {
+    for (const line of netTable(file)) {
       if (line.trim().split(/\s+/).includes(String(inode))) return `${file}: ${line.trim()}`;
     }
   }
