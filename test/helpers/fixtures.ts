@@ -16,7 +16,7 @@ import * as path from 'node:path';
 export const FIXTURES_IN_TREE = path.resolve(__dirname, '..', 'fixtures');
 
 /** Why uid 65535 could not reach the files in `dir`, or null. */
-function unusableByOthers(dir: string): string | null {
+export function unusableByOthers(dir: string): string | null {
   for (let d = dir; ; d = path.dirname(d)) {
     if ((fs.statSync(d).mode & 0o001) === 0) return `${d} is not searchable by others`;
     if (d === path.dirname(d)) return null;

@@ -15,16 +15,50 @@
 import { spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import { constants } from 'node:os';
 import * as path from 'node:path';
 import { SysError } from '../../src/sys/errors';
-import { native, type Addon, type PumpHandle, type PumpRequest, type PumpResult } from '../../src/sys/native';
+import { addonPath, native, type Addon, type PumpHandle, type PumpRequest, type PumpResult } from '../../src/sys/native';
 import { killLaunched, launch, ROOT, runToExit } from '../helpers/daemon';
+import { unusableByOthers } from '../helpers/fixtures';
 import { useTempDir } from '../helpers/setup';
 import { PumpRig, fdSnapshot } from './helpers/pump-rig';
 
 const addon: Addon = native();
-const CHILD = path.join(__dirname, 'helpers', 'native-child.cjs');
+/**
+ * helpers/native-child.cjs and what it loads (dist/src/sys/native.js,
+ * errors.js, the addon), where an unprivileged child can read them: the
+ * tree itself, or a copy in the same layout when the checkout lies below a
+ * directory others cannot search (root's home, a private temp dir).
+ */
+let CHILD = '';
+let childCopy: string | null = null;
+beforeAll(() => {
+  const inTree = path.join(__dirname, 'helpers', 'native-child.cjs');
+  if (unusableByOthers(ROOT) === null) {
+    CHILD = inTree;
+    return;
+  }
+  childCopy = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-native-child-'));
+  fs.chmodSync(childCopy, 0o755);
+  const files = [
+    path.join('test', 'native', 'helpers', 'native-child.cjs'),
+    path.join('dist', 'src', 'sys', 'native.js'),
+    path.join('dist', 'src', 'sys', 'errors.js'),
+    path.relative(ROOT, addonPath()),
+  ];
+  for (const f of files) {
+    fs.mkdirSync(path.dirname(path.join(childCopy, f)), { recursive: true, mode: 0o755 });
+    fs.copyFileSync(path.join(ROOT, f), path.join(childCopy, f));
+    fs.chmodSync(path.join(childCopy, f), 0o755);
+  }
+  for (let d = path.dirname(path.join(childCopy, files[0] ?? '')); d !== childCopy; d = path.dirname(d)) fs.chmodSync(d, 0o755);
+  CHILD = path.join(childCopy, files[0] ?? '');
+});
+afterAll(() => {
+  if (childCopy !== null) fs.rmSync(childCopy, { recursive: true, force: true });
+});
 const HOST = '127.0.0.1';
 /** Above any fd limit: EBADF for sure, and no open fd is touched. */
 const BAD_FD = 2 ** 31 - 1;
