@@ -11,7 +11,7 @@ import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
 import { directive, DIRECTIVES, parseWorkers, type CliSetting, type Settings } from './directives';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Service, type Target } from './service';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, parseTarget, splitCommand, type Service, type Target } from './service';
 
 export interface Config {
   readonly file: string;
@@ -373,6 +373,7 @@ class Parser {
           // uid and gid have no command-line option: the cli layer never holds them.
           uid: pick('uid') ?? null,
           gid: pick('gid') ?? null,
+          access: NO_ACCESS_RULES,
           origin: { file, line: e.line },
           targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
           ...(acpScope === null

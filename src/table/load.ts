@@ -8,7 +8,7 @@ import { DEFAULT_CONFIG, type CliOptions } from './cli';
 import { configFileProblem, readConfig, type Config } from './config';
 import { cliDefaults } from './directives';
 import { resolvePrograms } from './programs';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service } from './service';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from './service';
 import { etcServices } from './services-db';
 
 /** The one service of `[-b [iface:]port] server`; without -b (inetd mode) port 0 until the socket tells. */
@@ -24,6 +24,7 @@ function commandLineService(o: CliOptions): Service {
     writefile: o.writefile,
     uid: null,
     gid: null,
+    access: NO_ACCESS_RULES,
     origin: { file: 'command line', line: 0 },
   };
 }

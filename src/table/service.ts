@@ -17,6 +17,31 @@ export interface Origin {
   readonly line: number;
 }
 
+/**
+ * A CIDR prefix of an access list, canonical: the network address as
+ * normalizeIp gives it (host bits zero) and its length, `10.0.0.0/8`,
+ * `2001:db8::/32`, `127.0.0.7/32`.
+ */
+export interface Prefix {
+  readonly family: 4 | 6;
+  readonly address: string;
+  readonly bits: number;
+}
+
+/** The access lists and limits of a service (`allow`, `deny`, `maxconn`, `per-source`, `rate`). */
+export interface Access {
+  readonly allow: readonly Prefix[];
+  readonly deny: readonly Prefix[];
+  /** Live sessions of the service at most; null: no limit. */
+  readonly maxconn: number | null;
+  /** Live sessions from one client address at most; null: no limit. */
+  readonly perSource: number | null;
+  /** New sessions per second at most (token bucket, burst the same); null: no limit. */
+  readonly rate: number | null;
+}
+
+export const NO_ACCESS_RULES: Access = { allow: [], deny: [], maxconn: null, perSource: null, rate: null };
+
 export interface Service {
   readonly port: number;
   /** Normalised IP literal, or null: any interface. */
@@ -33,6 +58,7 @@ export interface Service {
   /** Configured ids (null: the default for the invoking user). */
   readonly uid: number | null;
   readonly gid: number | null;
+  readonly access: Access;
   readonly origin: Origin;
   /** Where the `server`/`exec` and the `acp` in force were written, when not at `origin`. */
   readonly targetOrigin?: Origin;

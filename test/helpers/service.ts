@@ -1,5 +1,5 @@
 /** Building expected Service records in the unit tests. */
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, type Service } from '../../src/table/service';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from '../../src/table/service';
 
 /** The fields of a Service that nothing set: the built-in defaults. */
 export const SERVICE_DEFAULTS = {
@@ -9,4 +9,5 @@ export const SERVICE_DEFAULTS = {
   writefile: null,
   uid: null,
   gid: null,
+  access: NO_ACCESS_RULES,
 } as const satisfies Partial<Service>;
