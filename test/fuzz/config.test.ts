@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fc from 'fast-check';
 import type { PortResolver } from '../../src/table/address';
+import { formatPrefix, parsePrefix } from '../../src/table/access';
 import { DIRECTIVES, parseConfig, type ConfigResult } from '../../src/table/config';
 import { formatConfigError } from '../../src/sys/errors';
 import { runCli } from '../helpers/daemon';
@@ -58,6 +59,14 @@ const valueFor: Record<string, fc.Arbitrary<string>> = {
   setenv: fc.constantFrom('PROXY_', 'X', '9X', 'A-B', ''),
   timeout: fc.oneof(fc.integer({ min: -1, max: 2147490 }).map(String), fc.constantFrom('soon', '1.5', '')),
   writefile: fc.constantFrom('/var/log/t', 'a b', ''),
+  allow: fc.oneof(
+    fc.constantFrom('10.0.0.0/8', '127.0.0.7', '::1 2001:db8::/32', '10.1.2.3/8', '::ffff:10.0.0.1', '0.0.0.0/0', '10.0.0.0/33', '/', '1.2.3.4/08', ''),
+    fc.array(word, { minLength: 1, maxLength: 4 }).map((w) => w.join(' ')),
+  ),
+  deny: fc.oneof(fc.constantFrom('10.1.99.0/24', '::/0', '2001:db8::1/32', '[::1]', 'x/8', ''), word),
+  maxconn: fc.oneof(fc.integer({ min: -1, max: 1000000002 }).map(String), fc.constantFrom('0', '1000000000', '1000000001', 'many', '1 2', '')),
+  'per-source': fc.oneof(fc.integer({ min: -1, max: 10 }).map(String), fc.constantFrom('00', '4', 'x', '')),
+  rate: fc.oneof(fc.integer({ min: -1, max: 100 }).map(String), fc.constantFrom('1.5', '1e3', '')),
 };
 
 /** A directive line: a known name (any case), blanks, a plausible or broken value, maybe a comment. */
@@ -112,6 +121,8 @@ function checkShape(text: string, r: ConfigResult): void {
       expect(s.uid === null || (s.uid >= 1 && s.uid <= 4294967294)).toBe(true);
       expect(s.gid === null || (s.gid >= 1 && s.gid <= 4294967294)).toBe(true);
       expect(s.origin.line >= 1 && s.origin.line <= lineCount(text)).toBe(true);
+      for (const p of [...s.access.allow, ...s.access.deny]) expect(parsePrefix(formatPrefix(p))).toEqual({ ok: true, value: p });
+      for (const n of [s.access.maxconn, s.access.perSource, s.access.rate]) expect(n === null || (Number.isInteger(n) && n >= 1 && n <= 1000000000)).toBe(true);
     }
     return;
   }
@@ -352,6 +363,22 @@ const DIRECTIVE_CASES: readonly { name: string; text: string; at: number; messag
   { name: 'timeout, too large', text: 'timeout 2147484\nport 7000\n server h\n', at: 1, message: 'invalid timeout "2147484": expected a number of seconds' },
   { name: 'writefile, missing', text: 'writefile\nport 7000\n server h\n', at: 1, message: '"writefile" needs an argument' },
   { name: 'writefile, extra', text: 'writefile a b\nport 7000\n server h\n', at: 1, message: '"writefile" takes one argument' },
+  { name: 'allow, missing', text: 'port 7000\n allow\n server h\n', at: 2, message: '"allow" needs at least one prefix' },
+  { name: 'allow, malformed', text: 'allow 10.0.0.0/x\nport 7000\n server h\n', at: 1, message: 'invalid prefix "10.0.0.0/x": expected an IPv4 or IPv6 address with an optional /length' },
+  { name: 'allow, bad length', text: 'port 7000\n server h\n allow 10.0.0.0/8 ::/129\n', at: 3, message: 'invalid prefix "::/129": the length must be 0-128' },
+  { name: 'allow, host bits', text: 'port 7000\n interface 127.0.0.1\n  allow 127.0.0.1/8\n  server h\n', at: 3, message: 'invalid prefix "127.0.0.1/8": host bits are set (the network is 127.0.0.0/8)' },
+  { name: 'deny, missing', text: 'deny # nothing\nport 7000\n server h\n', at: 1, message: '"deny" needs at least one prefix' },
+  { name: 'deny, malformed', text: 'port 7000\n deny localhost\n server h\n', at: 2, message: 'invalid prefix "localhost": expected an IPv4 or IPv6 address with an optional /length' },
+  { name: 'deny, mapped', text: 'port 7000\n deny ::ffff:127.0.0.0/104\n server h\n', at: 2, message: 'invalid prefix "::ffff:127.0.0.0/104": write an IPv4-mapped address as IPv4 (127.0.0.0/8)' },
+  { name: 'maxconn, missing', text: 'maxconn\nport 7000\n server h\n', at: 1, message: '"maxconn" needs an argument' },
+  { name: 'maxconn, extra', text: 'maxconn 1 2\nport 7000\n server h\n', at: 1, message: '"maxconn" takes one argument' },
+  { name: 'maxconn, malformed', text: 'port 7000\n maxconn 0\n server h\n', at: 2, message: 'invalid maxconn "0": expected a whole number from 1 to 1000000000' },
+  { name: 'per-source, missing', text: 'port 7000\n per-source\n server h\n', at: 2, message: '"per-source" needs an argument' },
+  { name: 'per-source, extra', text: 'port 7000\n per-source 1 2\n server h\n', at: 2, message: '"per-source" takes one argument' },
+  { name: 'per-source, malformed', text: 'port 7000\n server h\n per-source 1000000001\n', at: 3, message: 'invalid per-source "1000000001": expected a whole number from 1 to 1000000000' },
+  { name: 'rate, missing', text: 'rate\nport 7000\n server h\n', at: 1, message: '"rate" needs an argument' },
+  { name: 'rate, extra', text: 'rate 5 s\nport 7000\n server h\n', at: 1, message: '"rate" takes one argument' },
+  { name: 'rate, malformed', text: 'rate 2.5\nport 7000\n server h\n', at: 1, message: 'invalid rate "2.5": expected a whole number from 1 to 1000000000' },
 ];
 
 describe('every directive with a missing, extra or malformed argument', () => {
