@@ -15,6 +15,8 @@ export interface ConnectOptions {
   readonly keep?: boolean;
   /** Bound on the connect itself; default 5000 ms. */
   readonly timeoutMs?: number;
+  /** The source address to bind (e.g. 127.0.0.7: any of 127.0.0.0/8 works on the loopback); default the kernel's choice. */
+  readonly localAddress?: string;
 }
 
 export class Client {
@@ -51,11 +53,11 @@ export class Client {
     liveClients.add(this);
   }
 
-  /** Connects to `host:port` ('*' means 127.0.0.1) and starts recording. */
+  /** Connects to `host:port` ('*' means 127.0.0.1), from `localAddress` if given, and starts recording. */
   static connect(host: string, port: number, opts: ConnectOptions = {}): Promise<Client> {
     const target = host === '*' ? '127.0.0.1' : host;
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: target, port });
+      const socket = net.connect({ host: target, port, ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}) });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new Error(`connect to ${target}:${port} took more than ${opts.timeoutMs ?? 5000} ms`));
