@@ -6,10 +6,12 @@
         ["OS!='linux'", {"type": "none", "actions": [{"action_name": "linux_only", "inputs": [], "outputs": ["linux_only"], "action": ["sh", "-c", "echo 'tcpproxy: the native addon builds on Linux only' >&2; exit 1"]}]}]
       ],
       "sources": [
+        "native/access.cc",
         "native/addon.cc",
         "native/address.cc",
         "native/errors.cc",
         "native/fd.cc",
+        "native/limits.cc",
         "native/listen.cc",
         "native/process.cc",
         "native/pump.cc",

@@ -2,6 +2,8 @@
 // and the primitives.
 #include "addon.h"
 
+#include "limits.h"
+
 namespace tcpproxy {
 namespace {
 
@@ -26,6 +28,8 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   InitListen(env, exports);
   InitServe(env, exports);
   InitSpawn(env, exports);
+  InitLimits(env, exports);
+  InitAccess(env, exports);
   return exports;
 }
 

@@ -11,7 +11,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 5;
+constexpr int kAbiVersion = 6;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 

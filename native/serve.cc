@@ -10,6 +10,14 @@
 // A listener whose accept fails for lack of descriptors or memory (EMFILE,
 // ENFILE, ENOBUFS, ENOMEM) stops polling for kPauseMs: the clients wait in
 // the backlog instead of the loop spinning on a socket that stays readable.
+//
+// Access lists and limits (limits.h) are checked here, before anything is
+// read: a refused client is closed at once (allow/deny, per-source); a
+// service at its maxconn is not accepted from (the precheck) and one out of
+// rate tokens holds the connection it took, unread, until a token comes;
+// either way the listener stops polling, so later clients wait in the
+// backlog. Sessions ending in this worker wake a waiting listener at once;
+// those ending in another worker are seen by a short recheck timer.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -28,6 +36,7 @@
 #include <vector>
 
 #include "addon.h"
+#include "limits.h"
 
 namespace tcpproxy {
 
@@ -36,8 +45,13 @@ namespace {
 constexpr int kAcceptBatch = 64;
 constexpr uint64_t kPauseMs = 100;
 constexpr uint64_t kConnectTimeoutMs = 10000;
+// A listener waiting for a place under maxconn rechecks this often (for
+// sessions that end in other workers; this worker's wake it at once).
+constexpr uint64_t kMaxconnRecheckMs = 10;
+constexpr uint64_t kSummaryMs = 1000;
 // Log levels as the first character of a line (syslog priorities).
 constexpr char kInfo = '6';
+constexpr char kWarning = '4';
 constexpr char kError = '3';
 
 // What a listener does with its connections: compiled by src/forward/fast.ts.
@@ -50,7 +64,22 @@ struct FastService {
   std::string upstream_node;     // "127.0.0.1:80" / "::1:80", as Node words a connect error
   std::string upstream_bracket;  // "127.0.0.1:80" / "[::1]:80", for a timeout
   uint64_t idle_ms = 0;
+  uint32_t slot = 0;  // the service's place in the shared limits
+  AccessTable access;
+  uint32_t maxconn = 0;  // 0: none
+  uint32_t per_source = 0;
+  uint32_t rate = 0;
 };
+
+// What a session holds of the shared limits, given back when it ends.
+struct Admission {
+  uint32_t slot = 0;
+  bool entered = false;  // a live-session place
+  bool source = false;   // a per-source place
+  uint8_t key[16] = {};
+};
+
+enum class Waiting { kNone, kMaxconn, kRate };
 
 std::string HostPort(const sockaddr_storage& ss, bool brackets) {
   std::string host;
@@ -80,9 +109,20 @@ struct Listener {
   std::shared_ptr<const FastService> service;
   uv_poll_t poll;
   uv_timer_t pause;
+  uv_timer_t wait;     // maxconn recheck, or the next rate token
+  uv_timer_t summary;  // the "N more refused" line
   int open_handles = 0;
   bool closing = false;
   bool polling = false;
+  Waiting waiting = Waiting::kNone;
+  uint32_t waited_limit = 0;  // the limit named in the wait line
+  // A connection taken from the queue that waits for a rate token (or lost
+  // the race for the last maxconn place to another worker), unread.
+  int held = -1;
+  sockaddr_storage held_peer{};
+  Admission held_adm;
+  uint64_t suppressed = 0;  // refusal lines over the budget since the last summary
+  bool summary_running = false;
 };
 
 // A client waiting for its upstream connection.
@@ -96,6 +136,8 @@ struct Conn {
   uv_timer_t timer;
   int open_handles = 0;
   bool closing = false;
+  Admission adm;
+  bool adm_live = false;  // still this Conn's to give back
 };
 
 struct ServeState {
@@ -112,6 +154,7 @@ struct ServeState {
   std::unordered_set<Conn*> connecting;
   std::unordered_set<uint64_t> pumps;  // pump ids of fast-path sessions
   uint64_t next_handle = 1;
+  size_t waiting_maxconn = 0;  // listeners waiting for a maxconn place
   bool detached = false;
 
   explicit ServeState(Napi::Env e) : env(e) {}
@@ -168,6 +211,22 @@ ServeState* StateOf(Napi::Env env) {
   return static_cast<ServeState*>(Addon::From(env).serve);
 }
 
+// ---------------------------------------------------------------- limits
+
+void OnWaitTimer(uv_timer_t* t);
+
+// Gives back a session's places; a listener of this worker waiting for one
+// retries on the next loop turn.
+void Leave(ServeState* st, const Admission& adm) {
+  if (adm.entered) SessionLeave(adm.slot);
+  if (adm.source) SourceLeave(adm.slot, adm.key);
+  if (!adm.entered || st->waiting_maxconn == 0 || st->detached) return;
+  for (auto& entry : st->listeners) {
+    Listener* l = entry.second;
+    if (l->waiting == Waiting::kMaxconn && l->service->slot == adm.slot) uv_timer_start(&l->wait, OnWaitTimer, 0, 0);
+  }
+}
+
 // ---------------------------------------------------------------- connect
 
 void OnConnClosed(uv_handle_t* h) {
@@ -182,6 +241,10 @@ void EndConnect(Conn* c) {
   if (c->closing) return;
   c->closing = true;
   c->st->connecting.erase(c);
+  if (c->adm_live) {
+    c->adm_live = false;
+    Leave(c->st, c->adm);
+  }
   uv_timer_stop(&c->timer);
   // uv_close stops the poll handle at once (its one EPOLL_CTL_DEL), so the
   // pump may register the same fd right after.
@@ -203,6 +266,9 @@ void Connected(Conn* c) {
   int client = c->client;
   int server = c->server;
   double id = c->id;
+  Admission adm = c->adm;
+  bool adm_live = c->adm_live;
+  c->adm_live = false;
   c->client = c->server = -1;
   // EndConnect's uv_close has taken the fd out of epoll: the pump may poll it at once.
   EndConnect(c);
@@ -210,8 +276,9 @@ void Connected(Conn* c) {
   std::string tag = "connection " + IdText(id);
   int err = StartPump(
       st->env, client, server, c->service->idle_ms, false,
-      [st, tag, pump_id](const PumpOutcome& o) {
+      [st, tag, pump_id, adm, adm_live](const PumpOutcome& o) {
         st->pumps.erase(*pump_id);
+        if (adm_live) Leave(st, adm);
         // As describeEnd in src/session/session.ts words it.
         std::string why = o.end;
         if (o.syscall != nullptr) {
@@ -228,6 +295,7 @@ void Connected(Conn* c) {
       pump_id.get());
   if (err < 0) {
     st->Log(kError, tag + ": cannot forward: uv_poll_init " + ErrName(-err));
+    if (adm_live) Leave(st, adm);
     return;
   }
   st->pumps.insert(*pump_id);
@@ -250,12 +318,13 @@ void OnConnectTimeout(uv_timer_t* t) {
   FailConnect(c, "connect " + c->service->upstream_bracket + ": timed out");
 }
 
-void StartConnect(ServeState* st, double id, int client, std::shared_ptr<const FastService> svc) {
+void StartConnect(ServeState* st, double id, int client, std::shared_ptr<const FastService> svc, const Admission& adm) {
   int server = socket(svc->upstream.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   std::string tag = "connection " + IdText(id);
   if (server < 0) {
     st->Log(kError, tag + ": " + svc->server_text + ": socket " + ErrName(errno));
     close(client);
+    Leave(st, adm);
     return;
   }
   int r;
@@ -267,6 +336,7 @@ void StartConnect(ServeState* st, double id, int client, std::shared_ptr<const F
     st->Log(kError, tag + ": " + svc->server_text + ": connect " + ErrName(err) + " " + svc->upstream_node);
     close(server);
     close(client);
+    Leave(st, adm);
     return;
   }
   auto* c = new Conn();
@@ -275,6 +345,7 @@ void StartConnect(ServeState* st, double id, int client, std::shared_ptr<const F
   c->client = client;
   c->server = server;
   c->service = std::move(svc);
+  c->adm = adm;
   uv_timer_init(st->loop, &c->timer);
   c->timer.data = c;
   c->open_handles = 1;
@@ -285,10 +356,12 @@ void StartConnect(ServeState* st, double id, int client, std::shared_ptr<const F
     st->Log(kError, tag + ": " + c->service->server_text + ": uv_poll_init " + ErrName(-err));
     close(server);
     close(client);
+    Leave(st, adm);
     return;
   }
   c->poll.data = c;
   c->open_handles = 2;
+  c->adm_live = true;
   st->connecting.insert(c);
   if (r == 0) return Connected(c);
   uv_poll_start(&c->poll, UV_WRITABLE, OnConnectPoll);
@@ -300,8 +373,14 @@ void StartConnect(ServeState* st, double id, int client, std::shared_ptr<const F
 void OnAccept(uv_poll_t* h, int status, int events);
 
 void StartPolling(Listener* l) {
-  if (l->closing || l->polling) return;
+  if (l->closing || l->polling || l->waiting != Waiting::kNone) return;
   if (uv_poll_start(&l->poll, UV_READABLE, OnAccept) == 0) l->polling = true;
+}
+
+void StopPolling(Listener* l) {
+  if (!l->polling) return;
+  uv_poll_stop(&l->poll);
+  l->polling = false;
 }
 
 void OnPauseEnd(uv_timer_t* t) {
@@ -309,9 +388,161 @@ void OnPauseEnd(uv_timer_t* t) {
 }
 
 void Pause(Listener* l) {
-  uv_poll_stop(&l->poll);
-  l->polling = false;
+  StopPolling(l);
   uv_timer_start(&l->pause, OnPauseEnd, kPauseMs, 0);
+}
+
+std::string ServiceTag(const Listener* l) {
+  return "service " + l->service->key;
+}
+
+const char* LimitName(Waiting w) {
+  return w == Waiting::kMaxconn ? "maxconn " : "rate ";
+}
+
+// Stops accepting until `ms` from now (a maxconn recheck, the next token).
+void StartWait(Listener* l, Waiting why, uint32_t limit, uint64_t ms) {
+  ServeState* st = l->st;
+  StopPolling(l);
+  if (l->waiting != why) {
+    if (l->waiting == Waiting::kMaxconn) st->waiting_maxconn--;
+    if (why == Waiting::kMaxconn) st->waiting_maxconn++;
+    l->waiting = why;
+    l->waited_limit = limit;
+    st->Log(kInfo, ServiceTag(l) + ": " + LimitName(why) + std::to_string(limit) + " reached: new connections wait");
+  }
+  uv_timer_start(&l->wait, OnWaitTimer, ms, 0);
+}
+
+void EndWait(Listener* l) {
+  if (l->waiting == Waiting::kNone) return;
+  if (l->waiting == Waiting::kMaxconn) l->st->waiting_maxconn--;
+  l->st->Log(kInfo,
+             ServiceTag(l) + ": " + LimitName(l->waiting) + std::to_string(l->waited_limit) + ": accepting again");
+  l->waiting = Waiting::kNone;
+  uv_timer_stop(&l->wait);
+  StartPolling(l);
+}
+
+void OnSummary(uv_timer_t* t) {
+  auto* l = static_cast<Listener*>(t->data);
+  if (l->suppressed == 0) {
+    uv_timer_stop(t);
+    l->summary_running = false;
+    return;
+  }
+  l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(l->suppressed) + " more refused");
+  l->suppressed = 0;
+}
+
+// Closes a refused client at once: nothing read or written, no connection number.
+void Refuse(Listener* l, int fd, const sockaddr_storage& peer, const std::string& rule, RefusalReason why) {
+  close(fd);
+  uint32_t slot = l->service->slot;
+  CountRefusal(slot, why);
+  if (RefusalLogAllowed(slot)) {
+    l->st->Log(kWarning, ServiceTag(l) + ": refused " + HostPort(peer, true) + ": " + rule);
+    return;
+  }
+  l->suppressed++;
+  if (!l->summary_running) {
+    l->summary_running = true;
+    uv_timer_start(&l->summary, OnSummary, kSummaryMs, kSummaryMs);
+  }
+}
+
+void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
+  ServeState* st = l->st;
+  double id = st->TakeId();
+  sockaddr_storage local{};
+  socklen_t llen = sizeof local;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
+  st->Log(kInfo, "connection " + IdText(id) + ": client " + HostPort(peer, true) + " on " + HostPort(local, true) +
+                     l->service->accept_tail);
+  StartConnect(st, id, fd, l->service, adm);
+}
+
+void Hold(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
+  l->held = fd;
+  l->held_peer = peer;
+  l->held_adm = adm;
+}
+
+// The limits after the access lists: a place under maxconn, then a rate
+// token. False: the connection is held and the listener waits.
+bool Proceed(Listener* l, int fd, const sockaddr_storage& peer, Admission adm) {
+  const FastService& svc = *l->service;
+  if (!adm.entered) {
+    if (!SessionEnter(svc.slot, svc.maxconn)) {
+      Hold(l, fd, peer, adm);
+      StartWait(l, Waiting::kMaxconn, svc.maxconn, kMaxconnRecheckMs);
+      return false;
+    }
+    adm.entered = true;
+  }
+  if (svc.rate != 0) {
+    uint64_t ms = RateTake(svc.slot, svc.rate);
+    if (ms != 0) {
+      Hold(l, fd, peer, adm);
+      StartWait(l, Waiting::kRate, svc.rate, ms);
+      return false;
+    }
+  }
+  Serve(l, fd, peer, adm);
+  return true;
+}
+
+// A new connection: the access lists and per-source refuse at once; false:
+// it waits (held) for maxconn or rate.
+bool Admit(Listener* l, int fd, const sockaddr_storage& peer) {
+  const FastService& svc = *l->service;
+  Admission adm;
+  adm.slot = svc.slot;
+  ClientKeyOf(peer, adm.key);
+  if (!svc.access.Empty()) {
+    const std::string* why = svc.access.Check(adm.key);
+    if (why != nullptr) {
+      Refuse(l, fd, peer, *why, why == &svc.access.no_allow ? kRefusedNoAllow : kRefusedDeny);
+      return true;
+    }
+  }
+  if (svc.per_source != 0) {
+    if (!SourceEnter(svc.slot, adm.key, svc.per_source)) {
+      Refuse(l, fd, peer, "per-source " + std::to_string(svc.per_source), kRefusedPerSource);
+      return true;
+    }
+    adm.source = true;
+  }
+  return Proceed(l, fd, peer, adm);
+}
+
+// Gives back what a held connection took and closes it (the listener is closing).
+void DropHeld(Listener* l) {
+  if (l->held < 0) return;
+  close(l->held);
+  l->held = -1;
+  Leave(l->st, l->held_adm);
+  l->held_adm = Admission{};
+}
+
+void OnWaitTimer(uv_timer_t* t) {
+  auto* l = static_cast<Listener*>(t->data);
+  if (l->closing || l->waiting == Waiting::kNone) return;
+  if (l->held >= 0) {
+    int fd = l->held;
+    l->held = -1;
+    Admission adm = l->held_adm;
+    l->held_adm = Admission{};
+    // Proceed holds it again (and rearms the timer) when it still must wait.
+    if (!Proceed(l, fd, l->held_peer, adm)) return;
+    return EndWait(l);
+  }
+  const FastService& svc = *l->service;
+  if (svc.maxconn != 0 && SessionsLive(svc.slot) >= svc.maxconn) {
+    uv_timer_start(&l->wait, OnWaitTimer, kMaxconnRecheckMs, 0);
+    return;
+  }
+  EndWait(l);
 }
 
 void OnAccept(uv_poll_t* h, int status, int) {
@@ -327,6 +558,11 @@ void OnAccept(uv_poll_t* h, int status, int) {
       // Out of connection numbers until JS tops them up (next flush): wait.
       return Pause(l);
     }
+    const FastService& svc = *l->service;
+    // At maxconn: leave the next client in the backlog.
+    if (svc.maxconn != 0 && SessionsLive(svc.slot) >= svc.maxconn) {
+      return StartWait(l, Waiting::kMaxconn, svc.maxconn, kMaxconnRecheckMs);
+    }
     sockaddr_storage peer{};
     socklen_t plen = sizeof peer;
     int fd = accept4(l->fd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -338,13 +574,7 @@ void OnAccept(uv_poll_t* h, int status, int) {
                           std::to_string(kPauseMs) + " ms");
       return Pause(l);
     }
-    double id = st->TakeId();
-    sockaddr_storage local{};
-    socklen_t llen = sizeof local;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
-    st->Log(kInfo, "connection " + IdText(id) + ": client " + HostPort(peer, true) + " on " + HostPort(local, true) +
-                       l->service->accept_tail);
-    StartConnect(st, id, fd, l->service);
+    if (!Admit(l, fd, peer)) return;
   }
 }
 
@@ -359,9 +589,17 @@ void CloseListener(Listener* l) {
   if (l->closing) return;
   l->closing = true;
   l->st->listeners.erase(l->handle_id);
+  if (l->waiting == Waiting::kMaxconn) l->st->waiting_maxconn--;
+  l->waiting = Waiting::kNone;
+  DropHeld(l);
+  if (l->suppressed > 0) l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(l->suppressed) + " more refused");
   uv_timer_stop(&l->pause);
+  uv_timer_stop(&l->wait);
+  uv_timer_stop(&l->summary);
   uv_close(reinterpret_cast<uv_handle_t*>(&l->poll), OnListenerClosed);
   uv_close(reinterpret_cast<uv_handle_t*>(&l->pause), OnListenerClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->wait), OnListenerClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&l->summary), OnListenerClosed);
 }
 
 // ---------------------------------------------------------------- JS API
@@ -376,6 +614,13 @@ double NumberProp(Napi::Env env, Napi::Object o, const char* key) {
   Napi::Value v = o.Get(key);
   if (!v.IsNumber()) ThrowType(env, (std::string("fast service: ") + key + " must be a number").c_str());
   return v.As<Napi::Number>().DoubleValue();
+}
+
+// A limit: 0 (none) or a whole number up to the config's largest.
+uint32_t LimitProp(Napi::Env env, Napi::Object o, const char* key) {
+  double v = NumberProp(env, o, key);
+  if (!(v >= 0 && v <= 1e9) || v != std::floor(v)) ThrowType(env, (std::string("fast service: bad ") + key).c_str());
+  return static_cast<uint32_t>(v);
 }
 
 std::shared_ptr<const FastService> ParseService(Napi::Env env, Napi::Value v) {
@@ -394,6 +639,13 @@ std::shared_ptr<const FastService> ParseService(Napi::Env env, Napi::Value v) {
   if (!ParseIp(address, static_cast<int>(port), &s->upstream, &s->upstream_len)) {
     ThrowType(env, "fast service: address must be an IP literal");
   }
+  double slot = NumberProp(env, o, "slot");
+  if (!(slot >= 0 && slot < kLimitSlots) || slot != std::floor(slot)) ThrowType(env, "fast service: bad slot");
+  s->slot = static_cast<uint32_t>(slot);
+  s->maxconn = LimitProp(env, o, "maxconn");
+  s->per_source = LimitProp(env, o, "perSource");
+  s->rate = LimitProp(env, o, "rate");
+  s->access = ParseAccess(env, o.Get("rules"));
   s->upstream_node = HostPort(s->upstream, false);
   s->upstream_bracket = HostPort(s->upstream, true);
   return s;
@@ -432,18 +684,21 @@ Napi::Value ServeListen(const Napi::CallbackInfo& info) {
   l->fd = fd;
   l->service = std::move(svc);
   l->handle_id = st.next_handle++;
-  uv_timer_init(st.loop, &l->pause);
-  l->pause.data = l;
-  l->open_handles = 1;
+  for (uv_timer_t* t : {&l->pause, &l->wait, &l->summary}) {
+    uv_timer_init(st.loop, t);
+    t->data = l;
+  }
+  l->open_handles = 3;
   int err = uv_poll_init(st.loop, &l->poll, fd);
   if (err < 0) {
     l->fd = -1;
     l->closing = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&l->pause), OnListenerClosed);
+    for (uv_timer_t* t : {&l->pause, &l->wait, &l->summary})
+      uv_close(reinterpret_cast<uv_handle_t*>(t), OnListenerClosed);
     ThrowErrno(env, "uv_poll_init", -err);
   }
   l->poll.data = l;
-  l->open_handles = 2;
+  l->open_handles = 4;
   st.listeners[l->handle_id] = l;
   StartPolling(l);
   return Napi::Number::New(env, static_cast<double>(l->handle_id));
@@ -493,6 +748,7 @@ Napi::Value ServeAbortAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (StateOf(env) == nullptr || StateOf(env)->loop == nullptr) return env.Undefined();
   ServeState& st = Ready(info);
+  for (auto& entry : st.listeners) DropHeld(entry.second);
   std::vector<Conn*> conns(st.connecting.begin(), st.connecting.end());
   for (Conn* c : conns) {
     st.Log(kInfo, "connection " + IdText(c->id) + ": end: aborted while connecting to the server");
@@ -539,6 +795,8 @@ void CleanupServe(void* arg) {
   for (auto& entry : st->listeners) {
     if (entry.second->fd >= 0) close(entry.second->fd);
     entry.second->fd = -1;
+    if (entry.second->held >= 0) close(entry.second->held);
+    entry.second->held = -1;
   }
   for (Conn* c : st->connecting) {
     if (c->client >= 0) close(c->client);

@@ -7,13 +7,32 @@
  * and the JS engine) goes through the session code.
  */
 import { isIP } from 'node:net';
-import type { FastService } from '../sys/native';
+import type { AccessRule, FastService } from '../sys/native';
 import { formatHostPort } from '../table/address';
-import { describeTarget, listenKey, type Service } from '../table/service';
+import { describeTarget, listenKey, type Access, type Service } from '../table/service';
 import type { EngineName } from './types';
 
-/** The compiled service, or null when the connection needs the session code. */
-export function fastService(s: Service, engine: EngineName, ids: { readonly uid: number; readonly gid: number }): FastService | null {
+/** The allow and deny lists as native matches them, with the words a refusal logs. */
+export function accessRules(a: Access): AccessRule[] {
+  const rule = (allow: boolean) => (p: Access['allow'][number]): AccessRule => ({
+    allow,
+    address: p.address,
+    bits: p.bits,
+    text: `${allow ? 'allow' : 'deny'} ${p.address}/${p.bits}`,
+  });
+  return [...a.allow.map(rule(true)), ...a.deny.map(rule(false))];
+}
+
+/**
+ * The compiled service, or null when the connection needs the session code.
+ * `slot`: the service's place in the shared limits.
+ */
+export function fastService(
+  s: Service,
+  engine: EngineName,
+  ids: { readonly uid: number; readonly gid: number },
+  slot: number,
+): FastService | null {
   if (engine !== 'splice' || s.target.kind !== 'server' || s.acp !== null || s.writefile !== null) return null;
   const { host, port } = s.target.server;
   if (isIP(host) === 0) return null;
@@ -27,5 +46,10 @@ export function fastService(s: Service, engine: EngineName, ids: { readonly uid:
     address: host,
     port: upstreamPort,
     idleMs: s.timeoutSec * 1000,
+    slot,
+    rules: accessRules(s.access),
+    maxconn: s.access.maxconn ?? 0,
+    perSource: s.access.perSource ?? 0,
+    rate: s.access.rate ?? 0,
   };
 }

@@ -12,8 +12,9 @@ import { EXIT_FAILURE, EXIT_OK } from '../sys/exit-codes';
 import type { Io } from '../sys/io';
 import { createLogger } from '../sys/log';
 import { native } from '../sys/native';
-import { plainAddress } from '../table/address';
-import { lookupService, type Service } from '../table/service';
+import { formatHostPort, plainAddress } from '../table/address';
+import { accessRules } from '../forward/fast';
+import { listenKey, lookupService, type Service } from '../table/service';
 
 /** True when fd 0 is a connected (not listening) TCP socket. */
 export function stdinIsConnection(): boolean {
@@ -69,6 +70,25 @@ export async function serveInetd(
   if (service === null) {
     log.error(`connection ${process.pid}: client ${endpoints.clientAddress}: no service for ${endpoints.localAddress} port ${endpoints.localPort}`);
     return EXIT_FAILURE;
+  }
+  const { access } = service;
+  const key = listenKey(service);
+  // One process a connection: nothing to count across them.
+  const ignored = [
+    ['maxconn', access.maxconn],
+    ['per-source', access.perSource],
+    ['rate', access.rate],
+  ].flatMap(([name, v]) => (v === null ? [] : [name]));
+  if (ignored.length > 0) {
+    log.warn(`service ${key}: ${ignored.join(', ')} ignored in inetd mode (each connection is its own process): use inetd's own limits`);
+  }
+  if (access.allow.length > 0 || access.deny.length > 0) {
+    const rule = addon.accessCheck(accessRules(access), endpoints.clientAddress);
+    if (rule !== null) {
+      // Closed at once: nothing read or written; the exit closes fds 0 and 1.
+      log.warn(`service ${key}: refused ${formatHostPort(endpoints.clientAddress, endpoints.clientPort)}: ${rule}`);
+      return EXIT_OK;
+    }
   }
   if (runningAsRoot()) {
     const id = serviceIdentity(service, true);

@@ -13,12 +13,21 @@ export interface ListenerFd {
   readonly fd: number;
   /** The listen key of the service it serves (table/service.ts listenKey). */
   readonly key: string;
+  /** The service's place in the shared limits (native/limits.cc), the same in every worker. */
+  readonly slot: number;
+}
+
+/** The shared limits region (an fd of the worker's, like the listeners) and this worker's index in it. */
+export interface LimitsFd {
+  readonly fd: number;
+  readonly worker: number;
 }
 
 export interface InitMessage {
   readonly type: 'init';
   readonly services: readonly Service[];
   readonly listeners: readonly ListenerFd[];
+  readonly limits: LimitsFd;
   /** The first connection numbers this worker may give out. */
   readonly ids: IdBlock;
   readonly clearEnv: boolean;

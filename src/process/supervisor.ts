@@ -11,6 +11,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import { identityKey, serviceIdentity, type Identity } from './privilege';
 import type { Logger } from '../sys/log';
+import { native } from '../sys/native';
 import type { DrainMessage, IdBlock, IdsMessage, InitMessage, ListenerFd, ServicesMessage, ToMaster } from './protocol';
 import { listenKey, type Service } from '../table/service';
 
@@ -37,10 +38,57 @@ class IdSource {
   }
 }
 
+/** Places in the shared limits region (native/limits.cc), which the master creates and every worker maps. */
+const LIMIT_SLOTS = 4096;
+const LIMIT_WORKERS = 1024;
+
+/**
+ * The limits region and its numbering: a slot per listen key (kept across
+ * reloads, so a service's counts go on; one whose key is gone and whose
+ * sessions have ended may be given to a new key), an index per running
+ * worker (given back, and its places taken back, when it exits).
+ */
+class Limits {
+  readonly fd = native().limitsCreate();
+  private readonly slots = new Map<string, number>();
+  private readonly freeWorkers = Array.from({ length: LIMIT_WORKERS }, (_, i) => LIMIT_WORKERS - 1 - i);
+
+  slot(key: string, inUse: ReadonlySet<string>): number {
+    const known = this.slots.get(key);
+    if (known !== undefined) return known;
+    let slot: number = this.slots.size;
+    if (slot >= LIMIT_SLOTS) {
+      const stale = [...this.slots].find(([k, s]) => !inUse.has(k) && native().limitStats(s).live === 0);
+      if (stale === undefined) throw new Error(`more than ${LIMIT_SLOTS} services with live sessions`);
+      this.slots.delete(stale[0]);
+      slot = stale[1];
+    }
+    this.slots.set(key, slot);
+    return slot;
+  }
+
+  takeWorker(): number {
+    const i = this.freeWorkers.pop();
+    if (i === undefined) throw new Error(`more than ${LIMIT_WORKERS} workers at once`);
+    return i;
+  }
+
+  /** A worker has exited: what its sessions held is free again. */
+  giveWorker(i: number): void {
+    native().limitsForget(i);
+    this.freeWorkers.push(i);
+  }
+}
+
 /** A listening socket as the supervisor needs it. */
 export interface HeldListener {
   readonly key: string;
   readonly fd: number;
+}
+
+/** A listener of a worker: the master's socket and the service's slot in the limits. */
+interface WorkerListener extends HeldListener {
+  readonly slot: number;
 }
 
 interface WorkerConfig {
@@ -62,18 +110,19 @@ class Worker {
   readonly id: Identity;
   /** The listen keys of this worker's services, sorted and joined: a reload that changes them retires the worker. */
   readonly signature: string;
-  private readonly listeners: readonly HeldListener[];
+  private readonly listeners: readonly WorkerListener[];
   private readonly drop: boolean;
   private config: WorkerConfig;
   private readonly log: Logger;
   private readonly ids: IdSource;
+  private readonly limits: Limits;
 
   constructor(
     id: Identity,
-    listeners: readonly HeldListener[],
+    listeners: readonly WorkerListener[],
     drop: boolean,
     config: WorkerConfig,
-    ids: IdSource,
+    shared: { readonly ids: IdSource; readonly limits: Limits },
     log: Logger,
   ) {
     this.id = id;
@@ -81,7 +130,8 @@ class Worker {
     this.signature = signatureOf(listeners.map((l) => l.key));
     this.drop = drop;
     this.config = config;
-    this.ids = ids;
+    this.ids = shared.ids;
+    this.limits = shared.limits;
     this.log = log;
   }
 
@@ -96,12 +146,14 @@ class Worker {
     // forked with {uid, gid}, Node would have to load our code as the service
     // user, which fails wherever the package sits below a directory only root
     // may enter (root's home, a private checkout). Its listeners arrive as
-    // fds 4, 5, … of the fork.
+    // fds 4, 5, … of the fork, the limits region after them.
+    const index = this.limits.takeWorker();
     const child = fork(path.join(__dirname, 'worker.js'), [], {
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...this.listeners.map((l) => l.fd)],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...this.listeners.map((l) => l.fd), this.limits.fd],
       execArgv: [],
     });
     this.child = child;
+    child.once('exit', () => this.limits.giveWorker(index));
     child.on('error', (err) => this.log.error(`${this.label}: ${err.message}`));
     child.on('message', (m: ToMaster) => {
       if (this.child !== child) return;
@@ -113,11 +165,12 @@ class Worker {
       }
     });
     child.on('exit', (code, signal) => this.exited(child, code, signal));
-    const listeners: ListenerFd[] = this.listeners.map((l, i) => ({ fd: FIRST_LISTENER_FD + i, key: l.key }));
+    const listeners: ListenerFd[] = this.listeners.map((l, i) => ({ fd: FIRST_LISTENER_FD + i, key: l.key, slot: l.slot }));
     child.send({
       type: 'init',
       ...this.config,
       listeners,
+      limits: { fd: FIRST_LISTENER_FD + listeners.length, worker: index },
       ids: this.ids.take(),
       expect: this.drop ? this.id : null,
     } satisfies InitMessage);
@@ -199,6 +252,7 @@ export class Supervisor {
   /** Workers replaced by a reload: draining their sessions, no longer restarted. */
   private retired = new Map<Worker, Promise<void>>();
   private readonly ids = new IdSource();
+  private readonly limits = new Limits();
   private readonly opts: Omit<SupervisorOptions, 'services' | 'listeners'>;
 
   constructor(opts: SupervisorOptions) {
@@ -230,7 +284,11 @@ export class Supervisor {
     }
     const next = new Map<string, Worker[]>();
     for (const [k, g] of groups) {
-      const held = g.keys.map((key) => listeners.get(key)).filter((l): l is HeldListener => l !== undefined);
+      const inUse = new Set(listeners.keys());
+      const held = g.keys
+        .map((key) => listeners.get(key))
+        .filter((l): l is HeldListener => l !== undefined)
+        .map((l) => ({ ...l, slot: this.limits.slot(l.key, inUse) }));
       const old = this.workers.get(k) ?? [];
       if (old.length > 0 && old[0]?.signature === signatureOf(held.map((l) => l.key))) {
         for (const w of old) w.update(services);
@@ -240,7 +298,7 @@ export class Supervisor {
       for (const w of old) this.retire(w, null);
       next.set(
         k,
-        Array.from({ length: this.opts.workers }, () => new Worker(g.id, held, this.opts.asRoot, config, this.ids, this.opts.log)),
+        Array.from({ length: this.opts.workers }, () => new Worker(g.id, held, this.opts.asRoot, config, { ids: this.ids, limits: this.limits }, this.opts.log)),
       );
     }
     for (const [k, ws] of this.workers) if (!next.has(k)) for (const w of ws) this.retire(w, graceMs);

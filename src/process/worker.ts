@@ -14,9 +14,10 @@ import type { Engine } from '../forward/types';
 import { runSession } from '../session/session';
 import { errorText } from '../sys/errors';
 import { createLogger, type Logger } from '../sys/log';
-import { native } from '../sys/native';
+import { native, REFUSAL, type Refusal } from '../sys/native';
+import { formatHostPort, plainAddress } from '../table/address';
 import { listenKey, type Service } from '../table/service';
-import { fastService } from '../forward/fast';
+import { accessRules, fastService } from '../forward/fast';
 import { GRACE_MS } from './grace';
 import { currentIds, dropPrivileges } from './privilege';
 import type { IdBlock, InitMessage, ToMaster, ToWorker } from './protocol';
@@ -73,12 +74,37 @@ class Numbers {
 const FAST_IDS = 4096;
 const FAST_IDS_LOW = 2048;
 
+/** A listener waiting for a place under maxconn rechecks this often (sessions of other workers; this one's wake it at once). */
+const MAXCONN_RECHECK_MS = 10;
+const SUMMARY_MS = 1000;
+
+/** A client of the session code and what it holds of the shared limits. */
+interface Admitted {
+  readonly sock: net.Socket;
+  readonly client: string;
+  entered: boolean;
+  source: boolean;
+}
+
 /** One listening socket of this worker and who accepts on it. */
 interface Accepting {
   readonly key: string;
+  /** The service's place in the shared limits. */
+  readonly slot: number;
   /** The fd the current owner has (a dup of the last one when the owner changes). */
   fd: number;
   owner: { readonly kind: 'fast'; readonly handle: number } | { readonly kind: 'js'; readonly server: net.Server } | null;
+  /**
+   * The session code's limits (the fast path keeps its own in native): while
+   * a maxconn place or a rate token is missing, the net.Server is closed (its
+   * fd, a dup, kept) so later clients wait in the backlog, and the clients
+   * it had taken wait here, unread.
+   */
+  waiting: { readonly why: 'maxconn' | 'rate'; readonly limit: number; timer: NodeJS.Timeout | null } | null;
+  readonly held: Admitted[];
+  /** Refusal lines over the shared budget since the last summary. */
+  suppressed: number;
+  summary: NodeJS.Timeout | null;
 }
 
 function start(): void {
@@ -125,9 +151,147 @@ function start(): void {
     byKey = new Map(services.map((s) => [listenKey(s), s] as const).reverse());
   };
 
-  const serve = (key: string, sock: net.Socket): void => {
-    const service = byKey.get(key);
+  /** Gives back what a session of the session code held; a listener waiting for maxconn retries. */
+  const leave = (a: Accepting, h: Admitted): void => {
+    if (h.entered) native().limitLeave(a.slot);
+    if (h.source) native().sourceLeave(a.slot, h.client);
+    h.entered = h.source = false;
+    if (a.waiting?.why === 'maxconn') retryNow(a);
+  };
+
+  const refuse = (a: Accepting, sock: net.Socket, rule: string, why: Refusal): void => {
+    sock.destroy();
+    native().refusalCount(a.slot, why);
+    if (native().refusalLogAllowed(a.slot)) {
+      log?.warn(`service ${a.key}: refused ${formatHostPort(plainAddress(sock.remoteAddress), sock.remotePort ?? 0)}: ${rule}`);
+      return;
+    }
+    a.suppressed++;
+    a.summary ??= setInterval(() => {
+      if (a.suppressed === 0) {
+        if (a.summary) clearInterval(a.summary);
+        a.summary = null;
+        return;
+      }
+      log?.warn(`service ${a.key}: ${a.suppressed} more refused`);
+      a.suppressed = 0;
+    }, SUMMARY_MS);
+  };
+
+  /** A client of a net.Server: the access lists and per-source first (refused at once), then maxconn and rate. */
+  const admit = (a: Accepting, sock: net.Socket): void => {
+    const service = byKey.get(a.key);
+    if (!service || draining) {
+      sock.destroy();
+      return;
+    }
+    const client = plainAddress(sock.remoteAddress);
+    const { access } = service;
+    if (access.allow.length > 0 || access.deny.length > 0) {
+      const rule = native().accessCheck(accessRules(access), client);
+      if (rule !== null) return refuse(a, sock, rule, rule.startsWith('deny ') ? REFUSAL.deny : REFUSAL.noAllow);
+    }
+    const h: Admitted = { sock, client, entered: false, source: false };
+    if (access.perSource !== null) {
+      if (!native().sourceEnter(a.slot, client, access.perSource)) {
+        return refuse(a, sock, `per-source ${access.perSource}`, REFUSAL.perSource);
+      }
+      h.source = true;
+    }
+    if (a.waiting !== null) {
+      a.held.push(h);
+      return;
+    }
+    proceed(a, h);
+  };
+
+  /** maxconn, then rate; false: the client waits (held) and the listener stops accepting. */
+  const proceed = (a: Accepting, h: Admitted): boolean => {
+    const service = byKey.get(a.key);
+    if (!service || draining || h.sock.destroyed) {
+      leave(a, h);
+      h.sock.destroy();
+      return true;
+    }
+    const { maxconn, rate } = service.access;
+    if (!h.entered) {
+      if (!native().limitEnter(a.slot, maxconn ?? 0)) {
+        a.held.unshift(h);
+        wait(a, 'maxconn', maxconn ?? 0, MAXCONN_RECHECK_MS);
+        return false;
+      }
+      h.entered = true;
+    }
+    if (rate !== null) {
+      const ms = native().rateTake(a.slot, rate);
+      if (ms > 0) {
+        a.held.unshift(h);
+        wait(a, 'rate', rate, ms);
+        return false;
+      }
+    }
+    serve(a, h);
+    return true;
+  };
+
+  const wait = (a: Accepting, why: 'maxconn' | 'rate', limit: number, ms: number): void => {
+    if (a.waiting?.why !== why) {
+      if (a.waiting?.timer) clearTimeout(a.waiting.timer);
+      a.waiting = { why, limit, timer: null };
+      log?.info(`service ${a.key}: ${why} ${limit} reached: new connections wait`);
+      stopAccepting(a);
+    }
+    const w = a.waiting;
+    if (w.timer) clearTimeout(w.timer);
+    w.timer = setTimeout(() => {
+      w.timer = null;
+      retry(a);
+    }, ms);
+  };
+
+  const retryNow = (a: Accepting): void => {
+    const w = a.waiting;
+    if (w === null) return;
+    if (w.timer) clearTimeout(w.timer);
+    w.timer = setTimeout(() => {
+      w.timer = null;
+      retry(a);
+    }, 0);
+  };
+
+  /** The held clients in order; when all are served, the listener accepts again. */
+  const retry = (a: Accepting): void => {
+    const w = a.waiting;
+    if (w === null) return;
+    for (let h = a.held.shift(); h !== undefined; h = a.held.shift()) {
+      if (!proceed(a, h)) return;
+    }
+    log?.info(`service ${a.key}: ${w.why} ${w.limit}: accepting again`);
+    a.waiting = null;
+    listenJs(a);
+  };
+
+  /** Closes the listener's net.Server (its fd is dup'd first: the socket stays open in this worker too). */
+  const stopAccepting = (a: Accepting): void => {
+    if (a.owner?.kind !== 'js') return;
+    release(a, true);
+  };
+
+  /** Drops the clients a listener held (it is closing): they are closed, their places given back. */
+  const dropHeld = (a: Accepting): void => {
+    for (let h = a.held.shift(); h !== undefined; h = a.held.shift()) {
+      leave(a, h);
+      h.sock.destroy();
+    }
+    if (a.waiting?.timer) clearTimeout(a.waiting.timer);
+    a.waiting = null;
+  };
+
+  const serve = (a: Accepting, h: Admitted): void => {
+    const service = byKey.get(a.key);
+    const sock = h.sock;
     if (!init || !log || !engine || !numbers || draining || !service) {
+      leave(a, h);
       sock.destroy();
       return;
     }
@@ -137,6 +301,7 @@ function start(): void {
       client = engine.hold(sock);
     } catch (err) {
       log.error(`connection ${id}: cannot take over the client: ${errorText(err)}`);
+      leave(a, h);
       sock.destroy();
       return;
     }
@@ -153,12 +318,14 @@ function start(): void {
       signal: ctl.signal,
     }).finally(() => {
       live.delete(ctl);
+      leave(a, h);
       exitWhenIdle();
     });
   };
 
   /** Stops the current owner of a listener; with `keep`, first dups the fd for the next one. */
   const release = (a: Accepting, keep = false): void => {
+    if (!keep) dropHeld(a);
     const owner = a.owner;
     if (owner === null) return;
     if (keep) a.fd = native().dupCloexec(a.fd);
@@ -172,30 +339,36 @@ function start(): void {
    * service (fast.ts decides); a listener whose service changes sides after
    * a reload moves over, the fast path's service is replaced in place.
    */
-  const place = (l: Logger): void => {
+  const place = (): void => {
     if (!engine || draining) return;
     for (const a of accepting) {
       const service = byKey.get(a.key);
       if (service === undefined) continue;
-      const fast = fastService(service, engine.name, currentIds());
+      const fast = fastService(service, engine.name, currentIds(), a.slot);
       if (fast !== null && a.owner?.kind === 'fast') {
         native().serveUpdate(a.owner.handle, fast);
         continue;
       }
-      if (fast === null && a.owner?.kind === 'js') continue;
+      if (fast === null && (a.owner?.kind === 'js' || a.waiting !== null)) continue;
       release(a, true);
       if (fast !== null) {
         numberFast();
         a.owner = { kind: 'fast', handle: native().serveListen(a.fd, fast) };
         continue;
       }
-      const key = a.key;
-      const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (sock) => serve(key, sock));
-      // libuv retries accept errors (EMFILE sheds the oldest pending connection): log, do not die.
-      server.on('error', (err) => l.error(`accept on ${key}: ${errorText(err)}`));
-      server.listen({ fd: a.fd });
-      a.owner = { kind: 'js', server };
+      listenJs(a);
     }
+  };
+
+  /** A net.Server on the listener's fd, for the session code. */
+  const listenJs = (a: Accepting): void => {
+    if (draining || a.owner !== null) return;
+    const key = a.key;
+    const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (sock) => admit(a, sock));
+    // libuv retries accept errors (EMFILE sheds the oldest pending connection): log, do not die.
+    server.on('error', (err) => log?.error(`accept on ${key}: ${errorText(err)}`));
+    server.listen({ fd: a.fd });
+    a.owner = { kind: 'js', server };
   };
 
   const startFast = (l: Logger, ids: Numbers): void => {
@@ -231,6 +404,8 @@ function start(): void {
           log.error(`worker cannot drop privileges to uid ${msg.expect?.uid} gid ${msg.expect?.gid}: ${problem}: refusing to serve`);
           process.exit(1);
         }
+        // The limits region is mapped (its fd closed) before anything can be accepted.
+        native().limitsAttach(msg.limits.fd, msg.limits.worker);
         // The listeners (and the IPC channel) must not reach handlers or ACPs.
         native().cloexecFrom(3);
         const l = log;
@@ -238,15 +413,17 @@ function start(): void {
         numbers = new Numbers(msg.ids, () => send({ type: 'more-ids' }));
         if (engine.name === 'splice') startFast(l, numbers);
         setServices(msg.services);
-        for (const { fd, key } of msg.listeners) accepting.push({ key, fd, owner: null });
-        place(l);
+        for (const { fd, key, slot } of msg.listeners) {
+          accepting.push({ key, slot, fd, owner: null, waiting: null, held: [], suppressed: 0, summary: null });
+        }
+        place();
         send({ type: 'ready', ...currentIds() });
         return;
       }
       case 'services':
         if (init) init = { ...init, services: msg.services };
         setServices(msg.services);
-        if (log) place(log);
+        place();
         return;
       case 'ids':
         numbers?.add(msg.ids);

@@ -70,7 +70,27 @@ export interface FastService {
   readonly address: string;
   readonly port: number;
   readonly idleMs: number;
+  /** The service's place in the shared limits (the master numbers listen keys). */
+  readonly slot: number;
+  /** The access lists, longest prefix first or not: native finds the longest match. */
+  readonly rules: readonly AccessRule[];
+  /** Limits, 0: none. */
+  readonly maxconn: number;
+  readonly perSource: number;
+  readonly rate: number;
 }
+
+/** One prefix of an allow or deny list, as native matches it; `text` is what a refusal logs (`deny 10.0.0.0/8`). */
+export interface AccessRule {
+  readonly allow: boolean;
+  readonly address: string;
+  readonly bits: number;
+  readonly text: string;
+}
+
+/** Why a client was refused, as native/limits.h counts it. */
+export const REFUSAL = { deny: 0, noAllow: 1, perSource: 2 } as const;
+export type Refusal = (typeof REFUSAL)[keyof typeof REFUSAL];
 
 export interface Addon {
   readonly abiVersion: number;
@@ -136,11 +156,32 @@ export interface Addon {
     onExit: (r: { code?: number; signal?: number; error?: SysError }) => void,
   ): { pid: number; stderr: number };
   pump(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
+  /**
+   * The limits shared by all workers (native/limits.cc): the master creates
+   * the region (an fd to pass on), each worker attaches with its index, the
+   * master forgets a dead worker's places. A slot is a service.
+   */
+  limitsCreate(): number;
+  limitsAttach(fd: number, worker: number): void;
+  limitsForget(worker: number): void;
+  /** A live-session place under `maxconn` (0: none); false: the service is full. */
+  limitEnter(slot: number, maxconn: number): boolean;
+  limitLeave(slot: number): void;
+  /** A rate token: 0, or the ms until the next one. */
+  rateTake(slot: number, rate: number): number;
+  sourceEnter(slot: number, client: string, max: number): boolean;
+  sourceLeave(slot: number, client: string): void;
+  refusalCount(slot: number, reason: Refusal): void;
+  /** The shared budget of refusal lines (10 a second a service): false once spent. */
+  refusalLogAllowed(slot: number): boolean;
+  limitStats(slot: number): { live: number; refused: [number, number, number] };
+  /** The native access-list matcher: null (admitted) or the refusing rule's text. */
+  accessCheck(rules: readonly AccessRule[], client: string): string | null;
   /** Live sessions, pipes in use and idle in the pool, the big (1 MiB) pipes of streams, poll wake-ups: for tests and diagnostics. */
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 5;
+const ABI_VERSION = 6;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

@@ -11,7 +11,7 @@ import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
 import { directive, DIRECTIVES, parseWorkers, type CliSetting, type Settings } from './directives';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, parseTarget, splitCommand, type Service, type Target } from './service';
+import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Access, type Prefix, type Service, type Target } from './service';
 
 export interface Config {
   readonly file: string;
@@ -44,6 +44,8 @@ interface Scope {
   readonly values: Settings;
   /** Directive name → line of its first occurrence in this scope. */
   readonly seen: Map<string, number>;
+  /** The scope's own access lists, from its first `allow` or `deny` line on; null: inherited. */
+  lists: { allow: Prefix[]; deny: Prefix[] } | null;
 }
 
 interface Entry {
@@ -78,7 +80,7 @@ interface PortBlock {
 }
 
 function newScope(): Scope {
-  return { values: {}, seen: new Map() };
+  return { values: {}, seen: new Map(), lists: null };
 }
 
 /** Cuts the comment: a `#` at the start of a word (line start or after a blank). */
@@ -218,8 +220,21 @@ class Parser {
         return this.interfaceLine(lineNo, value);
       case 'target':
         return this.targetLine(lineNo, name === 'exec' ? 'exec' : 'server', value);
+      case 'list': {
+        if (value === '') {
+          this.error(lineNo, `${quote(name)} needs at least one prefix`);
+          return;
+        }
+        const lists = (this.scope().lists ??= { allow: [], deny: [] });
+        for (const word of value.split(BLANKS)) {
+          const r = d.parse(word);
+          if (r.ok) lists[d.key].push(r.value);
+          else this.error(lineNo, r.error);
+        }
+        return;
+      }
       case 'setting': {
-        const scope = this.block === null ? this.global : (this.block.current?.scope ?? this.block.scope);
+        const scope = this.scope();
         const fresh = this.firstTime(lineNo, scope.seen, name);
         if (d.rest && value === '') this.error(lineNo, `${quote(name)} needs an argument`);
         const arg = d.rest ? (value === '' ? null : value) : this.oneArg(lineNo, name, value);
@@ -230,6 +245,11 @@ class Parser {
         return;
       }
     }
+  }
+
+  /** Where a setting or list line goes: the current interface entry, else the port block, else the globals. */
+  private scope(): Scope {
+    return this.block === null ? this.global : (this.block.current?.scope ?? this.block.scope);
   }
 
   /** `standalone`, `logname` and `workers`: once in the file, wherever they stand. */
@@ -361,6 +381,15 @@ class Parser {
       // Where the acp in force was written: its scope's line, or the command line.
       const acpScope = [e.scope, e.block.scope, null, this.global][layers.findIndex((l) => l?.acp !== undefined)];
       const acpLine = acpScope?.seen.get('acp');
+      // The innermost scope with a list line of its own has the whole of both lists.
+      const lists = [e.scope, e.block.scope, this.global].find((s) => s.lists !== null)?.lists ?? { allow: [], deny: [] };
+      const access: Access = {
+        allow: lists.allow,
+        deny: lists.deny,
+        maxconn: pick('maxconn') ?? null,
+        perSource: pick('perSource') ?? null,
+        rate: pick('rate') ?? null,
+      };
       return [
         {
           port,
@@ -373,7 +402,7 @@ class Parser {
           // uid and gid have no command-line option: the cli layer never holds them.
           uid: pick('uid') ?? null,
           gid: pick('gid') ?? null,
-          access: NO_ACCESS_RULES,
+          access,
           origin: { file, line: e.line },
           targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
           ...(acpScope === null

@@ -6,7 +6,9 @@
  * checks the page against it. Pure.
  */
 import { quote } from '../sys/text';
+import { parsePrefix as parseAccessPrefix } from './access';
 import type { Parsed } from './address';
+import type { Prefix } from './service';
 
 /** The largest timeout: seconds whose count of milliseconds still fits a signed 32-bit timer. */
 export const MAX_TIMEOUT_SEC = 2147483;
@@ -21,6 +23,19 @@ export interface Settings {
   writefile?: string;
   uid?: number;
   gid?: number;
+  maxconn?: number;
+  perSource?: number;
+  rate?: number;
+}
+
+/** The largest `maxconn`, `per-source` and `rate`. */
+export const MAX_LIMIT = 1000000000;
+
+/** A limit (`maxconn`, `per-source`, `rate`): a whole number from 1 to MAX_LIMIT. */
+function parseLimit(name: string, text: string): Parsed<number> {
+  const n = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+  if (n >= 1 && n <= MAX_LIMIT) return { ok: true, value: n };
+  return { ok: false, error: `invalid ${name} ${quote(text)}: expected a whole number from 1 to ${MAX_LIMIT}` };
 }
 
 /** A timeout in whole seconds, 0..MAX_TIMEOUT_SEC; `why` tells the caller which message to give. */
@@ -63,6 +78,12 @@ export type Directive =
   /** The structure: `port`, `interface`, `server`, `exec`. */
   | { readonly name: string; readonly kind: 'port' | 'interface' | 'target' }
   /**
+   * An access list of the scope it stands in (`allow`, `deny`): one or more
+   * words, each checked by `parse`; repeated lines append. A scope with a
+   * line of either list has both lists of its own.
+   */
+  | { readonly name: string; readonly kind: 'list'; readonly key: AccessList; readonly parse: (word: string) => Parsed<Prefix> }
+  /**
    * A setting of the scope it stands in. `rest`: the value is the rest of
    * the line (a command line), else one word. `option`: set by the command
    * line too (-a, -t, -v, -w), as a default that replaces the file's global one.
@@ -75,6 +96,9 @@ export type Directive =
       readonly option?: CliSetting;
       readonly parse: (value: string) => Parsed<Settings>;
     };
+
+/** The access lists of a scope. */
+export type AccessList = 'allow' | 'deny';
 
 /** The settings the command line can give as defaults for every service (-a, -t, -v, -w). */
 export type CliSetting = 'acp' | 'timeoutSec' | 'prefix' | 'writefile';
@@ -103,6 +127,11 @@ export const DIRECTIVE_TABLE: readonly Directive[] = [
   },
   { name: 'writefile', kind: 'setting', key: 'writefile', rest: false, option: 'writefile', parse: (v) => setting('writefile', { ok: true, value: v }) },
   { name: 'workers', kind: 'file' },
+  { name: 'allow', kind: 'list', key: 'allow', parse: parseAccessPrefix },
+  { name: 'deny', kind: 'list', key: 'deny', parse: parseAccessPrefix },
+  { name: 'maxconn', kind: 'setting', key: 'maxconn', rest: false, parse: (v) => setting('maxconn', parseLimit('maxconn', v)) },
+  { name: 'per-source', kind: 'setting', key: 'perSource', rest: false, parse: (v) => setting('perSource', parseLimit('per-source', v)) },
+  { name: 'rate', kind: 'setting', key: 'rate', rest: false, parse: (v) => setting('rate', parseLimit('rate', v)) },
 ];
 
 /** The command line's defaults for the settings of every service, from its -a, -t, -v and -w. */

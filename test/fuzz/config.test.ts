@@ -12,7 +12,11 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import * as fc from 'fast-check';
 import type { PortResolver } from '../../src/table/address';
+import { isIP } from 'node:net';
+import { checkAccess, formatPrefix, parsePrefix } from '../../src/table/access';
 import { DIRECTIVES, parseConfig, type ConfigResult } from '../../src/table/config';
+import { normalizeIp } from '../../src/table/address';
+import type { Access, Prefix } from '../../src/table/service';
 import { formatConfigError } from '../../src/sys/errors';
 import { runCli } from '../helpers/daemon';
 
@@ -58,6 +62,14 @@ const valueFor: Record<string, fc.Arbitrary<string>> = {
   setenv: fc.constantFrom('PROXY_', 'X', '9X', 'A-B', ''),
   timeout: fc.oneof(fc.integer({ min: -1, max: 2147490 }).map(String), fc.constantFrom('soon', '1.5', '')),
   writefile: fc.constantFrom('/var/log/t', 'a b', ''),
+  allow: fc.oneof(
+    fc.constantFrom('10.0.0.0/8', '127.0.0.7', '::1 2001:db8::/32', '10.1.2.3/8', '::ffff:10.0.0.1', '0.0.0.0/0', '10.0.0.0/33', '/', '1.2.3.4/08', ''),
+    fc.array(word, { minLength: 1, maxLength: 4 }).map((w) => w.join(' ')),
+  ),
+  deny: fc.oneof(fc.constantFrom('10.1.99.0/24', '::/0', '2001:db8::1/32', '[::1]', 'x/8', ''), word),
+  maxconn: fc.oneof(fc.integer({ min: -1, max: 1000000002 }).map(String), fc.constantFrom('0', '1000000000', '1000000001', 'many', '1 2', '')),
+  'per-source': fc.oneof(fc.integer({ min: -1, max: 10 }).map(String), fc.constantFrom('00', '4', 'x', '')),
+  rate: fc.oneof(fc.integer({ min: -1, max: 100 }).map(String), fc.constantFrom('1.5', '1e3', '')),
 };
 
 /** A directive line: a known name (any case), blanks, a plausible or broken value, maybe a comment. */
@@ -112,6 +124,8 @@ function checkShape(text: string, r: ConfigResult): void {
       expect(s.uid === null || (s.uid >= 1 && s.uid <= 4294967294)).toBe(true);
       expect(s.gid === null || (s.gid >= 1 && s.gid <= 4294967294)).toBe(true);
       expect(s.origin.line >= 1 && s.origin.line <= lineCount(text)).toBe(true);
+      for (const p of [...s.access.allow, ...s.access.deny]) expect(parsePrefix(formatPrefix(p))).toEqual({ ok: true, value: p });
+      for (const n of [s.access.maxconn, s.access.perSource, s.access.rate]) expect(n === null || (Number.isInteger(n) && n >= 1 && n <= 1000000000)).toBe(true);
     }
     return;
   }
@@ -238,6 +252,184 @@ describe('parseConfig, property-based', () => {
   });
 });
 
+// ------------------------------------------------------------------ access lists
+
+/** The address as a number of 32 or 128 bits, by a route of its own: isIP, the URL parser, string splitting. */
+function refAddress(text: string): { family: 4 | 6; value: bigint } | null {
+  if (isIP(text) === 4) return { family: 4, value: text.split('.').reduce((a, p) => (a << 8n) | BigInt(p), 0n) };
+  const bare = text.replace(/%.*$/, '');
+  if (isIP(bare) !== 6) return null;
+  const host = new URL(`http://[${bare}]/`).hostname.slice(1, -1);
+  const [head = '', tail] = host.split('::');
+  const hs = head === '' ? [] : head.split(':');
+  const ts = tail === undefined || tail === '' ? [] : tail.split(':');
+  const groups = tail === undefined ? hs : [...hs, ...Array<string>(8 - hs.length - ts.length).fill('0'), ...ts];
+  const value = groups.reduce((a, g) => (a << 16n) | BigInt(parseInt(g, 16)), 0n);
+  if (value >> 32n === 0xffffn) return { family: 4, value: value & 0xffffffffn };
+  return { family: 6, value };
+}
+
+/** checkAccess as the spec says it, the slow way: every prefix, the longest match, a deny on a tie. */
+function refCheck(access: Access, client: string): string | null {
+  const c = refAddress(client);
+  let best: { bits: number; deny: string | null } | null = null;
+  if (c !== null) {
+    const rules = [...access.allow.map((p) => ({ p, deny: null })), ...access.deny.map((p) => ({ p, deny: `deny ${p.address}/${p.bits}` }))];
+    for (const { p, deny } of rules) {
+      const net = refAddress(p.address);
+      if (net === null || net.family !== c.family || p.family !== c.family) continue;
+      const shift = BigInt((c.family === 4 ? 32 : 128) - p.bits);
+      if (c.value >> shift !== net.value >> shift) continue;
+      if (best === null || p.bits > best.bits || (p.bits === best.bits && deny !== null)) best = { bits: p.bits, deny };
+    }
+  }
+  if (best !== null) return best.deny;
+  return access.allow.length > 0 ? 'no allow matched' : null;
+}
+
+/** Bytes and groups drawn from a few values most of the time, so that prefixes and clients share bits. */
+const octet = fc.oneof(fc.constantFrom(0, 1, 10, 127, 128, 192, 255), fc.integer({ min: 0, max: 255 }));
+const group = fc.oneof(fc.constantFrom(0, 0, 1, 0xffff, 0x8000, 0xdb8, 0x2001, 0xfe80), fc.integer({ min: 0, max: 0xffff }));
+const v4Octets = fc.array(octet, { minLength: 4, maxLength: 4 });
+const v6Groups = fc.array(group, { minLength: 8, maxLength: 8 });
+
+/** Groups as text: in full or compressed, any case. */
+const v6Text = (groups: number[], style: number): string => {
+  const full = groups.map((g) => g.toString(16)).join(':');
+  if (style === 0) return full;
+  if (style === 1) return full.toUpperCase();
+  return normalizeIp(full) ?? full;
+};
+
+/** A valid prefix of either family: random bits, host bits cleared. */
+const prefixArb: fc.Arbitrary<Prefix> = fc.oneof(
+  fc.tuple(v4Octets, fc.integer({ min: 0, max: 32 })).map(([o, bits]): Prefix => {
+    const v = o.reduce((a, b) => a * 256 + b, 0);
+    const net = bits === 0 ? 0 : Math.floor(v / 2 ** (32 - bits)) * 2 ** (32 - bits);
+    return { family: 4, address: [24, 16, 8, 0].map((s) => Math.floor(net / 2 ** s) % 256).join('.'), bits };
+  }),
+  fc.tuple(v6Groups, fc.integer({ min: 0, max: 128 })).map(([g, bits]): Prefix => {
+    const masked = g.map((x, i) => {
+      const keep = Math.min(16, Math.max(0, bits - 16 * i));
+      return keep === 0 ? 0 : x & (0xffff << (16 - keep)) & 0xffff;
+    });
+    return { family: 6, address: normalizeIp(masked.map((x) => x.toString(16)).join(':')) ?? '', bits };
+  }),
+);
+
+/** A client as Node's remoteAddress may give it, plus spellings it does not (full, upper case, mapped in hex). */
+const clientArb = fc.oneof(
+  v4Octets.map((o) => o.join('.')),
+  v4Octets.map((o) => `::ffff:${o.join('.')}`),
+  v4Octets.map((o) => `::FFFF:${((o[0] ?? 0) * 256 + (o[1] ?? 0)).toString(16)}:${((o[2] ?? 0) * 256 + (o[3] ?? 0)).toString(16)}`),
+  fc.tuple(v6Groups, fc.integer({ min: 0, max: 2 })).map(([g, style]) => v6Text(g, style)),
+  fc.constantFrom('', 'garbage', '::', '0.0.0.0', '255.255.255.255', 'fe80::1%eth0', '1::2::3', '10.0.0', '::ffff:1.2.3'),
+);
+
+const accessArb: fc.Arbitrary<Access> = fc.record({
+  allow: fc.array(prefixArb, { maxLength: 12 }),
+  deny: fc.array(prefixArb, { maxLength: 12 }),
+  maxconn: fc.constant(null),
+  perSource: fc.constant(null),
+  rate: fc.constant(null),
+});
+
+describe('access lists, property-based', () => {
+  test('checkAccess gives what the slow reference gives, for random lists and clients of both families', () => {
+    fc.assert(
+      fc.property(accessArb, fc.array(clientArb, { minLength: 1, maxLength: 20 }), (access, clients) => {
+        for (const c of clients) expect([c, checkAccess(access, c)]).toEqual([c, refCheck(access, c)]);
+      }),
+      { numRuns: 3000, seed: 0x12 },
+    );
+  });
+
+  test('the same with random seeds, and on a JSON copy of the lists (what a worker gets)', () => {
+    fc.assert(
+      fc.property(accessArb, clientArb, (access, c) => {
+        const copy = JSON.parse(JSON.stringify(access)) as Access;
+        expect(checkAccess(copy, c)).toBe(refCheck(access, c));
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  test('parsePrefix reads any address with any length: the network back, or the host-bits, length or mapped error', () => {
+    const text = fc.oneof(
+      fc.tuple(v4Octets, fc.integer({ min: 0, max: 40 }), fc.boolean()).map(([o, bits, withLen]) => (withLen ? `${o.join('.')}/${bits}` : o.join('.'))),
+      fc.tuple(v6Groups, fc.integer({ min: 0, max: 140 }), fc.boolean(), fc.integer({ min: 0, max: 2 })).map(([g, bits, withLen, style]) =>
+        withLen ? `${v6Text(g, style)}/${bits}` : v6Text(g, style),
+      ),
+    );
+    fc.assert(
+      fc.property(text, (t) => {
+        const r = parsePrefix(t);
+        const [addr = '', len] = t.split('/');
+        const ref = refAddress(addr);
+        if (ref === null) throw new Error(`not an address: ${t}`);
+        const isV6Text = addr.includes(':');
+        const max = isV6Text ? 128 : 32;
+        const bits = len === undefined ? max : Number(len);
+        if (bits > max) return expect(r).toEqual({ ok: false, error: `invalid prefix "${t}": the length must be 0-${max}` });
+        if (isV6Text && ref.family === 4 && bits >= 96) return expect(r.ok ? '' : r.error).toMatch(/: write an IPv4-mapped address as IPv4 \([0-9.]+(\/[0-9]+)?\)$/);
+        const width = BigInt(max);
+        const value = isV6Text && ref.family === 4 ? ref.value | (0xffffn << 32n) : ref.value;
+        const hostMask = (1n << (width - BigInt(bits))) - 1n;
+        if ((value & hostMask) !== 0n) return expect(r.ok ? '' : r.error).toMatch(new RegExp(`^invalid prefix "${t.replace(/[.]/g, '\\.')}": host bits are set \\(the network is [0-9a-f.:]+/${bits}\\)$`));
+        expect(r).toEqual({ ok: true, value: { family: isV6Text ? 6 : 4, address: normalizeIp(addr), bits } });
+        if (r.ok) expect(parsePrefix(formatPrefix(r.value))).toEqual(r);
+      }),
+      { numRuns: 5000, seed: 7 },
+    );
+  });
+
+  test('the network a host-bits error names is itself a valid prefix that holds the address written', () => {
+    fc.assert(
+      fc.property(fc.oneof(v4Octets.map((o) => o.join('.')), v6Groups.map((g) => v6Text(g, 2))), fc.integer({ min: 0, max: 128 }), (addr, n) => {
+        const bits = addr.includes(':') ? n : n % 33;
+        const r = parsePrefix(`${addr}/${bits}`);
+        const m = r.ok ? null : /host bits are set \(the network is (.*)\)$/.exec(r.error);
+        if (m === null) return;
+        const net = parsePrefix(m[1] ?? '');
+        expect(net.ok).toBe(true);
+        if (net.ok) expect(checkAccess({ allow: [], deny: [net.value], maxconn: null, perSource: null, rate: null }, addr)).toBe(`deny ${m[1] ?? ''}`);
+      }),
+      { numRuns: 2000, seed: 99 },
+    );
+  });
+
+  test('random allow/deny/limit lines in any scope never throw, and every error is one of the documented messages', () => {
+    const token = fc.oneof(prefixArb.map(formatPrefix), clientArb, word, fc.string({ maxLength: 12 }).filter((x) => !/[\s#]/.test(x)));
+    const accessLine = fc.oneof(
+      fc.tuple(fc.constantFrom('allow', 'deny', 'ALLOW', 'Deny'), fc.array(token, { maxLength: 5 })).map(([d, ws]) => `${d} ${ws.join(' ')}`),
+      fc.tuple(fc.constantFrom('maxconn', 'per-source', 'rate'), fc.oneof(fc.integer({ min: -5, max: 1000000005 }).map(String), word)).map(([d, v]) => `${d} ${v}`),
+    );
+    const file = fc
+      .array(fc.tuple(fc.constantFrom('', 'port 7000', 'port 7001', '  interface 127.0.0.2', '  interface ::1', '  server h'), fc.array(accessLine, { maxLength: 3 })), { maxLength: 8 })
+      .map((parts) => parts.flatMap(([structural, lines]) => [structural, ...lines]).join('\n'));
+    const documented = [
+      /^"(allow|deny)" needs at least one prefix$/,
+      /^invalid prefix ".*": (expected an IPv4 or IPv6 address with an optional \/length|the length must be 0-(32|128)|host bits are set \(the network is \S+\)|write an IPv4-mapped address as IPv4 \(\S+\))$/,
+      /^invalid (maxconn|per-source|rate) ".*": expected a whole number from 1 to 1000000000$/,
+      /^"(maxconn|per-source|rate)" (needs an argument|takes one argument)$/,
+      /^duplicate "(maxconn|per-source|rate)" \(first on line [0-9]+\)$/,
+      /has neither "server" nor "exec"$/,
+      /is already defined on line [0-9]+$/,
+      /^no service defined/,
+      /^"(server|interface)" outside a port block/,
+      /^duplicate "server"/,
+    ];
+    fc.assert(
+      fc.property(file, (text) => {
+        const r = parseConfig(text, FILE, resolve);
+        checkShape(text, r);
+        for (const e of r.ok ? [] : r.errors) expect([e.message, documented.some((re) => re.test(e.message))]).toEqual([e.message, true]);
+      }),
+      { numRuns: 800, seed: 0xacce55 },
+    );
+  });
+});
+
 // ------------------------------------------------------------------ through the CLI
 
 describe('bad files through the built CLI (-z -f FILE): exit 2, exact messages', () => {
@@ -277,8 +469,8 @@ describe('bad files through the built CLI (-z -f FILE): exit 2, exact messages',
     expect(lf).toMatchObject({ code: 0, stderr: '' });
     expect(crlf).toMatchObject({ code: 0, stderr: '', stdout: lf.stdout });
     expect(lf.stdout).toBe(
-      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tworkers=1\n' +
-        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tworkers=1\n',
+      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\tworkers=1\n' +
+        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\tworkers=1\n',
     );
     const f = file('cr.conf', 'port 7000\r\r\n  server 127.0.0.1:25\r\n');
     const r = await runCli(['-z', '-f', f]);
@@ -352,6 +544,22 @@ const DIRECTIVE_CASES: readonly { name: string; text: string; at: number; messag
   { name: 'timeout, too large', text: 'timeout 2147484\nport 7000\n server h\n', at: 1, message: 'invalid timeout "2147484": expected a number of seconds' },
   { name: 'writefile, missing', text: 'writefile\nport 7000\n server h\n', at: 1, message: '"writefile" needs an argument' },
   { name: 'writefile, extra', text: 'writefile a b\nport 7000\n server h\n', at: 1, message: '"writefile" takes one argument' },
+  { name: 'allow, missing', text: 'port 7000\n allow\n server h\n', at: 2, message: '"allow" needs at least one prefix' },
+  { name: 'allow, malformed', text: 'allow 10.0.0.0/x\nport 7000\n server h\n', at: 1, message: 'invalid prefix "10.0.0.0/x": expected an IPv4 or IPv6 address with an optional /length' },
+  { name: 'allow, bad length', text: 'port 7000\n server h\n allow 10.0.0.0/8 ::/129\n', at: 3, message: 'invalid prefix "::/129": the length must be 0-128' },
+  { name: 'allow, host bits', text: 'port 7000\n interface 127.0.0.1\n  allow 127.0.0.1/8\n  server h\n', at: 3, message: 'invalid prefix "127.0.0.1/8": host bits are set (the network is 127.0.0.0/8)' },
+  { name: 'deny, missing', text: 'deny # nothing\nport 7000\n server h\n', at: 1, message: '"deny" needs at least one prefix' },
+  { name: 'deny, malformed', text: 'port 7000\n deny localhost\n server h\n', at: 2, message: 'invalid prefix "localhost": expected an IPv4 or IPv6 address with an optional /length' },
+  { name: 'deny, mapped', text: 'port 7000\n deny ::ffff:127.0.0.0/104\n server h\n', at: 2, message: 'invalid prefix "::ffff:127.0.0.0/104": write an IPv4-mapped address as IPv4 (127.0.0.0/8)' },
+  { name: 'maxconn, missing', text: 'maxconn\nport 7000\n server h\n', at: 1, message: '"maxconn" needs an argument' },
+  { name: 'maxconn, extra', text: 'maxconn 1 2\nport 7000\n server h\n', at: 1, message: '"maxconn" takes one argument' },
+  { name: 'maxconn, malformed', text: 'port 7000\n maxconn 0\n server h\n', at: 2, message: 'invalid maxconn "0": expected a whole number from 1 to 1000000000' },
+  { name: 'per-source, missing', text: 'port 7000\n per-source\n server h\n', at: 2, message: '"per-source" needs an argument' },
+  { name: 'per-source, extra', text: 'port 7000\n per-source 1 2\n server h\n', at: 2, message: '"per-source" takes one argument' },
+  { name: 'per-source, malformed', text: 'port 7000\n server h\n per-source 1000000001\n', at: 3, message: 'invalid per-source "1000000001": expected a whole number from 1 to 1000000000' },
+  { name: 'rate, missing', text: 'rate\nport 7000\n server h\n', at: 1, message: '"rate" needs an argument' },
+  { name: 'rate, extra', text: 'rate 5 s\nport 7000\n server h\n', at: 1, message: '"rate" takes one argument' },
+  { name: 'rate, malformed', text: 'rate 2.5\nport 7000\n server h\n', at: 1, message: 'invalid rate "2.5": expected a whole number from 1 to 1000000000' },
 ];
 
 describe('every directive with a missing, extra or malformed argument', () => {

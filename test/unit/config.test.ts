@@ -11,7 +11,8 @@ import {
 } from '../../src/table/config';
 import { formatConfigError } from '../../src/sys/errors';
 import { etcServices } from '../../src/table/services-db';
-import { DEFAULT_TIMEOUT_SEC, type Service, type Target } from '../../src/table/service';
+import { checkAccess, formatPrefix } from '../../src/table/access';
+import { DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Access, type Prefix, type Service, type Target } from '../../src/table/service';
 import { SERVICE_DEFAULTS } from '../helpers/service';
 import { useTempDir } from '../helpers/setup';
 
@@ -658,6 +659,183 @@ describe('scoping and precedence', () => {
   });
 });
 
+describe('access lists and limits', () => {
+  const v4 = (address: string, bits = 32): Prefix => ({ family: 4, address, bits });
+  const v6 = (address: string, bits = 128): Prefix => ({ family: 6, address, bits });
+  const accessOf = (text: string): Access[] => configOf(text).services.map((s) => s.access);
+
+  it('reads allow and deny into canonical prefixes, several to a line, and appends repeated lines in order', () => {
+    const s = onlyService(
+      conf('port 25', '  server a', '  allow 10.0.0.0/8 \t 2001:DB8::/32', '  deny 10.1.99.0/24', '  ALLOW 127.0.0.7 ::1  # two more', '  deny 0:0:0:0:0:0:0:2/127'),
+    );
+    expect(s.access).toEqual({
+      allow: [v4('10.0.0.0', 8), v6('2001:db8::', 32), v4('127.0.0.7'), v6('::1')],
+      deny: [v4('10.1.99.0', 24), v6('::2', 127)],
+      maxconn: null,
+      perSource: null,
+      rate: null,
+    });
+    expect(s).toEqual(svc({ port: 25, target: server('a'), access: s.access, line: 1 }));
+  });
+
+  it('leaves the lists empty and the limits unset without these directives', () => {
+    expect(onlyService(conf('port 25', 'server a')).access).toEqual(NO_ACCESS_RULES);
+  });
+
+  it('reads maxconn, per-source and rate as whole numbers from 1 to 1000000000', () => {
+    expect(onlyService(conf('port 25', 'server a', 'maxconn 200', 'per-source 4', 'rate 1000000000')).access).toEqual({
+      ...NO_ACCESS_RULES,
+      maxconn: 200,
+      perSource: 4,
+      rate: 1000000000,
+    });
+    expect(onlyService(conf('port 25', 'server a', 'MAXCONN 007', 'Per-Source 1', 'rate 1')).access).toMatchObject({ maxconn: 7, perSource: 1, rate: 1 });
+  });
+
+  const layered = conf(
+    'deny 192.0.2.0/24', // 1
+    'maxconn 100', // 2
+    'rate 50', // 3
+    'port 25', // 4
+    '  server a', // 5: the any-interface entry, in the port block's scope
+    '  allow 10.0.0.0/8', // 6: still the port block: for every entry of port 25
+    '  per-source 4', // 7
+    '  interface 127.0.0.2', // 8
+    '    server b', // 9
+    '  interface 127.0.0.3', // 10
+    '    server c', // 11
+    '    deny 10.1.0.0/16', // 12: this entry's own lists: no allow
+    '    maxconn 5', // 13
+    'port 26', // 14
+    '  server d', // 15
+    '  interface 127.0.0.2', // 16
+    '    server e', // 17
+    '    rate 7', // 18
+  );
+
+  it('takes the lists from the innermost scope that has an allow or deny line: both lists, the other one empty', () => {
+    expect(accessOf(layered).map((a) => [a.allow.map(formatPrefix), a.deny.map(formatPrefix)])).toEqual([
+      [['10.0.0.0/8'], []], // port 25, any: the port's allow; the global deny is replaced
+      [['10.0.0.0/8'], []], // port 25, 127.0.0.2: the port block's lists
+      [[], ['10.1.0.0/16']], // port 25, 127.0.0.3: its own deny, and no allow at all
+      [[], ['192.0.2.0/24']], // port 26, any: the global lists
+      [[], ['192.0.2.0/24']], // port 26, 127.0.0.2
+    ]);
+  });
+
+  it('takes each limit from the innermost scope that sets it', () => {
+    expect(accessOf(layered).map((a) => [a.maxconn, a.perSource, a.rate])).toEqual([
+      [100, 4, 50],
+      [100, 4, 50],
+      [5, 4, 50],
+      [100, null, 50],
+      [100, null, 7],
+    ]);
+  });
+
+  it('keeps the lists and the limits apart: a limit in a scope does not replace the lists, nor a list the limits', () => {
+    const [a, b] = accessOf(conf('allow 10.0.0.0/8', 'per-source 2', 'port 25', '  maxconn 3', '  server a', 'port 26', '  deny 10.0.0.1', '  server b'));
+    expect(a).toEqual({ allow: [v4('10.0.0.0', 8)], deny: [], maxconn: 3, perSource: 2, rate: null });
+    expect(b).toEqual({ allow: [], deny: [v4('10.0.0.1')], maxconn: null, perSource: 2, rate: null });
+  });
+
+  it('gives list lines after an interface line to that entry only, and starts a fresh port scope at each port line', () => {
+    const [a, b, c] = accessOf(conf('port 25', '  interface 127.0.0.2', '    allow 127.0.0.0/8', '    server a', '  interface 127.0.0.3', '    server b', 'port 26', '  server c'));
+    expect([a?.allow, b?.allow, c?.allow]).toEqual([[v4('127.0.0.0', 8)], [], []]);
+  });
+
+  it('appends repeated list lines within one scope only, not across scopes', () => {
+    const [a] = accessOf(conf('allow 10.0.0.0/8', 'allow 10.0.0.0/8', 'port 25', '  allow 127.0.0.1', '  server a', '  allow ::1', '  deny 127.0.0.2'));
+    expect(a).toMatchObject({ allow: [v4('127.0.0.1'), v6('::1')], deny: [v4('127.0.0.2')] });
+  });
+
+  it.each([
+    ['allow', '"allow" needs at least one prefix'],
+    ['deny', '"deny" needs at least one prefix'],
+    ['DENY   # none', '"deny" needs at least one prefix'],
+    ['allow foo', 'invalid prefix "foo": expected an IPv4 or IPv6 address with an optional /length'],
+    ['allow [::1]', 'invalid prefix "[::1]": expected an IPv4 or IPv6 address with an optional /length'],
+    ['deny 10.0.0.0/', 'invalid prefix "10.0.0.0/": expected an IPv4 or IPv6 address with an optional /length'],
+    ['deny 10.0.0.0/x', 'invalid prefix "10.0.0.0/x": expected an IPv4 or IPv6 address with an optional /length'],
+    ['deny 10.0.0.0/08', 'invalid prefix "10.0.0.0/08": expected an IPv4 or IPv6 address with an optional /length'],
+    ['allow 10.0.0.0/33', 'invalid prefix "10.0.0.0/33": the length must be 0-32'],
+    ['allow 2001:db8::/129', 'invalid prefix "2001:db8::/129": the length must be 0-128'],
+    ['allow 10.1.2.3/8', 'invalid prefix "10.1.2.3/8": host bits are set (the network is 10.0.0.0/8)'],
+    ['deny 2001:db8::1/32', 'invalid prefix "2001:db8::1/32": host bits are set (the network is 2001:db8::/32)'],
+    ['allow ::ffff:10.0.0.1', 'invalid prefix "::ffff:10.0.0.1": write an IPv4-mapped address as IPv4 (10.0.0.1)'],
+    ['maxconn 0', 'invalid maxconn "0": expected a whole number from 1 to 1000000000'],
+    ['maxconn 1000000001', 'invalid maxconn "1000000001": expected a whole number from 1 to 1000000000'],
+    ['maxconn -1', 'invalid maxconn "-1": expected a whole number from 1 to 1000000000'],
+    ['per-source 1.5', 'invalid per-source "1.5": expected a whole number from 1 to 1000000000'],
+    ['per-source 000', 'invalid per-source "000": expected a whole number from 1 to 1000000000'],
+    ['rate lots', 'invalid rate "lots": expected a whole number from 1 to 1000000000'],
+    ['rate 99999999999999999999', 'invalid rate "99999999999999999999": expected a whole number from 1 to 1000000000'],
+    ['maxconn', '"maxconn" needs an argument'],
+    ['per-source', '"per-source" needs an argument'],
+    ['rate 5 10', '"rate" takes one argument'],
+  ])('rejects "%s" at its line', (line, message) => {
+    expect(errorsOf(conf('port 25', 'server a', line))).toEqual([`tcpproxy:test.conf:3: ${message}`]);
+  });
+
+  it('reports each bad prefix of a line, in order', () => {
+    expect(errorsOf(conf('allow 10.0.0.0/8 foo 10.1.2.3/8 ::1 1.2.3.4/40', 'port 25', 'server a'))).toEqual([
+      'tcpproxy:test.conf:1: invalid prefix "foo": expected an IPv4 or IPv6 address with an optional /length',
+      'tcpproxy:test.conf:1: invalid prefix "10.1.2.3/8": host bits are set (the network is 10.0.0.0/8)',
+      'tcpproxy:test.conf:1: invalid prefix "1.2.3.4/40": the length must be 0-32',
+    ]);
+  });
+
+  it('rejects a limit twice in one scope, in each scope, and allows it once per scope', () => {
+    expect(
+      errorsOf(conf('maxconn 1', 'maxconn 2', 'port 25', '  rate 5', '  server a', '  RATE 5', '  interface 127.0.0.2', '    per-source 1', '    server b', '    per-source 2')),
+    ).toEqual([
+      'tcpproxy:test.conf:2: duplicate "maxconn" (first on line 1)',
+      'tcpproxy:test.conf:6: duplicate "rate" (first on line 4)',
+      'tcpproxy:test.conf:10: duplicate "per-source" (first on line 8)',
+    ]);
+    expect(accessOf(conf('maxconn 1', 'port 25', '  maxconn 2', '  server a', '  interface 127.0.0.2', '    maxconn 3', '    server b')).map((a) => a.maxconn)).toEqual([2, 3]);
+  });
+
+  it('reports every access error of a file in one pass, with the other errors, sorted by line', () => {
+    const text = conf(
+      'allow', // 1
+      'maxconn 0', // 2
+      'port 25', // 3
+      '  server a', // 4
+      '  deny 10.0.0.1/8 bogus', // 5
+      '  per-source x', // 6
+      '  timeout soon', // 7
+      '  interface 127.0.0.2', // 8
+      '    server b', // 9
+      '    allow ::ffff:127.0.0.1 127.0.0.0/24', // 10
+      '    rate 0', // 11
+      '    rate 2', // 12
+    );
+    expect(errorsOf(text)).toEqual([
+      'tcpproxy:test.conf:1: "allow" needs at least one prefix',
+      'tcpproxy:test.conf:2: invalid maxconn "0": expected a whole number from 1 to 1000000000',
+      'tcpproxy:test.conf:5: invalid prefix "10.0.0.1/8": host bits are set (the network is 10.0.0.0/8)',
+      'tcpproxy:test.conf:5: invalid prefix "bogus": expected an IPv4 or IPv6 address with an optional /length',
+      'tcpproxy:test.conf:6: invalid per-source "x": expected a whole number from 1 to 1000000000',
+      'tcpproxy:test.conf:7: invalid timeout "soon": expected a number of seconds',
+      'tcpproxy:test.conf:10: invalid prefix "::ffff:127.0.0.1": write an IPv4-mapped address as IPv4 (127.0.0.1)',
+      'tcpproxy:test.conf:11: invalid rate "0": expected a whole number from 1 to 1000000000',
+      'tcpproxy:test.conf:12: duplicate "rate" (first on line 11)',
+    ]);
+  });
+
+  it('gives the services the lists that checkAccess then applies', () => {
+    const [any, office] = configOf(conf('port 8000', '  server a', '  interface 127.0.0.2', '    allow 10.1.0.0/16', '    deny 10.1.99.0/24', '    server b')).services;
+    const verdicts = ['10.1.2.3', '10.1.99.3', '192.0.2.1', '::ffff:10.1.2.3'].map((c) => [checkAccess(any?.access ?? NO_ACCESS_RULES, c), checkAccess(office?.access ?? NO_ACCESS_RULES, c)]);
+    expect(verdicts).toEqual([
+      [null, null],
+      [null, 'deny 10.1.99.0/24'],
+      [null, 'no allow matched'],
+      [null, null],
+    ]);
+  });
+});
+
 describe('unknown directives', () => {
   it.each([
     ['sever', 'unknown directive "sever" (did you mean "server"?)'],
@@ -742,13 +920,13 @@ describe('error collection', () => {
 describe('DIRECTIVES', () => {
   it('lists every directive the parser knows', () => {
     expect([...DIRECTIVES].sort()).toEqual(
-      ['acp', 'exec', 'gid', 'interface', 'logname', 'port', 'server', 'setenv', 'standalone', 'timeout', 'uid', 'workers', 'writefile'],
+      ['acp', 'allow', 'deny', 'exec', 'gid', 'interface', 'logname', 'maxconn', 'per-source', 'port', 'rate', 'server', 'setenv', 'standalone', 'timeout', 'uid', 'workers', 'writefile'],
     );
     for (const d of DIRECTIVES) {
       const r = parse(conf(d));
       const messages = r.ok ? [] : r.errors.map((e) => e.message);
       expect(messages).not.toContain(`unknown directive "${d}"`);
-      expect(messages).toContain(`"${d}" needs an argument`);
+      expect(messages).toContain(d === 'allow' || d === 'deny' ? `"${d}" needs at least one prefix` : `"${d}" needs an argument`);
     }
   });
 });

@@ -13,7 +13,8 @@ import { configFileProblem, DIRECTIVES, parseConfig, readConfig, type ConfigResu
 import { formatConfigError } from '../../src/sys/errors';
 import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from '../../src/sys/exit-codes';
 import { DEFAULT_GID, DEFAULT_UID } from '../../src/process/privilege';
-import type { Service } from '../../src/table/service';
+import { checkAccess } from '../../src/table/access';
+import { NO_ACCESS_RULES, type Service } from '../../src/table/service';
 import { GRACE_MS } from '../../src/modes/standalone';
 import { openTranscript } from '../../src/session/transcript';
 import { VERSION } from '../../src/sys/version';
@@ -358,10 +359,60 @@ describe('man/tcpproxy.1: content', () => {
     ]);
   });
 
-  it('uses documentation addresses only in its examples', () => {
+  it('uses documentation addresses only in its examples, and the private 10.1.0.0/16 for the office network', () => {
     const addresses = examples(section('EXAMPLES')).join('\n').match(/\b[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+\b/g) ?? [];
     expect(addresses.length).toBeGreaterThan(0);
-    for (const a of addresses) expect(a).toMatch(/^(192\.0\.2|198\.51\.100|203\.0\.113|127\.0\.0)\./);
+    for (const a of addresses) expect(a).toMatch(/^(192\.0\.2|198\.51\.100|203\.0\.113|127\.0\.0|10\.1)\./);
+  });
+
+  it('has an office-network example in EXAMPLES whose lists and limits do what the page says', () => {
+    const sample = examples(section('EXAMPLES')).find((b) => b.includes('allow 10.1.0.0/16'));
+    expect(sample).toBeDefined();
+    const [s] = okConfig(parseConfig(sample ?? '', 'EXAMPLES', resolve));
+    const access = s?.access ?? NO_ACCESS_RULES;
+    expect(access).toEqual({
+      allow: [
+        { family: 4, address: '10.1.0.0', bits: 16 },
+        { family: 4, address: '10.1.99.10', bits: 32 },
+      ],
+      deny: [{ family: 4, address: '10.1.99.0', bits: 24 }],
+      maxconn: 200,
+      perSource: 4,
+      rate: null,
+    });
+    expect(['10.1.5.7', '10.1.99.23', '10.1.99.10', '198.51.100.9'].map((c) => checkAccess(access, c))).toEqual([null, 'deny 10.1.99.0/24', null, 'no allow matched']);
+    // The log lines it quotes give the rule checkAccess gives for that client.
+    const quoted = examples(section('EXAMPLES'))
+      .flatMap((b) => b.split('\n'))
+      .filter((l) => l.includes(': refused '));
+    expect(quoted).toEqual(['tcpproxy: service *:8080: refused 10.1.99.23:50114: deny 10.1.99.0/24', 'tcpproxy: service *:8080: refused 198.51.100.9:40022: no allow matched']);
+    for (const l of quoted) {
+      const m = /^tcpproxy: service \*:8080: refused ([0-9.]+):[0-9]+: (.*)$/.exec(l);
+      expect(checkAccess(access, m?.[1] ?? '')).toBe(m?.[2]);
+    }
+  });
+
+  it('documents the access lists and limits: scoping, precedence, mapped clients, runtime, inetd mode', () => {
+    const cf = section('CONFIGURATION FILE');
+    const sub = render(cf.slice(cf.indexOf('.SS Access lists and limits'), cf.indexOf('.SS Errors')));
+    positionsOf(sub, [
+      'a scope with at least one allow or deny line has both lists of its own',
+      'the longest decides',
+      'of the same length both hold it, the client is refused',
+      'the client is refused if the lists have any allow',
+      'it is matched as the IPv4 address a.b.c.d, against the IPv4 prefixes only',
+      'A refused client is closed at once',
+      'At most 10 such lines are written per second for a service',
+      'N more refused',
+      'maxconn and rate refuse nobody',
+      'per-source works differently: a connection that would exceed it is accepted and closed at once',
+      'all the workers of the service count against the same limits',
+      'After a reload (SIGHUP) the new lists and limits apply to the connections accepted from then on',
+      'In inetd mode each connection is a process of its own, so only the lists apply',
+      'nowait.N',
+      'instances, per_source and cps',
+    ]);
+    expect(render(section('OPTIONS'))).toContain('prefix=, allow= and deny= (the prefixes of the lists, each with its length, separated by commas), maxconn=, per-source=, rate= and workers=');
   });
 });
 

@@ -1,0 +1,411 @@
+// Connection limits shared by every worker of the daemon: live sessions per
+// service (maxconn), a token bucket per service (rate), live sessions per
+// service and client address (per-source), and the refusal-log budget. The
+// master creates one memfd region (limitsCreate) and passes it to each
+// worker with a worker index; all of them map it. A service is a slot (the
+// master numbers listen keys). Counts are kept per worker too, so that the
+// master can take back what a dead worker held (limitsForget) and a crash
+// leaks nothing.
+//
+// Lock-free where one word is enough: live counts are fetch_add/fetch_sub on
+// std::atomic in the shared pages (lock-free, address-free on Linux's
+// 64-bit targets), the bucket is one 64-bit word (the GCRA form of a token
+// bucket: the theoretical arrival time). The per-source table is open
+// addressing with linear probing under a robust process-shared mutex (a
+// worker killed while holding it does not wedge the others).
+#include "limits.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdint>
+#include <new>
+
+#include "addon.h"
+
+namespace tcpproxy {
+
+namespace {
+
+constexpr uint32_t kMagic = 0x7470'6c31;  // "tpl1"
+
+struct Header {
+  uint32_t magic;
+  uint32_t slots;
+  uint32_t workers;
+  uint32_t table;
+  pthread_mutex_t lock;
+};
+
+struct alignas(64) Slot {
+  std::atomic<uint32_t> live;
+  std::atomic<uint64_t> tat_ns;      // the bucket: when it is next full, in CLOCK_MONOTONIC ns
+  std::atomic<uint64_t> log_second;  // the second the log budget counts
+  std::atomic<uint32_t> log_lines;   // refusal lines in that second
+  std::atomic<uint64_t> refused[kRefusalReasons];
+};
+
+struct Entry {
+  uint32_t slot_plus1;  // 0: empty
+  uint32_t worker;
+  uint8_t addr[16];
+  uint32_t count;
+  uint32_t unused;
+};
+
+struct Layout {
+  size_t slots_at, per_worker_at, table_at, size;
+};
+
+Layout LayoutFor() {
+  Layout l{};
+  l.slots_at = (sizeof(Header) + 63) & ~size_t{63};
+  l.per_worker_at = l.slots_at + sizeof(Slot) * kLimitSlots;
+  l.table_at = l.per_worker_at + sizeof(uint32_t) * kLimitSlots * kLimitWorkers;
+  l.table_at = (l.table_at + 63) & ~size_t{63};
+  l.size = l.table_at + sizeof(Entry) * kSourceTable;
+  return l;
+}
+
+// This process's mapping (one per process: the master and each worker).
+struct Region {
+  uint8_t* base = nullptr;
+  size_t size = 0;
+  int worker = -1;  // this process's index, -1 in the master
+  Header* header() const { return reinterpret_cast<Header*>(base); }
+  Slot* slot(uint32_t i) const { return reinterpret_cast<Slot*>(base + LayoutFor().slots_at) + i; }
+  std::atomic<uint32_t>* mine(uint32_t worker_index, uint32_t s) const {
+    auto* p = reinterpret_cast<std::atomic<uint32_t>*>(base + LayoutFor().per_worker_at);
+    return p + static_cast<size_t>(worker_index) * kLimitSlots + s;
+  }
+  Entry* table() const { return reinterpret_cast<Entry*>(base + LayoutFor().table_at); }
+};
+
+Region g_region;  // the mapping is per process, like the fds it came from
+
+uint64_t NowNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+bool Ready(uint32_t s) {
+  return g_region.base != nullptr && s < kLimitSlots;
+}
+
+class Locked {
+ public:
+  Locked() {
+    int r = pthread_mutex_lock(&g_region.header()->lock);
+    // The holder died: the table may hold one half-done insert or removal,
+    // which costs at most a count; carry on.
+    if (r == EOWNERDEAD) pthread_mutex_consistent(&g_region.header()->lock);
+  }
+  ~Locked() { pthread_mutex_unlock(&g_region.header()->lock); }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+};
+
+uint32_t Hash(uint32_t s, const uint8_t addr[16]) {
+  uint32_t h = 2166136261u ^ s;
+  for (int i = 0; i < 16; i++) h = (h ^ addr[i]) * 16777619u;
+  return h & (kSourceTable - 1);
+}
+
+// Removes the entry at i, shifting later entries of the probe run back (no tombstones).
+void RemoveAt(Entry* t, uint32_t i) {
+  uint32_t hole = i;
+  uint32_t j = i;
+  for (;;) {
+    j = (j + 1) & (kSourceTable - 1);
+    if (t[j].slot_plus1 == 0) break;
+    uint32_t home = Hash(t[j].slot_plus1 - 1, t[j].addr);
+    // Move j into the hole unless its home lies cyclically in (hole, j].
+    bool stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j);
+    if (stays) continue;
+    t[hole] = t[j];
+    hole = j;
+  }
+  t[hole] = Entry{};
+}
+
+}  // namespace
+
+bool LimitsAttached() {
+  return g_region.base != nullptr;
+}
+
+bool SessionEnter(uint32_t s, uint32_t maxconn) {
+  if (!Ready(s)) return true;
+  Slot* sl = g_region.slot(s);
+  uint32_t before = sl->live.fetch_add(1, std::memory_order_acq_rel);
+  if (maxconn != 0 && before >= maxconn) {
+    sl->live.fetch_sub(1, std::memory_order_acq_rel);
+    return false;
+  }
+  if (g_region.worker >= 0) g_region.mine(g_region.worker, s)->fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+void SessionLeave(uint32_t s) {
+  if (!Ready(s)) return;
+  if (g_region.worker >= 0) {
+    auto* m = g_region.mine(g_region.worker, s);
+    if (m->load(std::memory_order_relaxed) == 0) return;  // forgotten already
+    m->fetch_sub(1, std::memory_order_relaxed);
+  }
+  g_region.slot(s)->live.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+uint32_t SessionsLive(uint32_t s) {
+  return Ready(s) ? g_region.slot(s)->live.load(std::memory_order_acquire) : 0;
+}
+
+uint64_t RateTake(uint32_t s, uint32_t rate) {
+  if (!Ready(s) || rate == 0) return 0;
+  const uint64_t interval = 1000000000ull / rate;
+  const uint64_t burst = interval * rate;  // a full bucket: `rate` tokens
+  std::atomic<uint64_t>& tat = g_region.slot(s)->tat_ns;
+  uint64_t now = NowNs();
+  uint64_t cur = tat.load(std::memory_order_acquire);
+  for (;;) {
+    uint64_t base = cur > now ? cur : now;
+    uint64_t next = base + interval;
+    if (next > now + burst) {
+      // No token: the next one comes when the bucket has room for it again.
+      uint64_t wait_ns = next - (now + burst);
+      return wait_ns / 1000000ull + 1;
+    }
+    if (tat.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) return 0;
+  }
+}
+
+bool SourceEnter(uint32_t s, const uint8_t addr[16], uint32_t max) {
+  if (!Ready(s) || max == 0) return true;
+  Locked lock;
+  Entry* t = g_region.table();
+  uint32_t me = g_region.worker < 0 ? kLimitWorkers : static_cast<uint32_t>(g_region.worker);
+  uint32_t total = 0;
+  int own = -1;
+  uint32_t i = Hash(s, addr);
+  uint32_t probes = 0;
+  for (; t[i].slot_plus1 != 0 && probes < kSourceTable; i = (i + 1) & (kSourceTable - 1), probes++) {
+    if (t[i].slot_plus1 != s + 1 || memcmp(t[i].addr, addr, 16) != 0) continue;
+    total += t[i].count;
+    if (t[i].worker == me) own = static_cast<int>(i);
+  }
+  if (total >= max) return false;
+  if (own >= 0) {
+    t[own].count++;
+    return true;
+  }
+  // Full table (65,536 client addresses with live sessions of limited
+  // services): admit rather than refuse someone under the limit.
+  if (probes >= kSourceTable) return true;
+  t[i].slot_plus1 = s + 1;
+  t[i].worker = me;
+  memcpy(t[i].addr, addr, 16);
+  t[i].count = 1;
+  return true;
+}
+
+void SourceLeave(uint32_t s, const uint8_t addr[16]) {
+  if (!Ready(s)) return;
+  Locked lock;
+  Entry* t = g_region.table();
+  uint32_t me = g_region.worker < 0 ? kLimitWorkers : static_cast<uint32_t>(g_region.worker);
+  uint32_t i = Hash(s, addr);
+  for (uint32_t probes = 0; t[i].slot_plus1 != 0 && probes < kSourceTable; i = (i + 1) & (kSourceTable - 1), probes++) {
+    if (t[i].slot_plus1 != s + 1 || t[i].worker != me || memcmp(t[i].addr, addr, 16) != 0) continue;
+    if (--t[i].count == 0) RemoveAt(t, i);
+    return;
+  }
+}
+
+void CountRefusal(uint32_t s, RefusalReason why) {
+  if (Ready(s)) g_region.slot(s)->refused[why].fetch_add(1, std::memory_order_relaxed);
+}
+
+uint64_t Refusals(uint32_t s, RefusalReason why) {
+  return Ready(s) ? g_region.slot(s)->refused[why].load(std::memory_order_relaxed) : 0;
+}
+
+bool RefusalLogAllowed(uint32_t s) {
+  if (!Ready(s)) return true;
+  Slot* sl = g_region.slot(s);
+  uint64_t second = NowNs() / 1000000000ull;
+  uint64_t seen = sl->log_second.load(std::memory_order_acquire);
+  if (seen != second && sl->log_second.compare_exchange_strong(seen, second, std::memory_order_acq_rel)) {
+    sl->log_lines.store(0, std::memory_order_release);
+  }
+  return sl->log_lines.fetch_add(1, std::memory_order_acq_rel) < kRefusalLinesPerSecond;
+}
+
+namespace {
+
+// limitsCreate() -> fd: the master's region, mapped here too.
+Napi::Value LimitsCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_region.base != nullptr) ThrowType(env, "limitsCreate: already done");
+  Layout l = LayoutFor();
+  int fd = memfd_create("tcpproxy-limits", MFD_CLOEXEC);
+  if (fd < 0) ThrowErrno(env, "memfd_create", errno);
+  if (ftruncate(fd, static_cast<off_t>(l.size)) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "ftruncate", err);
+  }
+  void* p = mmap(nullptr, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, "mmap", err);
+  }
+  auto* h = static_cast<Header*>(p);
+  h->magic = kMagic;
+  h->slots = kLimitSlots;
+  h->workers = kLimitWorkers;
+  h->table = kSourceTable;
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutex_init(&h->lock, &attr);
+  pthread_mutexattr_destroy(&attr);
+  g_region.base = static_cast<uint8_t*>(p);
+  g_region.size = l.size;
+  g_region.worker = -1;
+  return Napi::Number::New(env, fd);
+}
+
+// limitsAttach(fd, worker): a worker maps the master's region; the fd is closed.
+Napi::Value LimitsAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = IntArg(info, 0, "limitsAttach(fd, worker): fd must be a number");
+  int worker = IntArg(info, 1, "limitsAttach(fd, worker): worker must be a number");
+  if (worker < 0 || worker >= static_cast<int>(kLimitWorkers)) ThrowType(env, "limitsAttach: bad worker index");
+  if (g_region.base != nullptr) ThrowType(env, "limitsAttach: already attached");
+  Layout l = LayoutFor();
+  void* p = mmap(nullptr, l.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int err = errno;
+  close(fd);
+  if (p == MAP_FAILED) ThrowErrno(env, "mmap", err);
+  auto* h = static_cast<Header*>(p);
+  if (h->magic != kMagic || h->slots != kLimitSlots || h->workers != kLimitWorkers || h->table != kSourceTable) {
+    munmap(p, l.size);
+    ThrowType(env, "limitsAttach: not a limits region of this version");
+  }
+  g_region.base = static_cast<uint8_t*>(p);
+  g_region.size = l.size;
+  g_region.worker = worker;
+  return env.Undefined();
+}
+
+// limitsForget(worker): the master takes back what a dead worker held.
+Napi::Value LimitsForget(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int worker = IntArg(info, 0, "limitsForget(worker)");
+  if (g_region.base == nullptr || worker < 0 || worker >= static_cast<int>(kLimitWorkers)) return env.Undefined();
+  for (uint32_t s = 0; s < kLimitSlots; s++) {
+    uint32_t n = g_region.mine(worker, s)->exchange(0, std::memory_order_relaxed);
+    if (n != 0) g_region.slot(s)->live.fetch_sub(n, std::memory_order_acq_rel);
+  }
+  Locked lock;
+  Entry* t = g_region.table();
+  for (bool again = true; again;) {
+    again = false;
+    for (uint32_t i = 0; i < kSourceTable; i++) {
+      if (t[i].slot_plus1 != 0 && t[i].worker == static_cast<uint32_t>(worker)) {
+        RemoveAt(t, i);
+        again = true;
+      }
+    }
+  }
+  return env.Undefined();
+}
+
+uint32_t SlotArg(const Napi::CallbackInfo& info) {
+  int s = IntArg(info, 0, "slot must be a number");
+  if (s < 0 || s >= static_cast<int>(kLimitSlots)) ThrowType(info.Env(), "slot out of range");
+  return static_cast<uint32_t>(s);
+}
+
+uint32_t LimitArg(const Napi::CallbackInfo& info, size_t i) {
+  int n = IntArg(info, i, "limit must be a number (0: none)");
+  if (n < 0) ThrowType(info.Env(), "limit must be >= 0");
+  return static_cast<uint32_t>(n);
+}
+
+void AddrArg(const Napi::CallbackInfo& info, size_t i, uint8_t out[16]) {
+  if (info.Length() <= i || !info[i].IsString()) ThrowType(info.Env(), "address must be a string");
+  if (!ClientKey(info[i].As<Napi::String>().Utf8Value(), out)) ThrowType(info.Env(), "address must be an IP literal");
+}
+
+// limitEnter(slot, maxconn) -> bool; limitLeave(slot).
+Napi::Value LimitEnter(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), SessionEnter(SlotArg(info), LimitArg(info, 1)));
+}
+Napi::Value LimitLeave(const Napi::CallbackInfo& info) {
+  SessionLeave(SlotArg(info));
+  return info.Env().Undefined();
+}
+// rateTake(slot, rate) -> 0, or the ms until the next token.
+Napi::Value RateTakeJs(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(RateTake(SlotArg(info), LimitArg(info, 1))));
+}
+// sourceEnter(slot, address, max) -> bool; sourceLeave(slot, address).
+Napi::Value SourceEnterJs(const Napi::CallbackInfo& info) {
+  uint8_t addr[16];
+  AddrArg(info, 1, addr);
+  return Napi::Boolean::New(info.Env(), SourceEnter(SlotArg(info), addr, LimitArg(info, 2)));
+}
+Napi::Value SourceLeaveJs(const Napi::CallbackInfo& info) {
+  uint8_t addr[16];
+  AddrArg(info, 1, addr);
+  SourceLeave(SlotArg(info), addr);
+  return info.Env().Undefined();
+}
+// refusalCount(slot, reason 0..2); refusalLogAllowed(slot) -> bool.
+Napi::Value RefusalCountJs(const Napi::CallbackInfo& info) {
+  int why = IntArg(info, 1, "refusalCount(slot, reason)");
+  if (why < 0 || why >= kRefusalReasons) ThrowType(info.Env(), "refusalCount: bad reason");
+  CountRefusal(SlotArg(info), static_cast<RefusalReason>(why));
+  return info.Env().Undefined();
+}
+Napi::Value RefusalLogAllowedJs(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), RefusalLogAllowed(SlotArg(info)));
+}
+// limitStats(slot) -> { live, refused: [deny, noAllow, perSource] }.
+Napi::Value LimitStats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t s = SlotArg(info);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("live", static_cast<double>(SessionsLive(s)));
+  Napi::Array r = Napi::Array::New(env, kRefusalReasons);
+  for (int i = 0; i < kRefusalReasons; i++) r.Set(i, static_cast<double>(Refusals(s, static_cast<RefusalReason>(i))));
+  o.Set("refused", r);
+  return o;
+}
+
+}  // namespace
+
+void InitLimits(Napi::Env env, Napi::Object exports) {
+  exports.Set("limitsCreate", Napi::Function::New(env, LimitsCreate, "limitsCreate"));
+  exports.Set("limitsAttach", Napi::Function::New(env, LimitsAttach, "limitsAttach"));
+  exports.Set("limitsForget", Napi::Function::New(env, LimitsForget, "limitsForget"));
+  exports.Set("limitEnter", Napi::Function::New(env, LimitEnter, "limitEnter"));
+  exports.Set("limitLeave", Napi::Function::New(env, LimitLeave, "limitLeave"));
+  exports.Set("rateTake", Napi::Function::New(env, RateTakeJs, "rateTake"));
+  exports.Set("sourceEnter", Napi::Function::New(env, SourceEnterJs, "sourceEnter"));
+  exports.Set("sourceLeave", Napi::Function::New(env, SourceLeaveJs, "sourceLeave"));
+  exports.Set("refusalCount", Napi::Function::New(env, RefusalCountJs, "refusalCount"));
+  exports.Set("refusalLogAllowed", Napi::Function::New(env, RefusalLogAllowedJs, "refusalLogAllowed"));
+  exports.Set("limitStats", Napi::Function::New(env, LimitStats, "limitStats"));
+}
+
+}  // namespace tcpproxy

@@ -1,0 +1,64 @@
+// The shared limits (limits.cc) and the access lists (access.cc), as the
+// fast path (serve.cc) calls them. A service is a slot number the master
+// gives its listen key; 0 as a limit means none.
+#pragma once
+#include <napi.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tcpproxy {
+
+constexpr uint32_t kLimitSlots = 4096;    // listen keys over the daemon's life (reused once idle)
+constexpr uint32_t kLimitWorkers = 1024;  // worker indexes the master may give out at once
+constexpr uint32_t kSourceTable = 65536;  // client addresses with live sessions of per-source services
+constexpr uint32_t kRefusalLinesPerSecond = 10;
+
+enum RefusalReason { kRefusedDeny = 0, kRefusedNoAllow = 1, kRefusedPerSource = 2, kRefusalReasons = 3 };
+
+bool LimitsAttached();
+// maxconn: takes a live-session place (false: the service is full).
+bool SessionEnter(uint32_t slot, uint32_t maxconn);
+void SessionLeave(uint32_t slot);
+uint32_t SessionsLive(uint32_t slot);
+// rate: takes a token; 0, or the ms until the next one.
+uint64_t RateTake(uint32_t slot, uint32_t rate);
+// per-source: a place for this client (false: it has `max` already).
+bool SourceEnter(uint32_t slot, const uint8_t addr[16], uint32_t max);
+void SourceLeave(uint32_t slot, const uint8_t addr[16]);
+void CountRefusal(uint32_t slot, RefusalReason why);
+uint64_t Refusals(uint32_t slot, RefusalReason why);
+// The shared budget of refusal lines: false once this second's are spent.
+bool RefusalLogAllowed(uint32_t slot);
+
+// access.cc: a client address as 16 bytes, IPv4 (and IPv4-mapped IPv6) as
+// ::ffff:a.b.c.d, so one client has one key whatever socket it came in on.
+void ClientKeyOf(const sockaddr_storage& ss, uint8_t out[16]);
+bool ClientKey(const std::string& text, uint8_t out[16]);
+
+struct AccessRule {
+  bool v4 = false;
+  uint8_t addr[16] = {};  // v4: ::ffff:a.b.c.d form
+  int bits = 0;           // of the family's own length (0-32 or 0-128)
+  bool allow = false;
+  std::string text;  // "deny 10.0.0.0/8", for the log
+};
+
+struct AccessTable {
+  std::vector<AccessRule> rules;
+  bool any_allow = false;
+  bool Empty() const { return rules.empty(); }
+  // nullptr: admitted; else the rule that refused ("no allow matched" too).
+  const std::string* Check(const uint8_t key[16]) const;
+  std::string no_allow = "no allow matched";
+};
+
+// From the `rules` array src/forward/fast.ts compiles: [{ allow, family, address, bits, text }].
+AccessTable ParseAccess(Napi::Env env, Napi::Value v);
+
+void InitLimits(Napi::Env env, Napi::Object exports);
+void InitAccess(Napi::Env env, Napi::Object exports);
+
+}  // namespace tcpproxy

@@ -1,0 +1,50 @@
+import { listing } from '../../src/modes/list';
+import { parseConfig } from '../../src/table/config';
+import type { Service } from '../../src/table/service';
+
+function services(text: string): readonly Service[] {
+  const r = parseConfig(text, 'list.conf', () => null);
+  if (!r.ok) throw new Error(JSON.stringify(r.errors));
+  return r.config.services;
+}
+
+describe('-zz listing', () => {
+  it('shows the lists and limits of every service after prefix= and before workers=', () => {
+    const text = [
+      'deny 192.0.2.0/24',
+      'rate 50',
+      'port 8000',
+      '  allow 10.1.0.0/16 2001:DB8::/32 127.0.0.7',
+      '  deny 10.1.99.0/24',
+      '  per-source 4',
+      '  maxconn 200',
+      '  server 127.0.0.1:80',
+      '  interface 127.0.0.2',
+      '    deny 2001:db8:99::/48 ::1',
+      '    server 127.0.0.1:81',
+      'port 8001',
+      '  exec /bin/cat',
+      'port 8002',
+      '  allow ::/0',
+      '  exec /bin/cat',
+      '',
+    ].join('\n');
+    expect(listing(services(text), 2, 3).split('\n')).toEqual([
+      'port=8000\tinterface=*\tserver=127.0.0.1:80\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=10.1.0.0/16,2001:db8::/32,127.0.0.7/32\tdeny=10.1.99.0/24\tmaxconn=200\tper-source=4\trate=50\tworkers=3',
+      'port=8000\tinterface=127.0.0.2\tserver=127.0.0.1:81\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=2001:db8:99::/48,::1/128\tmaxconn=200\tper-source=4\trate=50\tworkers=3',
+      'port=8001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=192.0.2.0/24\tmaxconn=-\tper-source=-\trate=50\tworkers=3',
+      'port=8002\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=::/0\tdeny=-\tmaxconn=-\tper-source=-\trate=50\tworkers=3',
+      '',
+    ]);
+  });
+
+  it('shows - for every field of a service without lists or limits', () => {
+    expect(listing(services('port 7\n  server h\n'), 2)).toBe(
+      'port=7\tinterface=*\tserver=h\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\tworkers=1\n',
+    );
+  });
+
+  it('lists only the ports with -z', () => {
+    expect(listing(services('port 7\n  allow 10.0.0.0/8\n  server h\nport 9\n  maxconn 1\n  server h\n'), 1)).toBe('7\n9\n');
+  });
+});
