@@ -8,7 +8,7 @@
  * per-source and rate cannot work across one-connection processes: the
  * connection is served and one warning names those that are set.
  */
-import { echoThrough, howEnded } from '../helpers/access';
+import { clientText, echoThrough, howEnded } from '../helpers/access';
 import { assertBuilt, ENGINES } from '../helpers/daemon';
 import { type Served, serveOneConnection, waitEnd } from '../helpers/inetd';
 import { freePort } from '../helpers/ports';
@@ -87,7 +87,7 @@ describeAsRoot('inetd mode (root)', () => {
         }
         await waitEnd(c, 5000);
         expect({ bytes: c.received, end: howEnded(c) }).toEqual({ bytes: 0, end: expect.stringMatching(/^(eof|ECONNRESET)$/) as unknown });
-        const line = `service ${key}: refused ${from}:${c.socket.localPort ?? '?'}: ${verdict}`;
+        const line = `service ${key}: refused ${clientText(c)}: ${verdict}`;
         await theSink().waitFor((r) => r.pid === s.proxy.pid && r.message === line, line);
         expect(await exitOf(s)).toBe(0);
         expect(up.sockets).toHaveLength(0);

@@ -199,7 +199,7 @@ describe.each(ENGINES)('%s engine', (engine) => {
 
     /** The worker holding the proxy's end of `c`'s connection to `port`. */
     async function holderOf(workers: readonly number[], port: number, c: Client): Promise<number> {
-      const remote = { host: c.socket.localAddress ?? '?', port: c.socket.localPort ?? 0 };
+      const remote = { host: c.local.address, port: c.local.port };
       let found: number[] = [];
       await until(
         () => (found = holdersOfConnection(workers, port, remote)).length === 1,

@@ -16,8 +16,8 @@ import { until } from './until';
  * the spec wants for an IPv4-mapped peer.)
  */
 export function clientText(c: Client): string {
-  const host = c.socket.localAddress ?? '?';
-  return `${host.includes(':') ? `[${host}]` : host}:${c.socket.localPort ?? '?'}`;
+  const host = c.local.address;
+  return `${host.includes(':') ? `[${host}]` : host}:${c.local.port}`;
 }
 
 /** `service KEY: refused CLIENT: RULE`. */

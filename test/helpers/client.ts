@@ -23,6 +23,8 @@ export class Client {
   readonly socket: net.Socket;
   /** Date.now() when the connection was established. */
   readonly connectedAt: number;
+  /** Its own address and port, recorded at connect (a closed socket forgets them). */
+  readonly local: { readonly address: string; readonly port: number };
   private readonly hash = new StreamHash();
   private readonly chunks: Buffer[] | null;
   /** Set at the peer's FIN. */
@@ -35,6 +37,7 @@ export class Client {
   private constructor(socket: net.Socket, keep: boolean) {
     this.socket = socket;
     this.connectedAt = Date.now();
+    this.local = { address: socket.localAddress ?? '', port: socket.localPort ?? 0 };
     this.chunks = keep ? [] : null;
     socket.on('data', (chunk: Buffer) => {
       this.hash.update(chunk);
