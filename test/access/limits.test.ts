@@ -61,6 +61,11 @@ function lineIndex(p: Proxy, line: string): number {
   return logLines(p.stderr()).indexOf(line);
 }
 
+/** The wait and resume lines (maxconn, rate) of service `key`, in order. */
+function waitLines(p: Proxy, key: string): string[] {
+  return logLines(p.stderr()).filter((l) => l.startsWith(`service ${key}: `) && / reached: new connections wait$|: accepting again$/.test(l));
+}
+
 /** SIGSTOPs `pid` and waits until it is stopped (state T); the cleanup resumes it if the test does not. */
 async function stop(pid: number): Promise<void> {
   stopped.push(pid);
@@ -107,7 +112,9 @@ describe.each(ENGINES)('%s engine', (engine) => {
       expect({ end: howEnded(c), digest: c.digest() }).toEqual({ end: 'eof', digest: digestOf(data) });
       expect(up.sockets).toHaveLength(3);
       await waitLine(p.stderr, `service ${key}: maxconn 2: accepting again`);
-      expect(lineIndex(p, `service ${key}: maxconn 2 reached: new connections wait`)).toBeLessThan(lineIndex(p, `service ${key}: maxconn 2: accepting again`));
+      // The wait began before the resume. (Whether reaching maxconn again with nobody waiting, as
+      // the third session does, is a wait of its own is left open: the engines differ there.)
+      expect(waitLines(p, key).slice(0, 2)).toEqual([`service ${key}: maxconn 2 reached: new connections wait`, `service ${key}: maxconn 2: accepting again`]);
       await finish(b);
       // Nothing was refused: over maxconn connections wait.
       expect(refusals(p.stderr(), key)).toEqual({ lines: [], summaries: [] });
@@ -182,8 +189,14 @@ describe.each(ENGINES)('%s engine', (engine) => {
       // The burst: the first five at once.
       expect(t[4] ?? Infinity).toBeLessThan(500);
 
-      await waitLine(p.stderr, `service ${key}: rate 5 reached: new connections wait`);
-      await waitLine(p.stderr, `service ${key}: rate 5: accepting again`);
+      const wait = `service ${key}: rate 5 reached: new connections wait`;
+      const resume = `service ${key}: rate 5: accepting again`;
+      await waitLine(p.stderr, wait);
+      await waitLine(p.stderr, resume);
+      // One wait: clients were over the rate without a break for 3 s, so the service started
+      // waiting once and resumed once (issue 12, item 3), not once per token (a log line pair per
+      // connection would grow with the connection rate).
+      expect(waitLines(p, key)).toEqual([wait, resume]);
       expect(refusals(p.stderr(), key)).toEqual({ lines: [], summaries: [] });
     });
   }, 40000);
