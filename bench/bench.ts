@@ -43,10 +43,10 @@ import {
   type Samples,
 } from './report';
 import type { UpstreamMsg } from './upstream';
-import { HANDLER_VARIANTS, Instance, PROXY_VARIANTS, VARIANT_LABELS, type InstanceKind, type VariantName } from './variants';
+import { ACL_PREFIXES, ACL_VARIANTS, HANDLER_VARIANTS, Instance, PROXY_VARIANTS, VARIANT_LABELS, type InstanceKind, type VariantName } from './variants';
 
 const GIB = 1024 ** 3;
-const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat', 'inetd'];
+const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat', 'inetd', 'acl'];
 
 interface Options {
   readonly quick: boolean;
@@ -267,6 +267,7 @@ class Bench {
       if (this.hasIperf) out.push(['iperf', this.iperfPort]);
     }
     if (HANDLER_VARIANTS.includes(v)) out.push(['handler', 0]);
+    if (ACL_VARIANTS.includes(v)) out.push(['echo', this.echoPort]);
     return out;
   }
 
@@ -551,6 +552,20 @@ class Bench {
   }
 }
 
+/** The cost of an access list: the acl variant's connection rate against plain splice, measured in the same rounds (target: at most 5 % less). */
+function aclLines(med: ReturnType<typeof computeMedians>, variants: readonly VariantName[]): string[] {
+  if (!variants.includes('acl') || !variants.includes('splice')) return [];
+  const a = med.acl?.connPerSec?.value ?? null;
+  const s = med.splice?.connPerSec?.value ?? null;
+  if (a === null || s === null || s === 0) return ['Access list cost: not measured (a run failed).', ''];
+  const ratio = a / s;
+  return [
+    `Access list cost: tcpproxy splice with a ${ACL_PREFIXES}-prefix allow list (the client's prefix last) ${a.toFixed(0)} conn/s, ` +
+      `without ${s.toFixed(0)} conn/s: ${ratio.toFixed(3)}× (target ≥ 0.95×: ${ratio >= 0.95 ? 'met' : '**missed**'}).`,
+    '',
+  ];
+}
+
 function rotate<T>(xs: readonly T[], by: number): T[] {
   const k = xs.length === 0 ? 0 : by % xs.length;
   return [...xs.slice(k), ...xs.slice(0, k)];
@@ -622,6 +637,7 @@ async function main(): Promise<number> {
         for (const v of forwarding) if (v !== 'direct') await bench.idleRss(v, round);
         if (bench.hasIperf) for (const v of forwarding) await bench.throughput(v, round);
         for (const v of forwarding) await bench.connRate(v, round);
+        for (const v of order.filter((x) => ACL_VARIANTS.includes(x))) await bench.connRate(v, round);
         for (const v of handlers) await bench.connRate(v, round, true);
         for (const v of forwarding) await bench.rtt(v, round);
       } finally {
@@ -656,6 +672,7 @@ async function main(): Promise<number> {
     '',
     table,
     '',
+    ...aclLines(medians, variants),
   ];
   if (bench.notes.length > 0) {
     out.push('Notes:', '');

@@ -16,7 +16,7 @@ import { alive, isListening, listensOn } from '../test/helpers/proc';
 import { until } from '../test/helpers/until';
 import { killTree, pinned } from './children';
 
-export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat' | 'inetd';
+export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat' | 'inetd' | 'acl';
 
 export const VARIANT_LABELS: Record<VariantName, string> = {
   direct: 'direct',
@@ -25,10 +25,16 @@ export const VARIANT_LABELS: Record<VariantName, string> = {
   haproxy: 'haproxy splice',
   socat: 'socat',
   inetd: 'openbsd-inetd',
+  acl: 'tcpproxy splice, 100-prefix allow list',
 };
 
 /** The variants in front of the echo and iperf3 upstreams. */
 export const PROXY_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat'];
+/** The variants measured for the cost of an access list (connection rate only, against splice). */
+export const ACL_VARIANTS: readonly VariantName[] = ['acl'];
+/** Prefixes in the acl variant's allow list: 99 that never match the client, then the one that admits it. */
+export const ACL_PREFIXES = 100;
+
 /** The variants that run the request handler for each connection. */
 export const HANDLER_VARIANTS: readonly VariantName[] = ['splice', 'js', 'inetd'];
 
@@ -138,6 +144,7 @@ export class Instance {
     const logFd = fs.openSync(this.logFile, 'w');
     try {
       if (this.variant === 'splice' || this.variant === 'js') await this.startTcpproxy(ctx, logFd);
+      else if (this.variant === 'acl') await this.startTcpproxyAcl(ctx, tag, logFd);
       else if (this.variant === 'haproxy') await this.startHaproxy(ctx, tag, logFd);
       else if (this.variant === 'inetd') await this.startInetd(ctx, tag, logFd);
       else await this.startSocat(ctx, logFd);
@@ -176,6 +183,27 @@ export class Instance {
       return /listening on 127\.0\.0\.1:\d+/.test(text) && / ready, pid \d+/.test(text);
     });
     this.port = Number(/listening on 127\.0\.0\.1:(\d+)/.exec(text)?.[1]);
+    this.scanLog();
+  }
+
+  /** tcpproxy splice from a config file whose service has an allow list of ACL_PREFIXES prefixes, the client's last. */
+  private async startTcpproxyAcl(ctx: StartContext, tag: string, logFd: number): Promise<void> {
+    this.port = await freePort();
+    const misses = Array.from({ length: ACL_PREFIXES - 1 }, (_, i) => `10.${i >> 4}.${(i & 15) * 16}.0/20`);
+    const conf = path.join(ctx.tmpDir, `${tag}.conf`);
+    const lines = [`port ${this.port}`, '  interface 127.0.0.1', `  server 127.0.0.1:${this.upstreamPort}`];
+    for (let i = 0; i < misses.length; i += 10) lines.push(`  allow ${misses.slice(i, i + 10).join(' ')}`);
+    lines.push('  allow 127.0.0.1/32');
+    fs.writeFileSync(conf, `${lines.join('\n')}\n`, { mode: 0o600 });
+    this.child = pinned(ctx.proxyCpu, process.execPath, [ctx.tcpproxy, '-D', '-f', conf], {
+      stdio: ['ignore', 'ignore', logFd],
+      env: { ...process.env, TCPPROXY_ENGINE: 'splice' },
+    });
+    const file = this.logFile as string;
+    await this.waitFor('"listening on" line', () => {
+      const text = fs.readFileSync(file, 'utf8');
+      return text.includes(`listening on 127.0.0.1:${this.port}`) && / ready, pid \d+/.test(text);
+    });
     this.scanLog();
   }
 

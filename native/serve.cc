@@ -115,7 +115,11 @@ struct Listener {
   bool closing = false;
   bool polling = false;
   Waiting waiting = Waiting::kNone;
-  uint32_t waited_limit = 0;  // the limit named in the wait line
+  // The limit a wait line named, until a drained backlog (accept's EAGAIN)
+  // ends the episode with an "accepting again" line: a service held at its
+  // rate gets two lines, not two per token.
+  Waiting episode = Waiting::kNone;
+  uint32_t episode_limit = 0;
   // A connection taken from the queue that waits for a rate token (or lost
   // the race for the last maxconn place to another worker), unread.
   int held = -1;
@@ -408,20 +412,23 @@ void StartWait(Listener* l, Waiting why, uint32_t limit, uint64_t ms) {
     if (l->waiting == Waiting::kMaxconn) st->waiting_maxconn--;
     if (why == Waiting::kMaxconn) st->waiting_maxconn++;
     l->waiting = why;
-    l->waited_limit = limit;
+  }
+  if (l->episode != why || l->episode_limit != limit) {
+    l->episode = why;
+    l->episode_limit = limit;
     st->Log(kInfo, ServiceTag(l) + ": " + LimitName(why) + std::to_string(limit) + " reached: new connections wait");
   }
   uv_timer_start(&l->wait, OnWaitTimer, ms, 0);
 }
 
+// Accepts again, at once: a backlog found empty ends the episode.
 void EndWait(Listener* l) {
   if (l->waiting == Waiting::kNone) return;
   if (l->waiting == Waiting::kMaxconn) l->st->waiting_maxconn--;
-  l->st->Log(kInfo,
-             ServiceTag(l) + ": " + LimitName(l->waiting) + std::to_string(l->waited_limit) + ": accepting again");
   l->waiting = Waiting::kNone;
   uv_timer_stop(&l->wait);
   StartPolling(l);
+  if (l->polling) OnAccept(&l->poll, 0, 0);
 }
 
 void OnSummary(uv_timer_t* t) {
@@ -568,7 +575,14 @@ void OnAccept(uv_poll_t* h, int status, int) {
     int fd = accept4(l->fd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       int err = errno;
-      if (err == EAGAIN || err == EWOULDBLOCK) return;
+      if (err == EAGAIN || err == EWOULDBLOCK) {
+        if (l->episode != Waiting::kNone) {
+          st->Log(kInfo, ServiceTag(l) + ": " + LimitName(l->episode) + std::to_string(l->episode_limit) +
+                             ": accepting again");
+          l->episode = Waiting::kNone;
+        }
+        return;
+      }
       if (err == EINTR || err == ECONNABORTED || err == EPROTO) continue;
       st->Log(kError, "accept on " + l->service->key + ": accept " + ErrName(err) + ": retrying in " +
                           std::to_string(kPauseMs) + " ms");

@@ -8,6 +8,7 @@
  */
 import { isIP } from 'node:net';
 import type { AccessRule, FastService } from '../sys/native';
+import { formatPrefix } from '../table/access';
 import { formatHostPort } from '../table/address';
 import { describeTarget, listenKey, type Access, type Service } from '../table/service';
 import type { EngineName } from './types';
@@ -18,7 +19,7 @@ export function accessRules(a: Access): AccessRule[] {
     allow,
     address: p.address,
     bits: p.bits,
-    text: `${allow ? 'allow' : 'deny'} ${p.address}/${p.bits}`,
+    text: `${allow ? 'allow' : 'deny'} ${formatPrefix(p)}`,
   });
   return [...a.allow.map(rule(true)), ...a.deny.map(rule(false))];
 }

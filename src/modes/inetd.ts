@@ -13,7 +13,7 @@ import type { Io } from '../sys/io';
 import { createLogger } from '../sys/log';
 import { native } from '../sys/native';
 import { formatHostPort, plainAddress } from '../table/address';
-import { accessRules } from '../forward/fast';
+import { checkAccess } from '../table/access';
 import { listenKey, lookupService, type Service } from '../table/service';
 
 /** True when fd 0 is a connected (not listening) TCP socket. */
@@ -82,13 +82,11 @@ export async function serveInetd(
   if (ignored.length > 0) {
     log.warn(`service ${key}: ${ignored.join(', ')} ignored in inetd mode (each connection is its own process): use inetd's own limits`);
   }
-  if (access.allow.length > 0 || access.deny.length > 0) {
-    const rule = addon.accessCheck(accessRules(access), endpoints.clientAddress);
-    if (rule !== null) {
-      // Closed at once: nothing read or written; the exit closes fds 0 and 1.
-      log.warn(`service ${key}: refused ${formatHostPort(endpoints.clientAddress, endpoints.clientPort)}: ${rule}`);
-      return EXIT_OK;
-    }
+  const rule = checkAccess(access, endpoints.clientAddress);
+  if (rule !== null) {
+    // Closed at once: nothing read or written; the exit closes fds 0 and 1.
+    log.warn(`service ${key}: refused ${formatHostPort(endpoints.clientAddress, endpoints.clientPort)}: ${rule}`);
+    return EXIT_OK;
   }
   if (runningAsRoot()) {
     const id = serviceIdentity(service, true);

@@ -17,7 +17,8 @@ import { createLogger, type Logger } from '../sys/log';
 import { native, REFUSAL, type Refusal } from '../sys/native';
 import { formatHostPort, plainAddress } from '../table/address';
 import { listenKey, type Service } from '../table/service';
-import { accessRules, fastService } from '../forward/fast';
+import { fastService } from '../forward/fast';
+import { checkAccess } from '../table/access';
 import { GRACE_MS } from './grace';
 import { currentIds, dropPrivileges } from './privilege';
 import type { IdBlock, InitMessage, ToMaster, ToWorker } from './protocol';
@@ -77,6 +78,8 @@ const FAST_IDS_LOW = 2048;
 /** A listener waiting for a place under maxconn rechecks this often (sessions of other workers; this one's wake it at once). */
 const MAXCONN_RECHECK_MS = 10;
 const SUMMARY_MS = 1000;
+/** Accepting this long without a wait ends a wait episode (the session code's listeners). */
+const QUIET_MS = 250;
 
 /** A client of the session code and what it holds of the shared limits. */
 interface Admitted {
@@ -101,6 +104,12 @@ interface Accepting {
    * it had taken wait here, unread.
    */
   waiting: { readonly why: 'maxconn' | 'rate'; readonly limit: number; timer: NodeJS.Timeout | null } | null;
+  /**
+   * The limit the last wait line named, until the listener has accepted for
+   * a quiet while without waiting again (a net.Server cannot tell that its
+   * backlog is empty): then the "accepting again" line.
+   */
+  episode: { readonly why: 'maxconn' | 'rate'; readonly limit: number; quiet: NodeJS.Timeout | null } | null;
   readonly held: Admitted[];
   /** Refusal lines over the shared budget since the last summary. */
   suppressed: number;
@@ -187,10 +196,8 @@ function start(): void {
     }
     const client = plainAddress(sock.remoteAddress);
     const { access } = service;
-    if (access.allow.length > 0 || access.deny.length > 0) {
-      const rule = native().accessCheck(accessRules(access), client);
-      if (rule !== null) return refuse(a, sock, rule, rule.startsWith('deny ') ? REFUSAL.deny : REFUSAL.noAllow);
-    }
+    const rule = checkAccess(access, client);
+    if (rule !== null) return refuse(a, sock, rule, rule.startsWith('deny ') ? REFUSAL.deny : REFUSAL.noAllow);
     const h: Admitted = { sock, client, entered: false, source: false };
     if (access.perSource !== null) {
       if (!native().sourceEnter(a.slot, client, access.perSource)) {
@@ -238,8 +245,12 @@ function start(): void {
     if (a.waiting?.why !== why) {
       if (a.waiting?.timer) clearTimeout(a.waiting.timer);
       a.waiting = { why, limit, timer: null };
-      log?.info(`service ${a.key}: ${why} ${limit} reached: new connections wait`);
       stopAccepting(a);
+    }
+    if (a.episode?.quiet) clearTimeout(a.episode.quiet);
+    if (a.episode?.why !== why || a.episode.limit !== limit) {
+      a.episode = { why, limit, quiet: null };
+      log?.info(`service ${a.key}: ${why} ${limit} reached: new connections wait`);
     }
     const w = a.waiting;
     if (w.timer) clearTimeout(w.timer);
@@ -266,9 +277,17 @@ function start(): void {
     for (let h = a.held.shift(); h !== undefined; h = a.held.shift()) {
       if (!proceed(a, h)) return;
     }
-    log?.info(`service ${a.key}: ${w.why} ${w.limit}: accepting again`);
     a.waiting = null;
     listenJs(a);
+    const ep = a.episode;
+    if (ep === null) return;
+    // About two token intervals for a rate, so one token's wait is not an episode's end.
+    const quietMs = ep.why === 'rate' ? Math.min(2000, Math.max(QUIET_MS, 2000 / ep.limit)) : QUIET_MS;
+    ep.quiet = setTimeout(() => {
+      if (a.episode !== ep || a.waiting !== null) return;
+      a.episode = null;
+      log?.info(`service ${a.key}: ${ep.why} ${ep.limit}: accepting again`);
+    }, quietMs);
   };
 
   /** Closes the listener's net.Server (its fd is dup'd first: the socket stays open in this worker too). */
@@ -285,6 +304,8 @@ function start(): void {
     }
     if (a.waiting?.timer) clearTimeout(a.waiting.timer);
     a.waiting = null;
+    if (a.episode?.quiet) clearTimeout(a.episode.quiet);
+    a.episode = null;
   };
 
   const serve = (a: Accepting, h: Admitted): void => {
@@ -414,7 +435,7 @@ function start(): void {
         if (engine.name === 'splice') startFast(l, numbers);
         setServices(msg.services);
         for (const { fd, key, slot } of msg.listeners) {
-          accepting.push({ key, slot, fd, owner: null, waiting: null, held: [], suppressed: 0, summary: null });
+          accepting.push({ key, slot, fd, owner: null, waiting: null, episode: null, held: [], suppressed: 0, summary: null });
         }
         place();
         send({ type: 'ready', ...currentIds() });

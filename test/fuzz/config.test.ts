@@ -13,6 +13,8 @@ import * as path from 'node:path';
 import * as fc from 'fast-check';
 import type { PortResolver } from '../../src/table/address';
 import { isIP } from 'node:net';
+import { accessRules } from '../../src/forward/fast';
+import { native } from '../../src/sys/native';
 import { checkAccess, formatPrefix, parsePrefix } from '../../src/table/access';
 import { DIRECTIVES, parseConfig, type ConfigResult } from '../../src/table/config';
 import { normalizeIp } from '../../src/table/address';
@@ -351,6 +353,17 @@ describe('access lists, property-based', () => {
         expect(checkAccess(copy, c)).toBe(refCheck(access, c));
       }),
       { numRuns: 2000 },
+    );
+  });
+
+  test('the native matcher of the fast path (native/access.cc) gives what checkAccess gives', () => {
+    const addon = native();
+    fc.assert(
+      fc.property(accessArb, fc.array(clientArb.filter((c) => isIP(c) !== 0 && !c.includes('%')), { minLength: 1, maxLength: 20 }), (access, clients) => {
+        const rules = accessRules(access);
+        for (const c of clients) expect([c, addon.accessCheck(rules, c)]).toEqual([c, checkAccess(access, c)]);
+      }),
+      { numRuns: 2000, seed: 0x13 },
     );
   });
 
