@@ -15,12 +15,16 @@ export interface ConnectOptions {
   readonly keep?: boolean;
   /** Bound on the connect itself; default 5000 ms. */
   readonly timeoutMs?: number;
+  /** The source address to bind (e.g. 127.0.0.7: any of 127.0.0.0/8 works on the loopback); default the kernel's choice. */
+  readonly localAddress?: string;
 }
 
 export class Client {
   readonly socket: net.Socket;
   /** Date.now() when the connection was established. */
   readonly connectedAt: number;
+  /** Its own address and port, recorded at connect (a closed socket forgets them). */
+  readonly local: { readonly address: string; readonly port: number };
   private readonly hash = new StreamHash();
   private readonly chunks: Buffer[] | null;
   /** Set at the peer's FIN. */
@@ -33,6 +37,7 @@ export class Client {
   private constructor(socket: net.Socket, keep: boolean) {
     this.socket = socket;
     this.connectedAt = Date.now();
+    this.local = { address: socket.localAddress ?? '', port: socket.localPort ?? 0 };
     this.chunks = keep ? [] : null;
     socket.on('data', (chunk: Buffer) => {
       this.hash.update(chunk);
@@ -51,11 +56,11 @@ export class Client {
     liveClients.add(this);
   }
 
-  /** Connects to `host:port` ('*' means 127.0.0.1) and starts recording. */
+  /** Connects to `host:port` ('*' means 127.0.0.1), from `localAddress` if given, and starts recording. */
   static connect(host: string, port: number, opts: ConnectOptions = {}): Promise<Client> {
     const target = host === '*' ? '127.0.0.1' : host;
     return new Promise((resolve, reject) => {
-      const socket = net.connect({ host: target, port });
+      const socket = net.connect({ host: target, port, ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}) });
       const timer = setTimeout(() => {
         socket.destroy();
         reject(new Error(`connect to ${target}:${port} took more than ${opts.timeoutMs ?? 5000} ms`));

@@ -369,7 +369,7 @@ export interface Daemon extends Launched {
 }
 
 /** The argv that starts tcpproxy with `args`: directly, or under `unshare -m` with `syslog` mounted over /dev/log. */
-function tcpproxyArgv(args: readonly string[], syslog: DaemonOptions['syslog']): string[] {
+export function tcpproxyArgv(args: readonly string[], syslog: DaemonOptions['syslog']): string[] {
   if (syslog === undefined) return [process.execPath, CLI, ...args];
   if (syslog.mode !== 'bind-mount') throw new Error('startDaemon: only a bind-mount sink needs a mount namespace');
   if (!fs.existsSync(DEV_LOG)) throw new Error(`startDaemon: ${DEV_LOG} must exist to be mounted over`);

@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Client } from './client';
-import { CLI, launch, onPath, type LaunchOptions, type Launched } from './daemon';
+import { CLI, launch, onPath, tcpproxyArgv, type DaemonOptions, type LaunchOptions, type Launched } from './daemon';
 import { killGroup } from './kill';
 import { listensOn, parentOf } from './proc';
 import { until } from './until';
@@ -139,11 +139,19 @@ export interface Served {
  * Accepts one connection on 127.0.0.1 (an ephemeral port unless `port`) and
  * starts `tcpproxy ...args` with the accepted socket on fds 0, 1 and 2, as
  * inetd's `nowait` does. The test's own copy of the socket is closed at once,
- * so tcpproxy alone holds the connection.
+ * so tcpproxy alone holds the connection. With `syslog` (a bind-mount
+ * sink of helpers/syslog), tcpproxy runs under `unshare -m` with it mounted
+ * over /dev/log, as startDaemon does; `localAddress` is the client's source.
  */
 export async function serveOneConnection(
   args: readonly string[],
-  opts: { readonly env?: NodeJS.ProcessEnv; readonly port?: number; readonly host?: string } = {},
+  opts: {
+    readonly env?: NodeJS.ProcessEnv;
+    readonly port?: number;
+    readonly host?: string;
+    readonly localAddress?: string;
+    readonly syslog?: DaemonOptions['syslog'];
+  } = {},
 ): Promise<Served> {
   const host = opts.host ?? '127.0.0.1';
   const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true });
@@ -154,9 +162,10 @@ export async function serveOneConnection(
   const port = (server.address() as net.AddressInfo).port;
   try {
     const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-    const client = await Client.connect(host, port);
+    const client = await Client.connect(host, port, opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {});
     const sock = await accepted;
-    const proxy = startInGroup([process.execPath, CLI, ...args], {
+    const argv = opts.syslog === undefined ? [process.execPath, CLI, ...args] : tcpproxyArgv(args, opts.syslog);
+    const proxy = startInGroup(argv, {
       ...(opts.env === undefined ? {} : { env: opts.env }),
       stdio: [sock, sock, sock],
     });

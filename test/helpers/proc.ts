@@ -464,6 +464,17 @@ export function procAddress(host: string, port: number): string {
   return `${hex}:${p}`;
 }
 
+/**
+ * Which of `pids` hold the accepted end of the IPv4 connection from
+ * `remote` (the client's address and port) to local port `localPort`:
+ * which worker a connection went to.
+ */
+export function holdersOfConnection(pids: readonly number[], localPort: number, remote: { readonly host: string; readonly port: number }): number[] {
+  const want = procAddress(remote.host, remote.port);
+  const inodes = new Set(tcpSockets().filter((s) => s.localPort === localPort && s.remote === want).map((s) => s.inode));
+  return pids.filter((pid) => [...socketInodesOf(pid)].some((i) => inodes.has(i)));
+}
+
 /** Inodes of the TCP sockets in LISTEN state on exactly host:port (IPv4). */
 export function listeningInodes(host: string, port: number): number[] {
   const want = procAddress(host, port);

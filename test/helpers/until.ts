@@ -22,3 +22,25 @@ export async function until(
     await new Promise<void>((resolve) => setTimeout(resolve, POLL_MS));
   }
 }
+
+/**
+ * The other half of until(), for what must NOT happen: checks `cond` every
+ * 15 ms for `windowMs` and throws `WHAT stopped holding after N ms` the first
+ * time it is false (e.g. a connection that must keep waiting while a limit is
+ * reached). Bounded by the window; never a way to wait for something.
+ */
+export async function holds(
+  cond: () => boolean | Promise<boolean>,
+  what: string | (() => string),
+  windowMs: number,
+): Promise<void> {
+  const start = Date.now();
+  const end = start + windowMs;
+  for (;;) {
+    if (!(await cond())) {
+      throw new Error(`${typeof what === 'string' ? what : what()} stopped holding after ${Date.now() - start} ms (of ${windowMs})`);
+    }
+    if (Date.now() >= end) return;
+    await new Promise<void>((resolve) => setTimeout(resolve, POLL_MS));
+  }
+}

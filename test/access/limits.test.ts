@@ -1,0 +1,297 @@
+/**
+ * Connection limits (issue 12), through the built CLI as root, on both
+ * engines: `maxconn 2` (a third client waits in the queue, its upstream
+ * sees nothing, and it is served in full once a session ends; the wait and
+ * resume lines), `per-source 1` (a second connection from 127.0.0.7 is
+ * closed at once with its refusal line while 127.0.0.8 is served; the slot
+ * comes back when the session ends), `rate 5` (20 clients at once: all
+ * served, none refused, spread as a token bucket of burst 5 and 5 a second
+ * spreads them, about 3 s), and both limits across `workers 2`, where they
+ * hold for the service: counts per worker would admit more.
+ */
+import { clientText, echoThrough, howEnded, linesAbout, refusalLine, refusals, waitLine } from '../helpers/access';
+import { Client } from '../helpers/client';
+import { ENGINES, logLines, waitWorkers, withProxy, type Proxy } from '../helpers/daemon';
+import { freePort } from '../helpers/ports';
+import { holdersOfConnection, readStat } from '../helpers/proc';
+import { requireRoot } from '../helpers/root';
+import { digestOf, echoServer, payload, startServer } from '../helpers/servers';
+import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
+import { holds, until } from '../helpers/until';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+beforeAll(requireRoot);
+const tmp = useTempDir('tcpproxy-limits-');
+const stopped: number[] = [];
+cleanUpAfterEach(() => {
+  // A worker a test stopped (SIGSTOP) and did not resume: SIGCONT before anything else, so it can be stopped cleanly.
+  for (const pid of stopped.splice(0)) {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  }
+});
+
+/** Sends `text` and waits for its echo. */
+async function roundTrip(c: Client, text: string): Promise<void> {
+  const before = c.received;
+  c.socket.write(text);
+  await c.waitBytes(before + Buffer.byteLength(text));
+  expect(c.data().subarray(before).toString()).toBe(text);
+}
+
+/** Ends our side and waits for the echo's clean end. */
+async function finish(c: Client): Promise<void> {
+  c.socket.end();
+  await until(() => c.ended || c.closed, 'the end of the session', 10000);
+  expect(howEnded(c)).toBe('eof');
+}
+
+/** A config with one forwarding service on 127.0.0.1:`port` and `settings` in its interface block (and `global` lines before it). */
+function limitConf(port: number, upstream: number, settings: readonly string[], global: readonly string[] = []): string {
+  return tmp.config([...global, `port ${port}`, '  interface 127.0.0.1', ...settings.map((s) => `    ${s}`), `    server 127.0.0.1:${upstream}`]);
+}
+
+/** Index of the first log line equal to `line`, -1 when none. */
+function lineIndex(p: Proxy, line: string): number {
+  return logLines(p.stderr()).indexOf(line);
+}
+
+/** The wait and resume lines (maxconn, rate) of service `key`, in order. */
+function waitLines(p: Proxy, key: string): string[] {
+  return logLines(p.stderr()).filter((l) => l.startsWith(`service ${key}: `) && / reached: new connections wait$|: accepting again$/.test(l));
+}
+
+/** SIGSTOPs `pid` and waits until it is stopped (state T); the cleanup resumes it if the test does not. */
+async function stop(pid: number): Promise<void> {
+  stopped.push(pid);
+  process.kill(pid, 'SIGSTOP');
+  await until(() => readStat(pid)?.state === 'T', `worker ${pid} to stop`, 5000);
+}
+
+function resume(pid: number): void {
+  process.kill(pid, 'SIGCONT');
+  stopped.splice(stopped.indexOf(pid), 1);
+}
+
+describe.each(ENGINES)('%s engine', (engine) => {
+  const env = { TCPPROXY_ENGINE: engine };
+
+  it('maxconn 2: a third client waits unserved (its upstream sees nothing) and is served in full once a session ends; the wait and resume lines', async () => {
+    const up = await echoServer();
+    const port = await freePort();
+    const key = `127.0.0.1:${port}`;
+    await withProxy(['-s', '-f', limitConf(port, up.port, ['maxconn 2'])], { env }, async (p) => {
+      const a = await Client.connect('127.0.0.1', port);
+      await roundTrip(a, 'a\n');
+      const b = await Client.connect('127.0.0.1', port);
+      await roundTrip(b, 'b\n');
+      expect(up.sockets).toHaveLength(2);
+
+      // The third: its connect completes (the kernel's queue), and then nothing.
+      const data = payload(MiB, `maxconn-${engine}`);
+      const c = await Client.connect('127.0.0.1', port, { keep: false });
+      c.socket.end(data);
+      await waitLine(p.stderr, `service ${key}: maxconn 2 reached: new connections wait`);
+      await holds(
+        () => up.sockets.length === 2 && c.received === 0 && !c.closed,
+        () => `the third client waiting (upstream connections ${up.sockets.length}, ${c.received} bytes back${c.describeEnd()})`,
+        1500,
+      );
+      expect(lineIndex(p, `service ${key}: maxconn 2: accepting again`)).toBe(-1);
+      // The two sessions are served meanwhile.
+      await roundTrip(a, 'a again\n');
+      await roundTrip(b, 'b again\n');
+
+      await finish(a);
+      await until(() => c.ended || c.closed, () => `the third client served (have ${c.received} bytes)`, 10000);
+      expect({ end: howEnded(c), digest: c.digest() }).toEqual({ end: 'eof', digest: digestOf(data) });
+      expect(up.sockets).toHaveLength(3);
+      await waitLine(p.stderr, `service ${key}: maxconn 2: accepting again`);
+      // One wait, logged when it began and when it ended (reaching maxconn again with nobody
+      // waiting, as the third session does, is no wait).
+      expect(waitLines(p, key)).toEqual([`service ${key}: maxconn 2 reached: new connections wait`, `service ${key}: maxconn 2: accepting again`]);
+      await finish(b);
+      // Nothing was refused: over maxconn connections wait.
+      expect(refusals(p.stderr(), key)).toEqual({ lines: [], summaries: [] });
+    });
+  });
+
+  it('per-source 1: a second connection from 127.0.0.7 is closed at once with "per-source 1"; 127.0.0.8 is served; the slot is free again once the session ends', async () => {
+    const up = await echoServer();
+    const port = await freePort();
+    const key = `127.0.0.1:${port}`;
+    await withProxy(['-s', '-f', limitConf(port, up.port, ['per-source 1'])], { env }, async (p) => {
+      const first = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.7' });
+      await roundTrip(first, 'first\n');
+
+      const second = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.7' });
+      await second.waitClosed(5000);
+      expect({ bytes: second.received, end: howEnded(second), fast: second.lifetimeMs() < 2000 }).toEqual({
+        bytes: 0,
+        end: expect.stringMatching(/^(eof|ECONNRESET)$/) as unknown,
+        fast: true,
+      });
+      const line = refusalLine(key, second, 'per-source 1');
+      await waitLine(p.stderr, line);
+      expect(linesAbout(p.stderr(), second)).toEqual([line]);
+
+      const other = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.8', keep: false });
+      const data = payload(256 * KiB, `per-source-${engine}`);
+      expect(await echoThrough(other, data)).toEqual(digestOf(data));
+      // The first session was never disturbed.
+      await roundTrip(first, 'still here\n');
+      expect(up.sockets).toHaveLength(2);
+
+      // Once the session of .7 has ended (its end line: both sessions ended), .7 is served again.
+      await finish(first);
+      await until(() => logLines(p.stderr()).filter((l) => /^connection \d+: end: /.test(l)).length >= 2, 'the end lines of both sessions', 10000);
+      const again = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.7', keep: false });
+      const more = payload(64 * KiB, `per-source-again-${engine}`);
+      expect(await echoThrough(again, more)).toEqual(digestOf(more));
+      expect(up.sockets).toHaveLength(3);
+      expect(refusals(p.stderr(), key)).toEqual({ lines: [line], summaries: [] });
+    });
+  });
+
+  it('rate 5: 20 clients at once are all served in full, none refused, spread over about 3 s (burst 5, then 5 a second)', async () => {
+    const accepted: number[] = [];
+    const up = await startServer((s) => {
+      accepted.push(Date.now());
+      s.pipe(s);
+    });
+    const port = await freePort();
+    const key = `127.0.0.1:${port}`;
+    await withProxy(['-s', '-f', limitConf(port, up.port, ['rate 5'])], { env }, async (p) => {
+      const n = 20;
+      const datas = Array.from({ length: n }, (_, i) => payload(16 * KiB, `rate-${engine}-${i}`));
+      const clients = await Promise.all(datas.map(() => Client.connect('127.0.0.1', port, { keep: false, timeoutMs: 10000 })));
+      for (const [i, c] of clients.entries()) c.socket.end(datas[i] ?? Buffer.alloc(0));
+      await until(() => clients.every((c) => c.ended || c.closed), () => `all ${n} served (${accepted.length} upstream connections)`, 15000);
+      const wrong = clients.flatMap((c, i) => {
+        const ok = howEnded(c) === 'eof' && c.digest().sha256 === digestOf(datas[i] ?? Buffer.alloc(0)).sha256;
+        return ok ? [] : [`client ${i}: ${c.received} bytes, ${howEnded(c)}`];
+      });
+      expect(wrong).toEqual([]);
+      expect(accepted).toHaveLength(n);
+
+      const t = [...accepted].sort((x, y) => x - y).map((x) => x - (accepted[0] ?? 0));
+      const spreadMs = (t[n - 1] ?? 0) - (t[0] ?? 0);
+      // 5 tokens at once, then one every 200 ms: the 20th at 15 × 200 = 3000 ms (100 ms allowed for measuring here).
+      expect({ spreadMs, atLeast3s: spreadMs >= 2900, under6s: spreadMs < 6000 }).toEqual({ spreadMs, atLeast3s: true, under6s: true });
+      // A bucket of 5 refilled at 5 a second: the k-th session (from 0) not before (k - 4) × 200 ms.
+      const early = t.flatMap((ms, k) => (k >= 5 && ms < (k - 4) * 200 - 100 ? [`session ${k} at ${ms} ms`] : []));
+      expect(early).toEqual([]);
+      // The burst: the first five at once.
+      expect(t[4] ?? Infinity).toBeLessThan(500);
+
+      const wait = `service ${key}: rate 5 reached: new connections wait`;
+      const resume = `service ${key}: rate 5: accepting again`;
+      await waitLine(p.stderr, wait);
+      await waitLine(p.stderr, resume);
+      // One wait: clients were over the rate without a break for 3 s, so the service started
+      // waiting once and resumed once (issue 12, item 3), not once per token (a log line pair per
+      // connection would grow with the connection rate).
+      expect(waitLines(p, key)).toEqual([wait, resume]);
+      expect(refusals(p.stderr(), key)).toEqual({ lines: [], summaries: [] });
+    });
+  }, 40000);
+
+  describe('workers 2: the limits hold for the service, not per worker', () => {
+    /** The two ready workers' pids (the default ids 65535/65534). */
+    async function twoWorkers(p: Proxy): Promise<[number, number]> {
+      const ready = await waitWorkers(p.stderr, 65535, 65534, 2);
+      const [w1, w2] = ready.map((w) => w.pid);
+      if (w1 === undefined || w2 === undefined || w1 === w2) throw new Error(`expected two workers, got ${JSON.stringify(ready)}`);
+      return [w1, w2];
+    }
+
+    /** The worker holding the proxy's end of `c`'s connection to `port`. */
+    async function holderOf(workers: readonly number[], port: number, c: Client): Promise<number> {
+      const remote = { host: c.local.address, port: c.local.port };
+      let found: number[] = [];
+      await until(
+        () => (found = holdersOfConnection(workers, port, remote)).length === 1,
+        () => `one worker holding ${clientText(c)} (found ${JSON.stringify(found)})`,
+        5000,
+      );
+      return found[0] ?? 0;
+    }
+
+    it('maxconn 2: one session in each worker (the other stopped meanwhile), then two more clients both wait; each is served as a session ends', async () => {
+      const up = await echoServer();
+      const port = await freePort();
+      const key = `127.0.0.1:${port}`;
+      await withProxy(['-s', '-f', limitConf(port, up.port, ['maxconn 2'], ['workers 2'])], { env }, async (p) => {
+        const workers = await twoWorkers(p);
+        const a = await Client.connect('127.0.0.1', port);
+        await roundTrip(a, 'a\n');
+        const holderA = await holderOf(workers, port, a);
+        const other = workers.find((w) => w !== holderA) ?? 0;
+        // With A's worker stopped, only the other one can take b: one session in each worker.
+        await stop(holderA);
+        const b = await Client.connect('127.0.0.1', port);
+        await roundTrip(b, 'b\n');
+        expect(await holderOf(workers, port, b)).toBe(other);
+        resume(holderA);
+        await roundTrip(a, 'a again\n');
+
+        // Counted per worker, each would still have room for one of these. They send and
+        // keep their side open: one served stays a live session.
+        const datas = [payload(256 * KiB, `workers-maxconn-${engine}-c`), payload(256 * KiB, `workers-maxconn-${engine}-d`)];
+        const waiting = await Promise.all(datas.map(() => Client.connect('127.0.0.1', port, { keep: false })));
+        for (const [i, c] of waiting.entries()) c.socket.write(datas[i] ?? '');
+        const served = (): number => waiting.filter((c, i) => c.received === datas[i]?.length).length;
+        const state = (): string => `upstream connections ${up.sockets.length}, bytes back ${waiting.map((c) => `${c.received}${c.describeEnd()}`).join(' and ')}`;
+        await waitLine(p.stderr, `service ${key}: maxconn 2 reached: new connections wait`);
+        await holds(() => up.sockets.length === 2 && waiting.every((c) => c.received === 0 && !c.closed), () => `both extra clients waiting (${state()})`, 1500);
+
+        // A session ends (in one worker): exactly one of the two is served, whichever worker holds it.
+        await finish(a);
+        await until(() => served() === 1, () => `one waiting client served (${state()})`, 10000);
+        await holds(() => up.sockets.length === 3 && served() === 1 && waiting.every((c) => !c.closed), () => `one served, one still waiting (${state()})`, 1000);
+        // The other session ends (in the other worker): the last one is served.
+        await finish(b);
+        await until(() => served() === 2, () => `both waiting clients served (${state()})`, 10000);
+        for (const c of waiting) c.socket.end();
+        await until(() => waiting.every((c) => c.ended || c.closed), 'the end of both sessions', 10000);
+        expect(waiting.map((c) => ({ end: howEnded(c), digest: c.digest() }))).toEqual(datas.map((d) => ({ end: 'eof', digest: digestOf(d) })));
+        expect(up.sockets).toHaveLength(4);
+        expect(refusals(p.stderr(), key)).toEqual({ lines: [], summaries: [] });
+      });
+    });
+
+    it('per-source 1: with the worker holding the session from 127.0.0.7 stopped, the other worker refuses a second one from .7 and serves .8', async () => {
+      const up = await echoServer();
+      const port = await freePort();
+      const key = `127.0.0.1:${port}`;
+      await withProxy(['-s', '-f', limitConf(port, up.port, ['per-source 1'], ['workers 2'])], { env }, async (p) => {
+        const workers = await twoWorkers(p);
+        const first = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.7' });
+        await roundTrip(first, 'first\n');
+        const holder = await holderOf(workers, port, first);
+        // Only the other worker accepts now: counted per worker, it would serve the second .7.
+        await stop(holder);
+        const second = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.7' });
+        await second.waitClosed(5000);
+        expect({ bytes: second.received, end: howEnded(second) }).toEqual({ bytes: 0, end: expect.stringMatching(/^(eof|ECONNRESET)$/) as unknown });
+        const line = refusalLine(key, second, 'per-source 1');
+        await waitLine(p.stderr, line);
+        // The same worker serves another source.
+        const eight = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.8', keep: false });
+        const data = payload(64 * KiB, `workers-per-source-${engine}`);
+        expect(await echoThrough(eight, data)).toEqual(digestOf(data));
+        resume(holder);
+        await roundTrip(first, 'resumed\n');
+        await finish(first);
+        expect(up.sockets).toHaveLength(2);
+        expect(refusals(p.stderr(), key)).toEqual({ lines: [line], summaries: [] });
+        expect(logLines(p.stderr()).filter((l) => /^worker .* ended with /.test(l))).toEqual([]);
+      });
+    });
+  });
+});
