@@ -11,7 +11,7 @@ import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
 import { directive, DIRECTIVES, parseWorkers, type CliSetting, type Settings } from './directives';
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Access, type Prefix, type Service, type Target } from './service';
+import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Access, type Prefix, type Service, type Target } from './service';
 
 export interface Config {
   readonly file: string;
@@ -403,6 +403,8 @@ class Parser {
           uid: pick('uid') ?? null,
           gid: pick('gid') ?? null,
           access,
+          sandbox: DEFAULT_SANDBOX,
+          bounds: DEFAULT_BOUNDS,
           origin: { file, line: e.line },
           targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
           ...(acpScope === null

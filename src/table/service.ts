@@ -40,6 +40,37 @@ export interface Access {
   readonly rate: number | null;
 }
 
+/**
+ * What a handler or ACP process is allowed (`no-new-privs`, `rlimit-*`),
+ * applied in the child before exec. Limits null: inherited.
+ */
+export interface Sandbox {
+  /** PR_SET_NO_NEW_PRIVS: setuid and file capabilities do not raise privileges. */
+  readonly noNewPrivs: boolean;
+  readonly rlimitNproc: number | null;
+  /** Bytes. */
+  readonly rlimitAs: number | null;
+  /** Seconds. */
+  readonly rlimitCpu: number | null;
+  readonly rlimitNofile: number | null;
+}
+
+export const DEFAULT_SANDBOX: Sandbox = { noNewPrivs: true, rlimitNproc: null, rlimitAs: null, rlimitCpu: null, rlimitNofile: null };
+
+/** The bounds of a service beyond the access limits (`handler-timeout`, `keepalive`, `writefile-max`). */
+export interface Bounds {
+  /** Seconds a handler may run before its process group is killed; 0: no bound. */
+  readonly handlerTimeoutSec: number;
+  /** TCP keepalive on the client and upstream sockets. */
+  readonly keepalive: boolean;
+  /** Bytes a connection's transcript may grow to, then recording stops (logged). */
+  readonly writefileMax: number;
+}
+
+/** 100 MiB a transcript. */
+export const DEFAULT_WRITEFILE_MAX = 100 * 1024 * 1024;
+export const DEFAULT_BOUNDS: Bounds = { handlerTimeoutSec: 0, keepalive: true, writefileMax: DEFAULT_WRITEFILE_MAX };
+
 export const NO_ACCESS_RULES: Access = { allow: [], deny: [], maxconn: null, perSource: null, rate: null };
 
 export interface Service {
@@ -59,6 +90,8 @@ export interface Service {
   readonly uid: number | null;
   readonly gid: number | null;
   readonly access: Access;
+  readonly sandbox: Sandbox;
+  readonly bounds: Bounds;
   readonly origin: Origin;
   /** Where the `server`/`exec` and the `acp` in force were written, when not at `origin`. */
   readonly targetOrigin?: Origin;

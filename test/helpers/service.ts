@@ -1,5 +1,5 @@
 /** Building expected Service records in the unit tests. */
-import { DEFAULT_PREFIX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from '../../src/table/service';
+import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from '../../src/table/service';
 
 /** The fields of a Service that nothing set: the built-in defaults. */
 export const SERVICE_DEFAULTS = {
@@ -10,4 +10,6 @@ export const SERVICE_DEFAULTS = {
   uid: null,
   gid: null,
   access: NO_ACCESS_RULES,
+  sandbox: DEFAULT_SANDBOX,
+  bounds: DEFAULT_BOUNDS,
 } as const satisfies Partial<Service>;
