@@ -41,6 +41,14 @@ bool IpText(const sockaddr_storage& ss, bool unmap, std::string* host, int* port
 // fd.cc: marks every fd >= first close-on-exec (close_range(2), or one
 // fcntl(2) per fd on a kernel without it). Returns 0 or an errno.
 int CloexecFrom(unsigned first);
+// TCP keepalive on a socket (`keepalive yes`): the first probe after
+// kKeepaliveIdleS idle seconds, then one every kKeepaliveIntervalS; a peer
+// that answers none of kKeepaliveProbes is gone (about 7 minutes in all).
+// Returns 0 or an errno.
+constexpr int kKeepaliveIdleS = 300;
+constexpr int kKeepaliveIntervalS = 30;
+constexpr int kKeepaliveProbes = 4;
+int Keepalive(int fd);
 
 // pump.cc: how a forwarded connection ended (see PumpResult in src/sys/native.ts).
 struct PumpOutcome {

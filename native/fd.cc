@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -100,7 +101,27 @@ Napi::Value CloexecFromJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// setKeepalive(fd): see Keepalive.
+Napi::Value SetKeepaliveJs(const Napi::CallbackInfo& info) {
+  int fd = IntArg(info, 0, "setKeepalive(fd): fd must be a number");
+  int err = Keepalive(fd);
+  if (err != 0) ThrowErrno(info.Env(), "setsockopt", err);
+  return info.Env().Undefined();
+}
+
 }  // namespace
+
+int Keepalive(int fd) {
+  int on = 1;
+  int idle = kKeepaliveIdleS;
+  int intvl = kKeepaliveIntervalS;
+  int count = kKeepaliveProbes;
+  if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) < 0) return errno;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0) return errno;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) < 0) return errno;
+  if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) < 0) return errno;
+  return 0;
+}
 
 int CloexecFrom(unsigned first) {
   if (syscall(SYS_close_range, first, ~0U, CLOSE_RANGE_CLOEXEC) == 0) return 0;
@@ -123,6 +144,7 @@ void InitFd(Napi::Env env, Napi::Object exports) {
   exports.Set("setNonblock", Napi::Function::New(env, SetNonblock, "setNonblock"));
   exports.Set("cloexecFrom", Napi::Function::New(env, CloexecFromJs, "cloexecFrom"));
   exports.Set("sockName", Napi::Function::New(env, SockName, "sockName"));
+  exports.Set("setKeepalive", Napi::Function::New(env, SetKeepaliveJs, "setKeepalive"));
 }
 
 }  // namespace tcpproxy

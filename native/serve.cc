@@ -69,6 +69,7 @@ struct FastService {
   uint32_t maxconn = 0;  // 0: none
   uint32_t per_source = 0;
   uint32_t rate = 0;
+  bool keepalive = true;
 };
 
 // What a session holds of the shared limits, given back when it ends.
@@ -330,6 +331,11 @@ void StartConnect(ServeState* st, double id, int client, std::shared_ptr<const F
     close(client);
     Leave(st, adm);
     return;
+  }
+  // Dead peers end even without an idle timeout (a failure here is harmless: no keepalive).
+  if (svc->keepalive) {
+    Keepalive(client);
+    Keepalive(server);
   }
   int r;
   do {
@@ -660,6 +666,9 @@ std::shared_ptr<const FastService> ParseService(Napi::Env env, Napi::Value v) {
   s->per_source = LimitProp(env, o, "perSource");
   s->rate = LimitProp(env, o, "rate");
   s->access = ParseAccess(env, o.Get("rules"));
+  Napi::Value ka = o.Get("keepalive");
+  if (!ka.IsBoolean()) ThrowType(env, "fast service: keepalive must be a boolean");
+  s->keepalive = ka.As<Napi::Boolean>().Value();
   s->upstream_node = HostPort(s->upstream, false);
   s->upstream_bracket = HostPort(s->upstream, true);
   return s;

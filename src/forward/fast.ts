@@ -48,6 +48,7 @@ export function fastService(
     port: upstreamPort,
     idleMs: s.timeoutSec * 1000,
     slot,
+    keepalive: s.bounds.keepalive,
     rules: accessRules(s.access),
     maxconn: s.access.maxconn ?? 0,
     perSource: s.access.perSource ?? 0,

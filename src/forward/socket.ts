@@ -57,6 +57,17 @@ export function peerWasReset(sock: net.Socket): boolean {
   return h?.getpeername !== undefined && h.getpeername({}) !== 0;
 }
 
+/** TCP keepalive (`keepalive yes`) on a held client or a socket; a socket without an fd, or an option refused, is left as it is. */
+export function keepAlive(s: HeldClient | net.Socket): void {
+  const fd = 'kind' in s ? (s.kind === 'fd' ? s.fd : handleOf(s.sock)?.fd) : handleOf(s)?.fd;
+  if (typeof fd !== 'number' || fd < 0) return;
+  try {
+    native().setKeepalive(fd);
+  } catch {
+    // Not a TCP socket (a test's socketpair): nothing to keep alive.
+  }
+}
+
 /**
  * After a child had the client on its stdio (an ACP), the socket's file
  * description is blocking again (libuv clears O_NONBLOCK in the child): put

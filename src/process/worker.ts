@@ -16,7 +16,7 @@ import { errorText } from '../sys/errors';
 import { createLogger, type Logger } from '../sys/log';
 import { native, REFUSAL, type Refusal } from '../sys/native';
 import { formatHostPort, plainAddress } from '../table/address';
-import { listenKey, type Service } from '../table/service';
+import { listenKey, maxconnOf, type Service } from '../table/service';
 import { fastService } from '../forward/fast';
 import { checkAccess } from '../table/access';
 import { GRACE_MS } from './grace';
@@ -220,7 +220,8 @@ function start(): void {
       h.sock.destroy();
       return true;
     }
-    const { maxconn, rate } = service.access;
+    const { rate } = service.access;
+    const maxconn = maxconnOf(service);
     if (!h.entered) {
       if (!native().limitEnter(a.slot, maxconn ?? 0)) {
         a.held.unshift(h);

@@ -133,6 +133,8 @@ export interface HandlerExit {
  * Starts the request handler with the client on fds 0 and 1 and its stderr
  * going to the log, line by line. The caller releases its own copy of the
  * client at once (`spawned`), so the handler alone holds the connection.
+ * A handler still running after `timeoutSec` (`handler-timeout`; 0: no
+ * bound) is killed with its whole process group.
  */
 export function runHandler(
   argv: readonly string[],
@@ -140,6 +142,7 @@ export function runHandler(
   env: NodeJS.ProcessEnv,
   signal: AbortSignal | undefined,
   log: { stderr: (line: string) => void; spawned: () => void },
+  timeoutSec = 0,
 ): Promise<HandlerExit> {
   return new Promise((resolve) => {
     let child: Started;
@@ -167,6 +170,18 @@ export function runHandler(
     };
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });
+    let timedOut = false;
+    const timer =
+      timeoutSec > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            try {
+              process.kill(-child.pid, 'SIGKILL');
+            } catch {
+              // Already gone.
+            }
+          }, timeoutSec * 1000)
+        : null;
     let pending = '';
     child.stderr.on('data', (chunk: Buffer) => {
       pending += chunk.toString('utf8');
@@ -180,10 +195,12 @@ export function runHandler(
     });
     void child.closed.then(({ code, signal: sig }) => {
       signal?.removeEventListener('abort', onAbort);
+      if (timer) clearTimeout(timer);
       if (pending !== '') log.stderr(pending);
       if (done) return;
       done = true;
-      resolve({ status: sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`, pid: child.pid });
+      const status = timedOut ? `killed after ${timeoutSec} s (handler-timeout)` : sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`;
+      resolve({ status, pid: child.pid });
     });
   });
 }

@@ -6,7 +6,7 @@
  */
 import * as net from 'node:net';
 import { forwardJs } from '../forward/js';
-import { restoreNonblocking } from '../forward/socket';
+import { keepAlive, restoreNonblocking } from '../forward/socket';
 import type { Engine, ForwardResult, HeldClient } from '../forward/types';
 import type { Logger } from '../sys/log';
 import { formatHostPort } from '../table/address';
@@ -59,6 +59,8 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     `${tag}: client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}: ` +
       `${describeTarget(service.target)}, uid ${ctx.ids.uid} gid ${ctx.ids.gid}`,
   );
+  // Dead peers end even with `timeout 0`; a handler's socket keeps the option.
+  if (service.bounds.keepalive) keepAlive(client);
   const needEnv = service.acp !== null || service.target.kind === 'exec';
   const env = needEnv
     ? handlerEnv({
@@ -101,7 +103,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
       stderr: (line) => log.info(`${tag}: ${argv[0] ?? ''}: ${line}`),
       // The handler holds the connection now; our copy must not keep it open.
       spawned: () => engine.release(client),
-    });
+    }, service.bounds.handlerTimeoutSec);
     const text = `${tag}: end: handler ${argv[0] ?? ''} pid ${exit.pid ?? '-'} ${exit.status}, ${Date.now() - started} ms`;
     const handlerRan = !exit.status.startsWith('spawn');
     if (handlerRan) log.info(text);
@@ -114,6 +116,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
   let server: net.Socket;
   try {
     server = await connectUpstream(host, upstreamPort);
+    if (service.bounds.keepalive) keepAlive(server);
   } catch (err) {
     log.error(`${tag}: server ${formatHostPort(host, upstreamPort)}: ${(err as Error).message}`);
     engine.release(client);
@@ -122,7 +125,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
   let transcript: Transcript | null = null;
   if (service.writefile !== null) {
     try {
-      transcript = openTranscript(service.writefile, id);
+      transcript = openTranscript(service.writefile, id, service.bounds.writefileMax);
       log.info(`${tag}: transcript ${transcript.path}`);
     } catch (err) {
       log.error(`${tag}: transcript ${service.writefile}.${id}.log: ${(err as Error).message}`);
@@ -130,10 +133,13 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
   }
   return new Promise((resolve) => {
     const finish = (r: ForwardResult): void => {
-      transcript?.close();
-      if (transcript?.failure) log.error(`${tag}: transcript ${transcript.path}: write ${transcript.failure}: recording stopped`);
-      log.info(`${tag}: end: ${describeEnd(r)}`);
-      resolve({ result: r, ok: true });
+      // The end line once the transcript is on disk: whoever reads the log may read the file.
+      const written = transcript ? transcript.close() : Promise.resolve();
+      void written.then(() => {
+        if (transcript?.failure) log.error(`${tag}: transcript ${transcript.path}: ${transcript.failure}: recording stopped`);
+        log.info(`${tag}: end: ${describeEnd(r)}`);
+        resolve({ result: r, ok: true });
+      });
     };
     try {
       // A transcribed connection goes through the copying JS path; the others keep the engine's.
@@ -143,7 +149,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
       if (ctx.signal?.aborted) f.abort();
       else ctx.signal?.addEventListener('abort', () => f.abort(), { once: true });
     } catch (err) {
-      transcript?.close();
+      void transcript?.close();
       log.error(`${tag}: cannot forward: ${(err as Error).message}`);
       engine.release(client);
       server.destroy();

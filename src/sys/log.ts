@@ -27,10 +27,26 @@ export interface LogOptions {
   readonly syslog: boolean;
 }
 
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\x00-\x1f\x7f]/;
+// eslint-disable-next-line no-control-regex
+const CONTROLS = /[\x00-\x1f\x7f]/g;
+
+/**
+ * A line as it may be logged: control characters (from a handler's stderr,
+ * an ACP's message, a file name) become `\xNN`, so nothing logged can
+ * forge a line, move a terminal's cursor or hide text; a backslash stays.
+ */
+export function escapeControls(line: string): string {
+  if (!CONTROL.test(line)) return line;
+  return line.replace(CONTROLS, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
 export function createLogger(opts: LogOptions): Logger {
   const addon = opts.syslog ? native() : null;
   addon?.openLog(opts.ident, LOG_DAEMON);
-  const emit = (priority: number, message: string): void => {
+  const emit = (priority: number, raw: string): void => {
+    const message = escapeControls(raw);
     addon?.syslog(priority, message);
     if (opts.stderr) process.stderr.write(`tcpproxy: ${message}\n`);
   };
@@ -41,7 +57,7 @@ export function createLogger(opts: LogOptions): Logger {
     many: (lines) => {
       let text = '';
       for (const l of lines) {
-        const message = l.slice(1);
+        const message = escapeControls(l.slice(1));
         addon?.syslog(Number(l[0]), message);
         if (opts.stderr) text += `tcpproxy: ${message}\n`;
       }

@@ -74,6 +74,8 @@ export interface FastService {
   readonly slot: number;
   /** The access lists, longest prefix first or not: native finds the longest match. */
   readonly rules: readonly AccessRule[];
+  /** TCP keepalive on both sockets. */
+  readonly keepalive: boolean;
   /** Limits, 0: none. */
   readonly maxconn: number;
   readonly perSource: number;
@@ -114,7 +116,11 @@ export interface Addon {
   /** Replaces the process: stdio kept (O_NONBLOCK cleared), other fds closed, signals reset. Returns only by throwing. */
   execve(file: string, argv: readonly string[], env: readonly string[]): never;
   openLog(ident: string, facility: number): void;
+  /** Never blocks: a line syslog does not take at once is dropped and counted (and reported with the next one that goes out). */
   syslog(priority: number, line: string): void;
+  syslogDropped(): number;
+  /** TCP keepalive with tcpproxy's timing (native/addon.h: about 7 minutes to declare a peer dead). */
+  setKeepalive(fd: number): void;
   /**
    * A listening TCP socket (SO_REUSEADDR, SO_REUSEPORT, non-blocking,
    * close-on-exec) on an IP literal, or on the dual-stack wildcard for null.

@@ -71,6 +71,19 @@ export interface Bounds {
 export const DEFAULT_WRITEFILE_MAX = 100 * 1024 * 1024;
 export const DEFAULT_BOUNDS: Bounds = { handlerTimeoutSec: 0, keepalive: true, writefileMax: DEFAULT_WRITEFILE_MAX };
 
+/**
+ * The live sessions a service of handlers or ACPs may have when its config
+ * sets no `maxconn`: each session is a process, so an unconfigured service
+ * is bounded too.
+ */
+export const DEFAULT_PROCESS_MAXCONN = 256;
+
+/** The maxconn in force: the configured one, else the default for a service that starts processes, else none. */
+export function maxconnOf(s: Service): number | null {
+  if (s.access.maxconn !== null) return s.access.maxconn;
+  return s.target.kind === 'exec' || s.acp !== null ? DEFAULT_PROCESS_MAXCONN : null;
+}
+
 export const NO_ACCESS_RULES: Access = { allow: [], deny: [], maxconn: null, perSource: null, rate: null };
 
 export interface Service {

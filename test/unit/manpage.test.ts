@@ -255,7 +255,8 @@ describe('man/tcpproxy.1: content', () => {
     for (const t of [
       'a file of its own named base.N.log',
       '(in inetd mode the process id)',
-      'the next free number is used instead, up to 999 further numbers',
+      'a name with 16 random hexadecimal digits added is used instead, base.N.hex.log',
+      'It grows to at most writefile-max bytes (100 MiB unless set)',
       '"connection N: transcript path"',
       "after it has taken the service's identity",
       'O_CREAT, O_EXCL and O_NOFOLLOW and mode 0600',
@@ -278,18 +279,19 @@ describe('man/tcpproxy.1: content', () => {
       ['c>s', 'hello\n'],
       ['s>c', 'echo:hello\n'],
     ]);
-    await withTempDir((dir) => {
+    await withTempDir(async (dir) => {
       const base = path.join(dir, 'trace');
       // Taken names: a file, and a symlink (dangling: following it would create the target).
       fs.writeFileSync(`${base}.5.log`, 'old');
       fs.symlinkSync(path.join(dir, 'target'), `${base}.6.log`);
-      const t = openTranscript(base, 5);
-      expect([t.path, t.n]).toEqual([`${base}.7.log`, 7]);
+      const t = openTranscript(base, 5, 1 << 20);
+      expect(t.n).toBe(5);
+      expect(t.path).toMatch(new RegExp(`^${base.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.5\\.[0-9a-f]{16}\\.log$`));
       const before = new Date().toISOString();
       t.write('c>s', Buffer.from('hello\n'));
       t.write('s>c', Buffer.from('echo:hello\n'));
       t.write('c>s', Buffer.from([0x00, 0x0a, 0xff]));
-      t.close();
+      await t.close();
       expect(fs.readFileSync(`${base}.5.log`, 'utf8')).toBe('old');
       expect(fs.existsSync(path.join(dir, 'target'))).toBe(false);
       expect(fs.statSync(t.path).mode & 0o777 & ~0o600).toBe(0);
