@@ -412,6 +412,9 @@ export interface TcpSocket {
   readonly remotePort: number;
   /** Kernel state number (1 = ESTABLISHED, 10 = LISTEN). */
   readonly state: number;
+  /** The pending timer (`tr`: 0 none, 1 retransmit, 2 keepalive, 3 TIME_WAIT, 4 zero-window probe) and when it fires, in clock ticks. */
+  readonly timer: number;
+  readonly timerTicks: number;
 }
 
 /** The lines of a /proc/net table without its header; none when it cannot be read (no IPv6, say). */
@@ -439,6 +442,8 @@ export function tcpSockets(): TcpSocket[] {
         localPort: parseInt(local.slice(local.lastIndexOf(':') + 1), 16),
         remotePort: parseInt(remote.slice(remote.lastIndexOf(':') + 1), 16),
         state: parseInt(f[3] ?? '0', 16),
+        timer: parseInt((f[5] ?? '0:0').split(':')[0] ?? '0', 16),
+        timerTicks: parseInt((f[5] ?? '0:0').split(':')[1] ?? '0', 16),
         inode: Number(f[9]),
       });
     }

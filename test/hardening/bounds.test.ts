@@ -1,0 +1,99 @@
+/**
+ * Hardening, bounded resources (issue 13 item 1), written as the attacks:
+ * thousands of connections to an exec service cannot start more than its
+ * maxconn (256 by default) handlers; client and upstream sockets carry TCP
+ * keepalive, so a dead peer ends even with `timeout 0`; a handler cannot
+ * forge log lines with control characters.
+ */
+import * as net from 'node:net';
+import { Client } from '../helpers/client';
+import { ENGINES, killLaunched, readyWorkers, startProxy } from '../helpers/daemon';
+import { handler } from '../helpers/fixtures';
+import { allPids, comm, descendants, socketInodesOf, tcpSockets, TCP_ESTABLISHED } from '../helpers/proc';
+import { describeAsRoot } from '../helpers/root';
+import { echoServer } from '../helpers/servers';
+import { holds, until } from '../helpers/until';
+
+const sockets = new Set<net.Socket>();
+afterEach(async () => {
+  for (const s of sockets) s.destroy();
+  sockets.clear();
+  await killLaunched();
+});
+
+const ATTACK = 5000;
+const DEFAULT_MAXCONN = 256;
+
+/** The worker's handler processes (`cat`), children of the worker. */
+function handlers(worker: number): number[] {
+  return descendants(worker).filter((pid) => comm(pid) === 'cat');
+}
+
+describeAsRoot('bounds (root)', () => {
+  test(`${ATTACK} connections to an exec service: at most ${DEFAULT_MAXCONN} handlers, the host's pids bounded, a fresh client served once they end`, async () => {
+    const p = await startProxy(['-b', '127.0.0.1:0', '/bin/cat']);
+    const port = p.addresses[0]?.port ?? 0;
+    await until(() => readyWorkers(p.stderr()).length === 1, () => `the worker's ready line; stderr:\n${p.stderr()}`);
+    const worker = readyWorkers(p.stderr())[0]?.pid ?? 0;
+    const pidsBefore = allPids().length;
+    for (let i = 0; i < ATTACK; i++) {
+      const s = net.connect({ host: '127.0.0.1', port });
+      s.on('error', () => {});
+      sockets.add(s);
+    }
+    await until(() => handlers(worker).length >= DEFAULT_MAXCONN, () => `${DEFAULT_MAXCONN} handlers (have ${handlers(worker).length})`, 60000);
+    await holds(
+      () => handlers(worker).length <= DEFAULT_MAXCONN && allPids().length <= pidsBefore + DEFAULT_MAXCONN + 20,
+      () => `at most ${DEFAULT_MAXCONN} handlers (have ${handlers(worker).length}, pids ${allPids().length - pidsBefore} more than before)`,
+      2000,
+    );
+    expect(p.stderr()).toContain(`service 127.0.0.1:${port}: maxconn ${DEFAULT_MAXCONN} reached: new connections wait`);
+    for (const s of sockets) s.destroy();
+    sockets.clear();
+    // The handlers see EOF and end; what waited in the queue is taken and ends too.
+    const c = await Client.connect('127.0.0.1', port, { timeoutMs: 60000 });
+    c.socket.write('ping\n');
+    await c.waitBytes(5, 60000);
+    expect(c.data().toString()).toBe('ping\n');
+    c.socket.destroy();
+  }, 180000);
+
+  test('a handler cannot forge log lines: control characters in what it writes to stderr are escaped', async () => {
+    const p = await startProxy(['-b', '127.0.0.1:0', handler('stderr-controls.sh')]);
+    const port = p.addresses[0]?.port ?? 0;
+    const c = await Client.connect('127.0.0.1', port);
+    await c.waitClosed(10000);
+    expect(c.data().toString()).toBe('ok\n');
+    await until(() => /: end: handler /.test(p.stderr()), 'the end line');
+    const line = p.stderr().split('\n').find((l) => l.includes('forged')) ?? '';
+    expect(line).toMatch(/^tcpproxy: connection \d+: \S*stderr-controls\.sh: forged\\x1b\[2Jline\\x0dover\\x07 end$/);
+    // eslint-disable-next-line no-control-regex
+    expect(p.stderr()).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f]/);
+  });
+});
+
+describe.each(ENGINES)('keepalive (%s engine)', (engine) => {
+  test('the proxy sets TCP keepalive on the client and the upstream socket: a keepalive timer of about 300 s on both', async () => {
+    const up = await echoServer();
+    const p = await startProxy(['-t', '0', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`], { TCPPROXY_ENGINE: engine });
+    const port = p.addresses[0]?.port ?? 0;
+    await until(() => readyWorkers(p.stderr()).length === 1, 'the ready line');
+    const worker = readyWorkers(p.stderr())[0]?.pid ?? 0;
+    const c = await Client.connect('127.0.0.1', port);
+    c.socket.write('x');
+    await c.waitBytes(1);
+    const proxySockets = (): { timer: number; ticks: number }[] => {
+      const mine = socketInodesOf(worker);
+      return tcpSockets()
+        .filter((t) => mine.has(t.inode) && t.state === TCP_ESTABLISHED)
+        .map((t) => ({ timer: t.timer, ticks: t.timerTicks }));
+    };
+    // Both sockets idle: each has its keepalive timer (tr 2), first probe within 300 s (clock ticks of 1/100 s).
+    await until(() => proxySockets().length === 2 && proxySockets().every((s) => s.timer === 2), () => `keepalive timers on both sockets: ${JSON.stringify(proxySockets())}`, 5000);
+    for (const s of proxySockets()) {
+      expect(s.ticks).toBeGreaterThan(250 * 100);
+      expect(s.ticks).toBeLessThanOrEqual(300 * 100);
+    }
+    c.socket.destroy();
+  });
+});
