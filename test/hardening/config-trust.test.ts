@@ -131,8 +131,12 @@ describe('the config file as root: owner and mode of the file, its directories a
     expect(asRoot(link2)).toBe(`unsafe: directory ${group} is writable by group (mode 0775): ${REFUSING}`);
   });
 
-  test('a missing file, a loop of links, a FIFO and a directory are errors, not accepted', () => {
+  test('a missing file, a loop of links, a FIFO and a directory are errors, not accepted', async () => {
     const d = dir(0o755);
+    const fifo = path.join(d, 'fifo.conf');
+    expect(await runToExit(['mkfifo', '-m', '600', fifo])).toMatchObject({ code: 0 });
+    // Not opened, so never blocked on.
+    expect(asRoot(fifo)).toBe('error: is not a regular file');
     expect(asRoot(path.join(d, 'missing.conf'))).toBe('error: cannot read: ENOENT (no such file or directory)');
     fs.symlinkSync(path.join(d, 'loop2'), path.join(d, 'loop1'));
     fs.symlinkSync(path.join(d, 'loop1'), path.join(d, 'loop2'));
