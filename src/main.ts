@@ -10,8 +10,8 @@ import { detach, takeReadyFd } from './modes/daemon';
 import { inetdSafeIo, serveInetd, stdinIsConnection } from './modes/inetd';
 import { listing } from './modes/list';
 import { standalone } from './modes/standalone';
-import { runningAsRoot } from './process/privilege';
-import { EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from './sys/exit-codes';
+import { mixedIds, runningAsRoot } from './process/privilege';
+import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from './sys/exit-codes';
 import { processIo, type Io } from './sys/io';
 import { native, NativeLoadError } from './sys/native';
 import { VERSION } from './sys/version';
@@ -62,6 +62,12 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
   if (o.version) {
     io.stdout(`tcpproxy ${VERSION}\n`);
     return EXIT_OK;
+  }
+  // Before any file is named to it: set-user-ID, the caller would read and write files with root's power.
+  const mixed = mixedIds();
+  if (mixed !== null) {
+    io.stderr(`tcpproxy: ${mixed}\n`);
+    return EXIT_FAILURE;
   }
   if (o.server !== null && o.standalone && o.bind === null) {
     io.stderr(`tcpproxy: option -s with a server argument needs -b [interface:]port\n${USAGE}\n`);

@@ -9,6 +9,7 @@
  * regained; `verifyIds` checks the same from Node's side before anything
  * is served.
  */
+import * as fs from 'node:fs';
 import type { Service } from '../table/service';
 import { native } from '../sys/native';
 
@@ -24,9 +25,50 @@ export function identityKey(id: Identity): string {
   return `${id.uid}:${id.gid}`;
 }
 
-/** True when this process can and must change ids for its services. */
+/**
+ * True when this process can and must change ids for its services: its
+ * real and effective user ids are both root (mixedIds refuses the other
+ * mixtures before anything runs).
+ */
 export function runningAsRoot(): boolean {
-  return process.geteuid?.() === 0;
+  return process.getuid?.() === 0 && process.geteuid?.() === 0;
+}
+
+/** /proc/self/status, or the same `Uid:`/`Gid:` lines made from what Node tells (no saved ids) without /proc. */
+function ownStatus(): string {
+  try {
+    return fs.readFileSync('/proc/self/status', 'latin1');
+  } catch {
+    const [ruid, euid, rgid, egid] = [process.getuid?.(), process.geteuid?.(), process.getgid?.(), process.getegid?.()];
+    return `Uid:\t${ruid}\t${euid}\t${euid}\nGid:\t${rgid}\t${egid}\t${egid}\n`;
+  }
+}
+
+/** The real, effective and saved ids of the `Uid:` or `Gid:` line of a /proc/PID/status text. */
+function statusIds(status: string, key: 'Uid' | 'Gid'): number[] {
+  const line = new RegExp(`^${key}:\\s+(.*)$`, 'm').exec(status)?.[1] ?? '';
+  return line.trim().split(/\s+/).slice(0, 3).map(Number);
+}
+
+/**
+ * Why tcpproxy must not run with the ids it was started with, or null.
+ * Started set-user-ID or set-group-ID (a wrapper, `setpriv --euid 0`), the
+ * user who ran it would have root's power over the files it names (-f,
+ * -p, -w) while it took itself for that user's process, and its handlers
+ * could take the saved id back: so the real, effective and saved user ids
+ * must be equal, and, unless they are root's (the drop then sets every
+ * group id), the group ids too. `status`: a /proc/PID/status text (tests).
+ */
+export function mixedIds(status: string = ownStatus()): string | null {
+  const [ruid, euid, suid] = statusIds(status, 'Uid');
+  const [rgid, egid, sgid] = statusIds(status, 'Gid');
+  if (ruid !== euid || ruid !== suid) {
+    return `real user id ${ruid}, effective ${euid}, saved ${suid}: refusing to run set-user-ID; start it as root or as the user itself`;
+  }
+  if (ruid !== 0 && (rgid !== egid || rgid !== sgid)) {
+    return `real group id ${rgid}, effective ${egid}, saved ${sgid}: refusing to run set-group-ID; start it as root or with the user's own group`;
+  }
+  return null;
 }
 
 export function serviceIdentity(s: Service, asRoot: boolean): Identity {

@@ -7,6 +7,7 @@
  * CONFIGURATION FILE.
  */
 import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
@@ -460,48 +461,169 @@ function readFailure(err: unknown): string {
   return text === undefined ? `cannot read: ${code}` : `cannot read: ${code} (${text})`;
 }
 
+/** Who may have written a config file that is accepted (see readConfigFile). */
+export type ConfigTrust = 'root' | 'caller';
+
+/** What reading the config file gave: its text, or why not (`unsafe`: refused by the trust rules). */
+export type ConfigFileRead =
+  | { readonly ok: true; readonly text: string }
+  | { readonly ok: false; readonly unsafe: boolean; readonly message: string };
+
+const REFUSING = 'refusing it when started as root';
+/** Symbolic links followed in one path at most, as the kernel's limit (ELOOP). */
+const MAX_LINKS = 40;
+
+function mode4(st: fs.Stats): string {
+  return (st.mode & 0o7777).toString(8).padStart(4, '0');
+}
+
 /**
- * Reads the file (as bytes, decoded as UTF-8 with replacement) then
- * parseConfig. A missing or unreadable file, or one that is not a regular
- * file, gives one error with line 0. Never blocks on a FIFO: the type is
- * checked with stat before the open, and again on the open descriptor (opened
- * non-blocking) in case the path was replaced in between.
+ * Why `st` (an object on the path to the config file, named by `what`:
+ * '' for the file itself) could have been written by someone other than
+ * root, or null. A directory may be writable by others when it is root's
+ * and sticky (/tmp): then only root can replace what root put in it, and
+ * what is in it is checked in turn (sshd's StrictModes).
  */
-export function readConfig(file: string, resolve: PortResolver, cli?: CommandLineDefaults): ConfigResult {
-  const fail = (message: string): ConfigResult => ({ ok: false, errors: [{ file, line: 0, message }] });
-  let bytes: Buffer;
+function untrusted(st: fs.Stats, what: string): string | null {
+  if (st.uid !== 0) return `${what}is owned by uid ${st.uid}, not root: ${REFUSING}`;
+  if (st.isSymbolicLink()) return null;
+  if (st.isDirectory() && (st.mode & 0o1000) !== 0) return null;
+  if ((st.mode & 0o022) !== 0) return `${what}is writable by ${st.mode & 0o020 ? 'group' : 'others'} (mode ${mode4(st)}): ${REFUSING}`;
+  return null;
+}
+
+class Refused extends Error {}
+
+/**
+ * Resolves `file` as root must: from `/` down, every directory it passes
+ * through and every symbolic link it follows owned by root and not
+ * writable by group or others (a sticky root directory excepted), links
+ * followed by hand so that the last step is a name in a directory only
+ * root can change. Returns that real path and the lstat of the file there;
+ * throws Refused with the message, or the Node error of an lstat/readlink.
+ */
+function resolveTrusted(file: string): { real: string; st: fs.Stats } {
+  const parts = (path.isAbsolute(file) ? file : path.join(process.cwd(), file)).split('/').filter((p) => p !== '' && p !== '.');
+  let dir = '/';
+  let links = 0;
+  const root = fs.lstatSync(dir);
+  const rootProblem = untrusted(root, 'directory / ');
+  if (rootProblem !== null) throw new Refused(rootProblem);
+  for (;;) {
+    const name = parts.shift();
+    if (name === undefined) {
+      // The path ends in a directory ("/etc/", "..").
+      return { real: dir, st: fs.lstatSync(dir) };
+    }
+    if (name === '..') {
+      dir = path.dirname(dir);
+      continue;
+    }
+    const here = path.join(dir, name);
+    const st = fs.lstatSync(here);
+    const last = parts.length === 0;
+    if (st.isSymbolicLink()) {
+      const problem = untrusted(st, `symbolic link ${here} `);
+      if (problem !== null) throw new Refused(problem);
+      if (++links > MAX_LINKS) throw Object.assign(new Error('too many symbolic links'), { code: 'ELOOP' });
+      const target = fs.readlinkSync(here);
+      if (path.isAbsolute(target)) dir = '/';
+      parts.unshift(...target.split('/').filter((p) => p !== '' && p !== '.'));
+      continue;
+    }
+    if (last) return { real: here, st };
+    if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
+    const problem = untrusted(st, `directory ${here} `);
+    if (problem !== null) throw new Refused(problem);
+    dir = here;
+  }
+}
+
+/** Reads what `fd` holds, to its end. */
+function readAll(fd: number): Buffer {
+  const chunks: Buffer[] = [];
+  for (;;) {
+    const buf = Buffer.allocUnsafe(65536);
+    const n = fs.readSync(fd, buf, 0, buf.length, null);
+    if (n === 0) return Buffer.concat(chunks);
+    chunks.push(buf.subarray(0, n));
+  }
+}
+
+/**
+ * Reads the config file once, from one descriptor, and returns exactly
+ * what was read (decoded as UTF-8 with replacement). Never blocks on a
+ * FIFO and never opens a device: the type is checked before the open and
+ * again on the open descriptor (opened non-blocking).
+ *
+ * `root` (started as root, where the file names the programs and ids of
+ * every service): the path is resolved by hand from `/` (resolveTrusted:
+ * every directory and symbolic link on the way root's and not writable by
+ * group or others, sticky root directories allowed), the real path is
+ * opened with O_NOFOLLOW, and the descriptor must be the file checked,
+ * a regular file owned by root and not writable by group or others. Since
+ * nothing on the way can be changed by anyone but root, what is read is
+ * what was checked. `caller`: any regular file the caller can read,
+ * symbolic links followed.
+ */
+export function readConfigFile(file: string, trust: ConfigTrust): ConfigFileRead {
+  const unsafe = (message: string): ConfigFileRead => ({ ok: false, unsafe: true, message });
+  const fail = (message: string): ConfigFileRead => ({ ok: false, unsafe: false, message });
+  const { O_RDONLY, O_NONBLOCK, O_NOCTTY, O_NOFOLLOW } = fs.constants;
   try {
-    if (!fs.statSync(file).isFile()) return fail('is not a regular file');
-    const { O_RDONLY, O_NONBLOCK, O_NOCTTY } = fs.constants;
-    const fd = fs.openSync(file, O_RDONLY | O_NONBLOCK | O_NOCTTY);
+    let name = file;
+    let flags = O_RDONLY | O_NONBLOCK | O_NOCTTY;
+    let checked: fs.Stats;
+    if (trust === 'root') {
+      const r = resolveTrusted(file);
+      // Named through a link: what is wrong with the file is said of the link's target.
+      const what = r.real === path.resolve(file) ? '' : `target ${r.real} `;
+      if (!r.st.isFile()) return fail(what === '' ? 'is not a regular file' : `${what}is not a regular file`);
+      const problem = untrusted(r.st, what);
+      if (problem !== null) return unsafe(problem);
+      name = r.real;
+      flags |= O_NOFOLLOW;
+      checked = r.st;
+    } else {
+      checked = fs.statSync(file);
+      if (!checked.isFile()) return fail('is not a regular file');
+    }
+    const fd = fs.openSync(name, flags);
     try {
-      if (!fs.fstatSync(fd).isFile()) return fail('is not a regular file');
-      bytes = fs.readFileSync(fd);
+      const st = fs.fstatSync(fd);
+      if (!st.isFile()) return fail('is not a regular file');
+      if (trust === 'root') {
+        if (st.dev !== checked.dev || st.ino !== checked.ino) return unsafe(`was replaced while being checked: ${REFUSING}`);
+        const problem = untrusted(st, '');
+        if (problem !== null) return unsafe(problem);
+      }
+      return { ok: true, text: readAll(fd).toString('utf8') };
     } finally {
       fs.closeSync(fd);
     }
   } catch (err) {
+    if (err instanceof Refused) return unsafe(err.message);
     return fail(readFailure(err));
   }
-  return parseConfig(bytes.toString('utf8'), file, resolve, cli);
+}
+
+/**
+ * Reads the file with readConfigFile (`trust`, default `caller`) then
+ * parseConfig. A missing, unreadable or refused file, or one that is not a
+ * regular file, gives one error with line 0.
+ */
+export function readConfig(file: string, resolve: PortResolver, cli?: CommandLineDefaults, trust: ConfigTrust = 'caller'): ConfigResult {
+  const r = readConfigFile(file, trust);
+  if (!r.ok) return { ok: false, errors: [{ file, line: 0, message: r.message }] };
+  return parseConfig(r.text, file, resolve, cli);
 }
 
 /**
  * Started as root, the config file names programs that run for every
- * connection: refuse one that someone else could have written (relayd's
- * check_file_secrecy). Null when the file is acceptable or cannot be stat'ed
- * (readConfig reports that).
+ * connection: why `file` is refused as root (readConfigFile `root`), or
+ * null when it is acceptable or cannot be read (readConfig reports that).
  */
 export function configFileProblem(file: string): string | null {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(file);
-  } catch {
-    return null;
-  }
-  if (st.uid !== 0) return `is owned by uid ${st.uid}, not root: refusing it when started as root`;
-  if ((st.mode & 0o022) !== 0) {
-    return `is writable by ${st.mode & 0o020 ? 'group' : 'others'} (mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}): refusing it when started as root`;
-  }
-  return null;
+  const r = readConfigFile(file, 'root');
+  return !r.ok && r.unsafe ? r.message : null;
 }

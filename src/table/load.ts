@@ -5,7 +5,7 @@
  */
 import { formatConfigError } from '../sys/errors';
 import { DEFAULT_CONFIG, type CliOptions } from './cli';
-import { configFileProblem, readConfig, type Config } from './config';
+import { parseConfig, readConfigFile, type Config } from './config';
 import { cliDefaults } from './directives';
 import { resolvePrograms } from './programs';
 import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from './service';
@@ -38,7 +38,8 @@ export type Loaded =
 /**
  * The service table from the command line or the config file, checked and
  * with programs resolved against `cwd` and `searchPath`. `asRoot`: refuse a
- * config file someone other than root could have written.
+ * config file someone other than root could have written or replaced (the
+ * file, its directories, the links on its path: readConfigFile `root`).
  */
 export function loadServices(o: CliOptions, asRoot: boolean, cwd: string, searchPath: string): Loaded {
   let services: readonly Service[];
@@ -47,9 +48,10 @@ export function loadServices(o: CliOptions, asRoot: boolean, cwd: string, search
     services = [commandLineService(o)];
   } else {
     const file = o.configFile ?? DEFAULT_CONFIG;
-    const unsafe = asRoot ? configFileProblem(file) : null;
-    if (unsafe !== null) return { ok: false, errors: [`tcpproxy:${file}: ${unsafe}`] };
-    const r = readConfig(file, etcServices, cliDefaults(o));
+    // Read once, from the descriptor that was checked: the text parsed is the text checked.
+    const read = readConfigFile(file, asRoot ? 'root' : 'caller');
+    if (!read.ok && read.unsafe) return { ok: false, errors: [`tcpproxy:${file}: ${read.message}`] };
+    const r = read.ok ? parseConfig(read.text, file, etcServices, cliDefaults(o)) : { ok: false as const, errors: [{ file, line: 0, message: read.message }] };
     if (!r.ok) {
       const n = r.errors.length;
       return { ok: false, errors: [...r.errors.map(formatConfigError), `tcpproxy:${file}: ${n} error${n === 1 ? '' : 's'}`] };

@@ -190,21 +190,36 @@ describe('man/tcpproxy.1: content', () => {
       'is owned by uid 1000, not root: refusing it when started as root',
       'is writable by group (mode 0664): refusing it when started as root',
       'is writable by others (mode 0646): refusing it when started as root',
+      'directory /etc is writable by group (mode 0775): refusing it when started as root',
+      'symbolic link /etc/tcpproxy.conf is owned by uid 1000, not root: refusing it when started as root',
     ]);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-manpage-'));
     try {
+      // As the page's /etc: the messages name this directory and this file.
+      const asEtc = (problem: string | null): string =>
+        (problem ?? '').replaceAll(dir, '/etc').replace(/^is owned by uid [0-9]+,/, 'is owned by uid 1000,');
       const file = path.join(dir, 'tcpproxy.conf');
       fs.writeFileSync(file, 'port 7\n    server 127.0.0.1:7\n');
       for (const mode of [0o664, 0o646]) {
         fs.chmodSync(file, mode);
         // Owned by root (tests as root): the mode message; otherwise the owner message.
-        const problem = configFileProblem(file) ?? '';
-        expect(documented).toContain(problem.replace(/^is owned by uid [0-9]+,/, 'is owned by uid 1000,'));
+        expect(documented).toContain(asEtc(configFileProblem(file)));
+      }
+      if (process.geteuid?.() === 0) {
+        fs.chmodSync(file, 0o644);
+        fs.chmodSync(dir, 0o775);
+        expect(documented).toContain(asEtc(configFileProblem(file)));
+        fs.chmodSync(dir, 0o755);
+        const real = path.join(dir, 'real.conf');
+        fs.renameSync(file, real);
+        fs.symlinkSync(real, file);
+        fs.lchownSync(file, 1000, 1000);
+        expect(documented).toContain(asEtc(configFileProblem(file)));
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }
-    expect(render(section('CONFIGURATION FILE'))).toContain(`It exits with status ${EXIT_USAGE} before reading the file`);
+    expect(render(section('CONFIGURATION FILE'))).toContain(`exits with status ${EXIT_USAGE} before reading the file`);
   });
 
   it('documents transcripts, the pid file, detaching and SIGHUP reload as what this version does, in the page and the README', () => {
