@@ -254,8 +254,21 @@ export class SyslogSink {
     return found as SyslogRecord;
   }
 
+  /**
+   * Stalls the sink (SIGSTOP): it stops reading, its socket's queue fills,
+   * as with a syslog daemon that hangs. resume() lets it read again.
+   */
+  pause(): void {
+    this.child.kill('SIGSTOP');
+  }
+
+  resume(): void {
+    this.child.kill('SIGCONT');
+  }
+
   /** Stops the sink (which removes its socket file) and cleans up. */
   async close(): Promise<void> {
+    this.resume();
     if (!this.exited) {
       this.child.stdin?.end();
       try {

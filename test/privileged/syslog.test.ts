@@ -242,4 +242,30 @@ describeAsRoot(`syslog (root; via ${fs.existsSync(DEV_LOG) ? 'a bind mount over 
       await inner.close();
     }
   });
+
+  test('a stalled syslog daemon stops nothing: 800 connections are served while it reads nothing, the lines it missed are counted and reported', async () => {
+    const s = theSink();
+    const up = await echoServer();
+    const d = await launch(['-D', '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`]);
+    const port = portOf(d);
+    await waitWorkers(d.stderr, 65535, 65534);
+    s.pause();
+    try {
+      // Two lines a connection: far more than a unix datagram queue holds (net.unix.max_dgram_qlen).
+      for (let i = 0; i < 800; i++) {
+        const c = await Client.connect('127.0.0.1', port);
+        c.socket.end('x');
+        await c.waitClosed(5000);
+        expect(c.data().toString()).toBe('x');
+      }
+    } finally {
+      s.resume();
+    }
+    const c = await Client.connect('127.0.0.1', port);
+    c.socket.end('after');
+    await c.waitClosed(5000);
+    const note = await s.waitFor((r) => /^\d+ log line\(s\) dropped: syslog did not take them$/.test(r.message), 'the dropped-lines note', 10000);
+    expect(Number(/^(\d+)/.exec(note.message)?.[1])).toBeGreaterThan(0);
+    expect(note.priority).toBe(WARNING);
+  }, 120000);
 });
