@@ -387,8 +387,20 @@ function start(): void {
     if (draining || a.owner !== null) return;
     const key = a.key;
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (sock) => admit(a, sock));
-    // libuv retries accept errors (EMFILE sheds the oldest pending connection): log, do not die.
-    server.on('error', (err) => log?.error(`accept on ${key}: ${errorText(err)}`));
+    // libuv retries accept errors (EMFILE sheds the oldest pending connection): log, do not die,
+    // and at most one line a second (with the count of the others), so a flood cannot flood the log.
+    let lastLine = 0;
+    let unlogged = 0;
+    server.on('error', (err) => {
+      const now = Date.now();
+      if (now - lastLine < 1000) {
+        unlogged++;
+        return;
+      }
+      log?.error(`accept on ${key}: ${errorText(err)}${unlogged > 0 ? ` (and ${unlogged} more since the last line)` : ''}`);
+      lastLine = now;
+      unlogged = 0;
+    });
     server.listen({ fd: a.fd });
     a.owner = { kind: 'js', server };
   };
