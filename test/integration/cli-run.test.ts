@@ -52,6 +52,24 @@ test('-z lists the ports, -zz the service table, without binding', async () => {
   );
 });
 
+test('bare program names are searched for in a fixed PATH, never in the caller\'s: programs planted there are not used', async () => {
+  const planted = path.join(dir.path, 'planted');
+  fs.mkdirSync(planted, { recursive: true });
+  for (const name of ['cat', 'true', 'tcpproxy-planted']) fs.writeFileSync(path.join(planted, name), '#!/bin/sh\necho planted\n', { mode: 0o755 });
+  const env = { PATH: `${planted}:/usr/bin:/bin` };
+  const found = conf('bare.conf', 'port 7\n  acp true\n  exec cat -u\n');
+  const zz = await runCli(['-zz', '-f', found], { env });
+  expect(zz).toMatchObject({ code: 0, stderr: '' });
+  expect(zz.stdout.split('\t').filter((f) => /^(exec|acp)=/.test(f))).toEqual(['exec=/usr/bin/cat -u', 'acp=/usr/bin/true']);
+  const missing = conf('planted.conf', 'port 7\n  exec tcpproxy-planted\n');
+  const r = await runCli(['-z', '-f', missing], { env });
+  expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
+    code: 2,
+    stdout: '',
+    stderr: `tcpproxy:${missing}:2: program "tcpproxy-planted" not found in /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n`,
+  });
+});
+
 test('every config error is reported at once with file and line, exit 2', async () => {
   const f = conf('bad.conf', 'sever 127.0.0.1\nport 25\n  timeout soon\n  server 127.0.0.1\nport 99999\n  server x\n');
   const r = await runCli(['-z', '-f', f]);
