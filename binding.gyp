@@ -15,6 +15,7 @@
         "native/listen.cc",
         "native/process.cc",
         "native/pump.cc",
+        "native/sandbox.cc",
         "native/serve.cc",
         "native/spawn.cc",
         "native/syslog.cc"

@@ -2,6 +2,7 @@
 // No static mutable state: everything lives in the Addon instance data.
 #pragma once
 #include <napi.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <cstdint>
@@ -11,7 +12,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 6;
+constexpr int kAbiVersion = 7;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
@@ -49,6 +50,27 @@ constexpr int kKeepaliveIdleS = 300;
 constexpr int kKeepaliveIntervalS = 30;
 constexpr int kKeepaliveProbes = 4;
 int Keepalive(int fd);
+
+// sandbox.cc: what a handler or ACP gets before its exec (see Sandbox in
+// src/table/service.ts): PR_SET_NO_NEW_PRIVS and up to four rlimits.
+struct Sandbox {
+  struct Limit {
+    int resource;
+    rlim_t value;
+  };
+  bool no_new_privs = true;
+  int count = 0;
+  Limit limits[4] = {};
+};
+// From the JS object; throws a TypeError when it is not one.
+Sandbox SandboxArg(Napi::Env env, Napi::Value v);
+// The rest are async-signal-safe and return 0 or an errno. ApplyLimits sets
+// each limit as soft and hard limit, never above the current hard limit;
+// `cpu_used` seconds are added to RLIMIT_CPU (time the process has used).
+int ApplyLimits(const Sandbox& s, rlim_t cpu_used);
+int ApplyNoNewPrivs(const Sandbox& s);
+// A session of its own (setsid) and no controlling terminal.
+int OwnSession();
 
 // pump.cc: how a forwarded connection ended (see PumpResult in src/sys/native.ts).
 struct PumpOutcome {

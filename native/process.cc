@@ -1,11 +1,13 @@
 // Process-wide identity and image changes for inetd mode, where tcpproxy
 // serves one connection in its own process: dropPrivileges (setgroups(2),
 // setresgid(2), setresuid(2); glibc applies them to every thread) and execve(2)
-// of a request handler with the client socket left on fds 0 and 1.
+// of a request handler with the client socket left on fds 0 and 1, in the
+// service's sandbox (sandbox.cc).
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <string>
@@ -55,14 +57,29 @@ std::vector<std::string> StringArray(Napi::Env env, Napi::Value v, const char* w
   return out;
 }
 
-// execve(file, argv, envp). Returns only by throwing. Before the call:
-// O_NONBLOCK and FD_CLOEXEC cleared on 0-2 (the handler expects blocking
-// stdio that survives the exec), every other fd marked close-on-exec, every signal
-// back to SIG_DFL (Node ignores SIGPIPE; ignored signals survive execve) and
-// an empty signal mask. Node's other threads vanish with the exec.
+// CPU seconds this process has used so far (all threads), rounded up: they
+// count against RLIMIT_CPU after the exec too.
+rlim_t CpuSecondsUsed() {
+  rusage ru{};
+  if (getrusage(RUSAGE_SELF, &ru) < 0) return 0;
+  double s =
+      static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  return static_cast<rlim_t>(s) + 1;
+}
+
+// execve(file, argv, envp, sandbox). Returns only by throwing. Before the
+// call: a session of its own without a controlling terminal and
+// PR_SET_NO_NEW_PRIVS (on this thread, the one that execs), O_NONBLOCK and
+// FD_CLOEXEC cleared on 0-2 (the handler expects blocking stdio that
+// survives the exec), every other fd marked close-on-exec, every signal back
+// to SIG_DFL (Node ignores SIGPIPE; ignored signals survive execve), the
+// rlimits (last: Node's threads still run until the exec, and a low
+// RLIMIT_AS must not hit them for longer than that; RLIMIT_CPU gets the time
+// used so far on top) and an empty signal mask. Node's other threads vanish
+// with the exec.
 Napi::Value Execve(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 3 || !info[0].IsString()) ThrowType(env, "execve(file, argv, env)");
+  if (info.Length() < 4 || !info[0].IsString()) ThrowType(env, "execve(file, argv, env, sandbox)");
   std::string file = info[0].As<Napi::String>().Utf8Value();
   std::vector<std::string> args = StringArray(env, info[1], "execve: argv must be an array of strings");
   std::vector<std::string> envs = StringArray(env, info[2], "execve: env must be an array of strings");
@@ -71,6 +88,12 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
   argv.push_back(nullptr);
   for (auto& e : envs) envp.push_back(e.data());
   envp.push_back(nullptr);
+  Sandbox sandbox = SandboxArg(env, info[3]);
+  // These two can fail; nothing is changed for Node yet when they do.
+  int err = OwnSession();
+  if (err != 0) ThrowErrno(env, "setsid", err);
+  err = ApplyNoNewPrivs(sandbox);
+  if (err != 0) ThrowErrno(env, "prctl", err);
 
   // Node marks inherited stdio close-on-exec at start: the handler must keep 0-2.
   for (int fd = 0; fd <= 2; fd++) {
@@ -87,6 +110,8 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
     if (sig == SIGKILL || sig == SIGSTOP) continue;
     sigaction(sig, &dfl, nullptr);
   }
+  err = ApplyLimits(sandbox, CpuSecondsUsed());
+  if (err != 0) ThrowErrno(env, "setrlimit", err);
   sigset_t none;
   sigemptyset(&none);
   pthread_sigmask(SIG_SETMASK, &none, nullptr);

@@ -37,7 +37,7 @@ function noAddon(err: NativeLoadError, io: Io): number {
 }
 
 function load(o: CliOptions): ReturnType<typeof loadServices> {
-  return loadServices(o, runningAsRoot(), process.cwd(), process.env['PATH'] ?? '');
+  return loadServices(o, runningAsRoot(), process.cwd());
 }
 
 export async function main(argv: readonly string[], ioGiven: Io = processIo): Promise<number> {

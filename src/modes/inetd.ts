@@ -120,7 +120,7 @@ export async function serveInetd(
     log,
     clearEnv: opts.clearEnv,
     ids: currentIds(),
-    execInPlace: (argv, env) => addon.execve(argv[0] ?? '', argv, envArray(env)),
+    execInPlace: (argv, env, sandbox) => addon.execve(argv[0] ?? '', argv, envArray(env), sandbox),
   });
   return end.ok ? EXIT_OK : EXIT_FAILURE;
 }

@@ -1,13 +1,27 @@
 /**
  * `-z`: the ports, one a line. `-zz`: the service table, one service a line,
- * with its access lists and limits and the workers of its identity.
+ * with its access lists and limits, its bounds and sandbox, and the workers
+ * of its identity.
  */
 import { formatPrefix } from '../table/access';
-import { describeTarget, type Prefix, type Service } from '../table/service';
+import { describeTarget, type Prefix, type Sandbox, type Service } from '../table/service';
 
 /** An access list as -zz shows it: canonical prefixes joined by commas, `-` when empty. */
 function prefixList(list: readonly Prefix[]): string {
   return list.length === 0 ? '-' : list.map(formatPrefix).join(',');
+}
+
+/** The rlimits a handler gets, `nproc:64,as:1073741824,cpu:10,nofile:256` (those set, in this order), `-` for none. */
+function rlimitList(s: Sandbox): string {
+  const set = (
+    [
+      ['nproc', s.rlimitNproc],
+      ['as', s.rlimitAs],
+      ['cpu', s.rlimitCpu],
+      ['nofile', s.rlimitNofile],
+    ] as const
+  ).flatMap(([k, v]) => (v === null ? [] : [`${k}:${v}`]));
+  return set.length === 0 ? '-' : set.join(',');
 }
 
 export function listing(services: readonly Service[], level: 1 | 2, workers = 1): string {
@@ -29,6 +43,11 @@ export function listing(services: readonly Service[], level: 1 | 2, workers = 1)
         `maxconn=${s.access.maxconn ?? '-'}`,
         `per-source=${s.access.perSource ?? '-'}`,
         `rate=${s.access.rate ?? '-'}`,
+        `handler-timeout=${s.bounds.handlerTimeoutSec}`,
+        `keepalive=${s.bounds.keepalive ? 'yes' : 'no'}`,
+        `writefile-max=${s.bounds.writefileMax}`,
+        `no-new-privs=${s.sandbox.noNewPrivs ? 'yes' : 'no'}`,
+        `rlimits=${rlimitList(s.sandbox)}`,
         `workers=${workers}`,
       ].join('\t') + '\n',
     )

@@ -1,12 +1,13 @@
 /**
  * Starting a request handler or an access control program: the native
- * posix_spawn primitive (no fork of the Node process), wrapped for the
- * session code.
+ * spawn primitive (clone with CLONE_VM | CLONE_VFORK, no fork of the Node
+ * process), in the service's sandbox, wrapped for the session code.
  */
 import * as net from 'node:net';
 import { constants } from 'node:os';
 import { SysError } from '../sys/errors';
 import { native } from '../sys/native';
+import type { Sandbox } from '../table/service';
 
 export interface ChildExit {
   readonly code: number | null;
@@ -31,15 +32,22 @@ function envArray(env: NodeJS.ProcessEnv): string[] {
 }
 
 /**
- * Starts argv with the client (or /dev/null, for null) on fds 0 and 1.
- * Throws a SysError (`spawn ENOENT`, ...) when the program cannot be run.
+ * Starts argv with the client (or /dev/null, for null) on fds 0 and 1, in
+ * its own session (no controlling terminal) and `sandbox`. Throws a
+ * SysError (`spawn ENOENT`, ...) when the program cannot be run.
  */
-export function startProgram(argv: readonly string[], env: NodeJS.ProcessEnv, stdin: number | null, stdout: number | null): Started {
+export function startProgram(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  stdin: number | null,
+  stdout: number | null,
+  sandbox: Sandbox,
+): Started {
   const name = argv[0] ?? '';
   let onExit: (e: ChildExit) => void = () => {};
   const exited = new Promise<ChildExit>((resolve) => (onExit = resolve));
   // argv[0] is an absolute path: table/programs.ts resolved it at start.
-  const r = native().spawnChild(name, argv, envArray(env), stdin ?? -1, stdout ?? -1, (x) => {
+  const r = native().spawnChild(name, argv, envArray(env), stdin ?? -1, stdout ?? -1, sandbox, (x) => {
     if (x.error !== undefined) onExit({ code: null, signal: null });
     else onExit({ code: x.code ?? null, signal: x.signal === undefined ? null : (SIGNAL_NAMES.get(x.signal) ?? `signal ${x.signal}`) });
   });

@@ -7,7 +7,7 @@ import * as dns from 'node:dns';
 import { socketFd } from '../forward/socket';
 import type { Endpoints, HeldClient } from '../forward/types';
 import { spawnFailure, startProgram, type Started } from './child';
-import { splitCommand } from '../table/service';
+import { splitCommand, type Sandbox } from '../table/service';
 
 /** PATH of a handler started with `-y` (cleared environment). */
 export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
@@ -72,13 +72,14 @@ export function runAcp(
   client: HeldClient,
   env: NodeJS.ProcessEnv,
   timeoutMs: number,
+  sandbox: Sandbox,
   signal?: AbortSignal,
 ): Promise<AcpVerdict> {
   const argv = splitCommand(command);
   return new Promise((resolve) => {
     let child: Started;
     try {
-      child = startProgram(argv, env, null, clientFd(client));
+      child = startProgram(argv, env, null, clientFd(client), sandbox);
     } catch (err) {
       resolve({ granted: false, status: spawnFailure(err), message: '' });
       return;
@@ -140,6 +141,7 @@ export function runHandler(
   argv: readonly string[],
   client: HeldClient,
   env: NodeJS.ProcessEnv,
+  sandbox: Sandbox,
   signal: AbortSignal | undefined,
   log: { stderr: (line: string) => void; spawned: () => void },
   timeoutSec = 0,
@@ -148,7 +150,7 @@ export function runHandler(
     let child: Started;
     try {
       const fd = clientFd(client);
-      child = startProgram(argv, env, fd, fd);
+      child = startProgram(argv, env, fd, fd, sandbox);
     } catch (err) {
       log.spawned();
       resolve({ status: spawnFailure(err), pid: undefined });

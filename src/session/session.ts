@@ -10,7 +10,7 @@ import { keepAlive, restoreNonblocking } from '../forward/socket';
 import type { Engine, ForwardResult, HeldClient } from '../forward/types';
 import type { Logger } from '../sys/log';
 import { formatHostPort } from '../table/address';
-import { DEFAULT_TIMEOUT_SEC, describeTarget, type Service } from '../table/service';
+import { DEFAULT_TIMEOUT_SEC, describeTarget, type Sandbox, type Service } from '../table/service';
 import { clientName, handlerEnv, runAcp, runHandler } from './handler';
 import { openTranscript, type Transcript } from './transcript';
 import { connectUpstream } from './upstream';
@@ -30,7 +30,7 @@ export interface SessionContext {
    * inetd mode: become the handler (execve, same pid, the socket already on
    * fds 0 and 1) instead of spawning it. Returns only by throwing.
    */
-  readonly execInPlace?: (argv: readonly string[], env: NodeJS.ProcessEnv) => never;
+  readonly execInPlace?: (argv: readonly string[], env: NodeJS.ProcessEnv, sandbox: Sandbox) => never;
   /** Aborting ends the session at once: forwarding reset, handler and ACP killed. */
   readonly signal?: AbortSignal;
 }
@@ -75,7 +75,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
   if (service.acp !== null) {
     // An ACP is always bounded: with `timeout 0` (no idle timeout) it gets the default.
     const acpMs = (service.timeoutSec > 0 ? service.timeoutSec : DEFAULT_TIMEOUT_SEC) * 1000;
-    const v = await runAcp(service.acp, client, env, acpMs, ctx.signal);
+    const v = await runAcp(service.acp, client, env, acpMs, service.sandbox, ctx.signal);
     restoreNonblocking(client);
     const text = `${tag}: acp ${service.acp}: ${v.granted ? 'granted' : 'denied'} (${v.status})${v.message ? `: ${v.message}` : ''}`;
     if (v.granted) log.info(text);
@@ -91,7 +91,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     if (ctx.execInPlace) {
       log.info(`${tag}: exec ${argv.join(' ')}`);
       try {
-        ctx.execInPlace(argv, env);
+        ctx.execInPlace(argv, env, service.sandbox);
       } catch (err) {
         log.error(`${tag}: ${argv[0] ?? ''}: ${(err as Error).message}`);
         engine.release(client);
@@ -99,7 +99,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
       }
     }
     const started = Date.now();
-    const exit = await runHandler(argv, client, env, ctx.signal, {
+    const exit = await runHandler(argv, client, env, service.sandbox, ctx.signal, {
       stderr: (line) => log.info(`${tag}: ${argv[0] ?? ''}: ${line}`),
       // The handler holds the connection now; our copy must not keep it open.
       spawned: () => engine.release(client),

@@ -46,6 +46,19 @@ export interface PumpHandle {
   abort(): void;
 }
 
+/**
+ * What a handler or ACP process gets before its exec (the shape of
+ * table/service.ts Sandbox): PR_SET_NO_NEW_PRIVS, and each limit not null
+ * as its soft and hard rlimit (never above tcpproxy's own hard limit).
+ */
+export interface ChildSandbox {
+  readonly noNewPrivs: boolean;
+  readonly rlimitNproc: number | null;
+  readonly rlimitAs: number | null;
+  readonly rlimitCpu: number | null;
+  readonly rlimitNofile: number | null;
+}
+
 export interface SockAddress {
   readonly address: string;
   readonly port: number;
@@ -113,8 +126,12 @@ export interface Addon {
    * can be regained.
    */
   dropPrivileges(uid: number, gid: number): void;
-  /** Replaces the process: stdio kept (O_NONBLOCK cleared), other fds closed, signals reset. Returns only by throwing. */
-  execve(file: string, argv: readonly string[], env: readonly string[]): never;
+  /**
+   * Replaces the process: stdio kept (O_NONBLOCK cleared), other fds closed,
+   * signals reset, in `sandbox` (a session of its own without a controlling
+   * terminal, no-new-privs, rlimits). Returns only by throwing.
+   */
+  execve(file: string, argv: readonly string[], env: readonly string[], sandbox: ChildSandbox): never;
   openLog(ident: string, facility: number): void;
   /** Never blocks: a line syslog does not take at once is dropped and counted (and reported with the next one that goes out). */
   syslog(priority: number, line: string): void;
@@ -146,12 +163,14 @@ export interface Addon {
   /** The log lines not yet delivered by a batch, taken now. */
   serveTake(): string[];
   /**
-   * Starts `file` (a path) with `argv` and `env` ("K=V") by posix_spawn:
-   * fd 0 `stdin`, fd 1 `stdout` (-1: /dev/null; a socket is made blocking
-   * first), fd 2 a new pipe whose read end is returned, no other fd,
-   * signals at their defaults, a process group of its own. `onExit` runs
-   * once the child is reaped (through a pidfd on the loop). Throws a
-   * SysError `spawn` with the exec errno (ENOENT, EACCES, ENOEXEC...).
+   * Starts `file` (a path) with `argv` and `env` ("K=V") by clone(CLONE_VM
+   * | CLONE_VFORK) and execve: fd 0 `stdin`, fd 1 `stdout` (-1: /dev/null;
+   * a socket is made blocking first), fd 2 a new pipe whose read end is
+   * returned, no other fd, signals at their defaults, a session and process
+   * group of its own without a controlling terminal, `sandbox` applied.
+   * `onExit` runs once the child is reaped (through a pidfd on the loop).
+   * Throws a SysError `spawn` with the errno of the step that failed,
+   * usually the exec's (ENOENT, EACCES, ENOEXEC...).
    */
   spawnChild(
     file: string,
@@ -159,6 +178,7 @@ export interface Addon {
     env: readonly string[],
     stdin: number,
     stdout: number,
+    sandbox: ChildSandbox,
     onExit: (r: { code?: number; signal?: number; error?: SysError }) => void,
   ): { pid: number; stderr: number };
   pump(req: PumpRequest, done: (r: PumpResult) => void): PumpHandle;
@@ -187,7 +207,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 6;
+const ABI_VERSION = 7;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

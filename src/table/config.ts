@@ -404,8 +404,18 @@ class Parser {
           uid: pick('uid') ?? null,
           gid: pick('gid') ?? null,
           access,
-          sandbox: DEFAULT_SANDBOX,
-          bounds: DEFAULT_BOUNDS,
+          sandbox: {
+            noNewPrivs: pick('noNewPrivs') ?? DEFAULT_SANDBOX.noNewPrivs,
+            rlimitNproc: pick('rlimitNproc') ?? DEFAULT_SANDBOX.rlimitNproc,
+            rlimitAs: pick('rlimitAs') ?? DEFAULT_SANDBOX.rlimitAs,
+            rlimitCpu: pick('rlimitCpu') ?? DEFAULT_SANDBOX.rlimitCpu,
+            rlimitNofile: pick('rlimitNofile') ?? DEFAULT_SANDBOX.rlimitNofile,
+          },
+          bounds: {
+            handlerTimeoutSec: pick('handlerTimeoutSec') ?? DEFAULT_BOUNDS.handlerTimeoutSec,
+            keepalive: pick('keepalive') ?? DEFAULT_BOUNDS.keepalive,
+            writefileMax: pick('writefileMax') ?? DEFAULT_BOUNDS.writefileMax,
+          },
           origin: { file, line: e.line },
           targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
           ...(acpScope === null

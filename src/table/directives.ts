@@ -26,6 +26,14 @@ export interface Settings {
   maxconn?: number;
   perSource?: number;
   rate?: number;
+  handlerTimeoutSec?: number;
+  keepalive?: boolean;
+  writefileMax?: number;
+  noNewPrivs?: boolean;
+  rlimitNproc?: number;
+  rlimitAs?: number;
+  rlimitCpu?: number;
+  rlimitNofile?: number;
 }
 
 /** The largest `maxconn`, `per-source` and `rate`. */
@@ -36,6 +44,34 @@ function parseLimit(name: string, text: string): Parsed<number> {
   const n = /^[0-9]+$/.test(text) ? Number(text) : NaN;
   if (n >= 1 && n <= MAX_LIMIT) return { ok: true, value: n };
   return { ok: false, error: `invalid ${name} ${quote(text)}: expected a whole number from 1 to ${MAX_LIMIT}` };
+}
+
+/** The largest size (`writefile-max`, `rlimit-as`): bytes a double still counts exactly. */
+export const MAX_SIZE = Number.MAX_SAFE_INTEGER;
+
+const SIZE_UNITS: Readonly<Record<string, number>> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A size in bytes, 1..MAX_SIZE, with an optional K, M or G (1024-based, either case). */
+export function parseSize(name: string, text: string): Parsed<number> {
+  const m = /^([0-9]+)([KMGkmg]?)$/.exec(text);
+  if (m === null) return { ok: false, error: `invalid ${name} ${quote(text)}: expected bytes, optionally with K, M or G` };
+  const n = Number(m[1]) * (SIZE_UNITS[(m[2] ?? '').toLowerCase()] ?? 1);
+  if (n >= 1 && n <= MAX_SIZE) return { ok: true, value: n };
+  return { ok: false, error: `${name} ${text} is out of range (1-${MAX_SIZE} bytes)` };
+}
+
+/** `yes` or `no`, in any case. */
+function parseYesNo(name: string, text: string): Parsed<boolean> {
+  const v = text.toLowerCase();
+  if (v === 'yes' || v === 'no') return { ok: true, value: v === 'yes' };
+  return { ok: false, error: `${name} must be "yes" or "no", not ${quote(text)}` };
+}
+
+/** A resource limit count (`rlimit-nproc`, `rlimit-nofile`) or seconds (`rlimit-cpu`): 1..MAX_LIMIT. */
+function parseRlimit(name: string, text: string, unit: string): Parsed<number> {
+  const n = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+  if (n >= 1 && n <= MAX_LIMIT) return { ok: true, value: n };
+  return { ok: false, error: `invalid ${name} ${quote(text)}: expected a whole number${unit} from 1 to ${MAX_LIMIT}` };
 }
 
 /** A timeout in whole seconds, 0..MAX_TIMEOUT_SEC; `why` tells the caller which message to give. */
@@ -132,6 +168,23 @@ export const DIRECTIVE_TABLE: readonly Directive[] = [
   { name: 'maxconn', kind: 'setting', key: 'maxconn', rest: false, parse: (v) => setting('maxconn', parseLimit('maxconn', v)) },
   { name: 'per-source', kind: 'setting', key: 'perSource', rest: false, parse: (v) => setting('perSource', parseLimit('per-source', v)) },
   { name: 'rate', kind: 'setting', key: 'rate', rest: false, parse: (v) => setting('rate', parseLimit('rate', v)) },
+  {
+    name: 'handler-timeout',
+    kind: 'setting',
+    key: 'handlerTimeoutSec',
+    rest: false,
+    parse: (v) => {
+      const r = checkTimeout(v);
+      return r.ok ? setting('handlerTimeoutSec', r) : { ok: false, error: `invalid handler-timeout ${quote(v)}: expected a number of seconds` };
+    },
+  },
+  { name: 'keepalive', kind: 'setting', key: 'keepalive', rest: false, parse: (v) => setting('keepalive', parseYesNo('keepalive', v)) },
+  { name: 'writefile-max', kind: 'setting', key: 'writefileMax', rest: false, parse: (v) => setting('writefileMax', parseSize('writefile-max', v)) },
+  { name: 'no-new-privs', kind: 'setting', key: 'noNewPrivs', rest: false, parse: (v) => setting('noNewPrivs', parseYesNo('no-new-privs', v)) },
+  { name: 'rlimit-nproc', kind: 'setting', key: 'rlimitNproc', rest: false, parse: (v) => setting('rlimitNproc', parseRlimit('rlimit-nproc', v, '')) },
+  { name: 'rlimit-as', kind: 'setting', key: 'rlimitAs', rest: false, parse: (v) => setting('rlimitAs', parseSize('rlimit-as', v)) },
+  { name: 'rlimit-cpu', kind: 'setting', key: 'rlimitCpu', rest: false, parse: (v) => setting('rlimitCpu', parseRlimit('rlimit-cpu', v, ' of seconds')) },
+  { name: 'rlimit-nofile', kind: 'setting', key: 'rlimitNofile', rest: false, parse: (v) => setting('rlimitNofile', parseRlimit('rlimit-nofile', v, '')) },
 ];
 
 /** The command line's defaults for the settings of every service, from its -a, -t, -v and -w. */

@@ -7,7 +7,7 @@ import { formatConfigError } from '../sys/errors';
 import { DEFAULT_CONFIG, type CliOptions } from './cli';
 import { parseConfig, readConfigFile, type Config } from './config';
 import { cliDefaults } from './directives';
-import { resolvePrograms } from './programs';
+import { PROGRAM_PATH, resolvePrograms } from './programs';
 import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from './service';
 import { etcServices } from './services-db';
 
@@ -37,11 +37,12 @@ export type Loaded =
 
 /**
  * The service table from the command line or the config file, checked and
- * with programs resolved against `cwd` and `searchPath`. `asRoot`: refuse a
- * config file someone other than root could have written or replaced (the
- * file, its directories, the links on its path: readConfigFile `root`).
+ * with programs resolved against `cwd` (bare names in PROGRAM_PATH).
+ * `asRoot`: refuse a config file someone other than root could have written
+ * or replaced (the file, its directories, the links on its path:
+ * readConfigFile `root`).
  */
-export function loadServices(o: CliOptions, asRoot: boolean, cwd: string, searchPath: string): Loaded {
+export function loadServices(o: CliOptions, asRoot: boolean, cwd: string): Loaded {
   let services: readonly Service[];
   let config: Config | null = null;
   if (o.server !== null) {
@@ -59,7 +60,7 @@ export function loadServices(o: CliOptions, asRoot: boolean, cwd: string, search
     config = r.config;
     services = config.services;
   }
-  const programs = resolvePrograms(services, cwd, searchPath);
+  const programs = resolvePrograms(services, cwd, PROGRAM_PATH);
   if (programs.errors.length > 0) return { ok: false, errors: programs.errors.map(formatConfigError) };
   return { ok: true, services: programs.services, config };
 }

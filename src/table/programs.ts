@@ -1,14 +1,19 @@
 /**
  * Handler and ACP programs are checked once, at start: a relative path is
- * resolved against the directory tcpproxy was started in (a bare name
- * through PATH, as execvp would), and a program that is missing or not
- * executable is a configuration error at the line that names it.
+ * resolved against the directory tcpproxy was started in, a bare name is
+ * searched for in PROGRAM_PATH (never the caller's PATH: a root daemon must
+ * not run whatever a directory of someone else's PATH holds), and a program
+ * that is missing or not executable is a configuration error at the line
+ * that names it.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { ConfigError } from '../sys/errors';
 import { splitCommand, type Origin, type Service } from './service';
 import { quote } from '../sys/text';
+
+/** Where bare program names are searched for: fixed, root's usual directories only. */
+export const PROGRAM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 function executable(file: string): string | null {
   try {
@@ -33,7 +38,7 @@ export function resolveProgram(name: string, cwd: string, searchPath: string): {
     const file = path.resolve(cwd, dir, name);
     if (executable(file) === null) return { file };
   }
-  return { error: `program ${quote(name)} not found in PATH` };
+  return { error: `program ${quote(name)} not found in ${searchPath}` };
 }
 
 /** The services with absolute program paths, or the errors found. */

@@ -72,6 +72,17 @@ const valueFor: Record<string, fc.Arbitrary<string>> = {
   maxconn: fc.oneof(fc.integer({ min: -1, max: 1000000002 }).map(String), fc.constantFrom('0', '1000000000', '1000000001', 'many', '1 2', '')),
   'per-source': fc.oneof(fc.integer({ min: -1, max: 10 }).map(String), fc.constantFrom('00', '4', 'x', '')),
   rate: fc.oneof(fc.integer({ min: -1, max: 100 }).map(String), fc.constantFrom('1.5', '1e3', '')),
+  'handler-timeout': fc.oneof(fc.integer({ min: -1, max: 2147490 }).map(String), fc.constantFrom('soon', '0', '')),
+  keepalive: fc.constantFrom('yes', 'no', 'No', 'on', ''),
+  'no-new-privs': fc.constantFrom('yes', 'no', 'YES', 'off', ''),
+  'writefile-max': fc.oneof(
+    fc.tuple(fc.integer({ min: -1, max: 9999999 }), fc.constantFrom('', 'K', 'm', 'G', 'Q', 'MB')).map(([n, u]) => `${n}${u}`),
+    fc.constantFrom('0', '8388607G', '8388608G', '1.5M', ''),
+  ),
+  'rlimit-as': fc.oneof(fc.tuple(fc.integer({ min: -1, max: 99999 }), fc.constantFrom('', 'k', 'M', 'g', 'T')).map(([n, u]) => `${n}${u}`), fc.constantFrom('K', '')),
+  'rlimit-nproc': fc.oneof(fc.integer({ min: -1, max: 1000000002 }).map(String), fc.constantFrom('0', 'many', '')),
+  'rlimit-cpu': fc.oneof(fc.integer({ min: -1, max: 100 }).map(String), fc.constantFrom('1.5', '1s', '')),
+  'rlimit-nofile': fc.oneof(fc.integer({ min: -1, max: 70000 }).map(String), fc.constantFrom('64K', '')),
 };
 
 /** A directive line: a known name (any case), blanks, a plausible or broken value, maybe a comment. */
@@ -128,6 +139,11 @@ function checkShape(text: string, r: ConfigResult): void {
       expect(s.origin.line >= 1 && s.origin.line <= lineCount(text)).toBe(true);
       for (const p of [...s.access.allow, ...s.access.deny]) expect(parsePrefix(formatPrefix(p))).toEqual({ ok: true, value: p });
       for (const n of [s.access.maxconn, s.access.perSource, s.access.rate]) expect(n === null || (Number.isInteger(n) && n >= 1 && n <= 1000000000)).toBe(true);
+      const { rlimitNproc, rlimitAs, rlimitCpu, rlimitNofile, noNewPrivs } = s.sandbox;
+      for (const n of [rlimitNproc, rlimitCpu, rlimitNofile]) expect(n === null || (Number.isInteger(n) && n >= 1 && n <= 1000000000)).toBe(true);
+      for (const n of [rlimitAs, s.bounds.writefileMax]) expect(n === null || (Number.isSafeInteger(n) && n >= 1)).toBe(true);
+      expect(Number.isInteger(s.bounds.handlerTimeoutSec) && s.bounds.handlerTimeoutSec >= 0 && s.bounds.handlerTimeoutSec <= 2147483).toBe(true);
+      expect([typeof noNewPrivs, typeof s.bounds.keepalive]).toEqual(['boolean', 'boolean']);
     }
     return;
   }
@@ -482,8 +498,8 @@ describe('bad files through the built CLI (-z -f FILE): exit 2, exact messages',
     expect(lf).toMatchObject({ code: 0, stderr: '' });
     expect(crlf).toMatchObject({ code: 0, stderr: '', stdout: lf.stdout });
     expect(lf.stdout).toBe(
-      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\tworkers=1\n' +
-        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\tworkers=1\n',
+      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tworkers=1\n' +
+        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tworkers=1\n',
     );
     const f = file('cr.conf', 'port 7000\r\r\n  server 127.0.0.1:25\r\n');
     const r = await runCli(['-z', '-f', f]);
@@ -573,6 +589,23 @@ const DIRECTIVE_CASES: readonly { name: string; text: string; at: number; messag
   { name: 'rate, missing', text: 'rate\nport 7000\n server h\n', at: 1, message: '"rate" needs an argument' },
   { name: 'rate, extra', text: 'rate 5 s\nport 7000\n server h\n', at: 1, message: '"rate" takes one argument' },
   { name: 'rate, malformed', text: 'rate 2.5\nport 7000\n server h\n', at: 1, message: 'invalid rate "2.5": expected a whole number from 1 to 1000000000' },
+  { name: 'handler-timeout, missing', text: 'port 7000\n handler-timeout\n exec /bin/cat\n', at: 2, message: '"handler-timeout" needs an argument' },
+  { name: 'handler-timeout, malformed', text: 'handler-timeout 2147484\nport 7000\n exec /bin/cat\n', at: 1, message: 'invalid handler-timeout "2147484": expected a number of seconds' },
+  { name: 'keepalive, extra', text: 'keepalive yes please\nport 7000\n server h\n', at: 1, message: '"keepalive" takes one argument' },
+  { name: 'keepalive, malformed', text: 'port 7000\n server h\n keepalive on\n', at: 3, message: 'keepalive must be "yes" or "no", not "on"' },
+  { name: 'writefile-max, missing', text: 'writefile-max\nport 7000\n server h\n', at: 1, message: '"writefile-max" needs an argument' },
+  { name: 'writefile-max, malformed', text: 'port 7000\n writefile-max 10MB\n server h\n', at: 2, message: 'invalid writefile-max "10MB": expected bytes, optionally with K, M or G' },
+  { name: 'writefile-max, out of range', text: 'port 7000\n writefile-max 0\n server h\n', at: 2, message: 'writefile-max 0 is out of range (1-9007199254740991 bytes)' },
+  { name: 'no-new-privs, extra', text: 'port 7000\n no-new-privs no no\n exec /bin/cat\n', at: 2, message: '"no-new-privs" takes one argument' },
+  { name: 'no-new-privs, malformed', text: 'no-new-privs off\nport 7000\n exec /bin/cat\n', at: 1, message: 'no-new-privs must be "yes" or "no", not "off"' },
+  { name: 'rlimit-nproc, missing', text: 'port 7000\n exec /bin/cat\n rlimit-nproc\n', at: 3, message: '"rlimit-nproc" needs an argument' },
+  { name: 'rlimit-nproc, malformed', text: 'rlimit-nproc 0\nport 7000\n exec /bin/cat\n', at: 1, message: 'invalid rlimit-nproc "0": expected a whole number from 1 to 1000000000' },
+  { name: 'rlimit-as, extra', text: 'port 7000\n rlimit-as 1 G\n exec /bin/cat\n', at: 2, message: '"rlimit-as" takes one argument' },
+  { name: 'rlimit-as, malformed', text: 'port 7000\n rlimit-as 12Q\n exec /bin/cat\n', at: 2, message: 'invalid rlimit-as "12Q": expected bytes, optionally with K, M or G' },
+  { name: 'rlimit-cpu, missing', text: 'rlimit-cpu\nport 7000\n exec /bin/cat\n', at: 1, message: '"rlimit-cpu" needs an argument' },
+  { name: 'rlimit-cpu, malformed', text: 'port 7000\n exec /bin/cat\n rlimit-cpu 1s\n', at: 3, message: 'invalid rlimit-cpu "1s": expected a whole number of seconds from 1 to 1000000000' },
+  { name: 'rlimit-nofile, extra', text: 'rlimit-nofile 64 128\nport 7000\n exec /bin/cat\n', at: 1, message: '"rlimit-nofile" takes one argument' },
+  { name: 'rlimit-nofile, malformed', text: 'port 7000\n rlimit-nofile 64K\n exec /bin/cat\n', at: 2, message: 'invalid rlimit-nofile "64K": expected a whole number from 1 to 1000000000' },
 ];
 
 describe('every directive with a missing, extra or malformed argument', () => {

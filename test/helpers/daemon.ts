@@ -368,6 +368,37 @@ export interface Daemon extends Launched {
   readonly addresses: ListenAddress[];
 }
 
+/**
+ * python3 program: makes a new pseudo-terminal the controlling terminal of
+ * its session (it must lead one: start it detached), then runs argv[2...]:
+ * `exec` in place (same pid; the master side stays open on fd 30 of the
+ * program, so the terminal lives as long as it does), or `fork` (argv[1]):
+ * as its child, in its session and process group but leading neither, the
+ * wrapper holding the master and exiting with the child's status.
+ */
+const TERMINAL_WRAPPER = `
+import fcntl, os, sys, termios
+master, slave = os.openpty()
+fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+os.close(slave)
+if sys.argv[1] == 'exec':
+    os.dup2(master, 30, inheritable=True)
+    os.execv(sys.argv[2], sys.argv[2:])
+pid = os.fork()
+if pid == 0:
+    os.close(master)
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
+`;
+
+/** A wrapper (DaemonOptions.wrapper) that gives what it runs a controlling terminal (see TERMINAL_WRAPPER). */
+export function terminalWrapper(how: 'exec' | 'fork'): string[] {
+  const python = onPath('python3');
+  if (python === null) throw new Error('python3 is not on PATH: the terminal wrapper needs it');
+  return [python, '-c', TERMINAL_WRAPPER, how];
+}
+
 /** The argv that starts tcpproxy with `args`: directly, or under `unshare -m` with `syslog` mounted over /dev/log. */
 export function tcpproxyArgv(args: readonly string[], syslog: DaemonOptions['syslog']): string[] {
   if (syslog === undefined) return [process.execPath, CLI, ...args];

@@ -151,6 +151,8 @@ export async function serveOneConnection(
     readonly host?: string;
     readonly localAddress?: string;
     readonly syslog?: DaemonOptions['syslog'];
+    /** Programs in front of node (DaemonOptions.wrapper). */
+    readonly wrapper?: readonly string[];
   } = {},
 ): Promise<Served> {
   const host = opts.host ?? '127.0.0.1';
@@ -164,7 +166,7 @@ export async function serveOneConnection(
     const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
     const client = await Client.connect(host, port, opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {});
     const sock = await accepted;
-    const argv = opts.syslog === undefined ? [process.execPath, CLI, ...args] : tcpproxyArgv(args, opts.syslog);
+    const argv = [...(opts.wrapper ?? []), ...(opts.syslog === undefined ? [process.execPath, CLI, ...args] : tcpproxyArgv(args, opts.syslog))];
     const proxy = startInGroup(argv, {
       ...(opts.env === undefined ? {} : { env: opts.env }),
       stdio: [sock, sock, sock],

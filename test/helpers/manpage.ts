@@ -70,9 +70,9 @@ export function section(title: string): string[] {
   return s;
 }
 
-/** The tag lines of a section: the line after each `.TP`. */
+/** The tag lines of a section: the line after each `.TP`, and after each `.TQ` (a further tag of the same entry). */
 export function tags(lines: readonly string[]): string[] {
-  return lines.flatMap((l, i) => (l === '.TP' && i + 1 < lines.length ? [lines[i + 1] ?? ''] : []));
+  return lines.flatMap((l, i) => ((l === '.TP' || l === '.TQ') && i + 1 < lines.length ? [lines[i + 1] ?? ''] : []));
 }
 
 /** The first word of a bold tag (`.B word`, `.BI "word " arg`, `.BR word ...`), unescaped. */

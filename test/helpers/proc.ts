@@ -41,6 +41,11 @@ export function readStat(pid: number | 'self'): Stat | null {
   } catch {
     return null;
   }
+  return parseStat(text);
+}
+
+/** The text of a /proc/PID/stat (read by the test, or printed by a handler that ran `cat /proc/self/stat`). */
+export function parseStat(text: string): Stat {
   // "pid (comm) state ppid ...": comm may hold blanks and parentheses, so the
   // fields start after the last ')'; f[i] is field i + 3 of proc(5).
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
@@ -59,6 +64,37 @@ export function readStat(pid: number | 'self'): Stat | null {
     cpuTicks: n(11) + n(12),
     starttime: n(19),
   };
+}
+
+/**
+ * The text of a /proc/PID/limits (as a handler printed it): limit name
+ * (`Max open files`) → soft and hard limit as written (`64`, `unlimited`).
+ */
+export function parseLimits(text: string): Map<string, { soft: string; hard: string }> {
+  const out = new Map<string, { soft: string; hard: string }>();
+  for (const line of text.split('\n').slice(1)) {
+    const m = /^(Max [a-z ]+?)\s{2,}(\S+)\s+(\S+)/.exec(line);
+    if (m !== null) out.set(m[1] ?? '', { soft: m[2] ?? '', hard: m[3] ?? '' });
+  }
+  return out;
+}
+
+/** The options of the mount that holds `file` (the longest mount point above it in /proc/self/mountinfo), e.g. `rw,nosuid,nodev`. */
+export function mountOptions(file: string): string[] {
+  const real = fs.realpathSync(file);
+  let best = '';
+  let options: string[] = [];
+  for (const line of fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ...; blanks in paths are written \040.
+    const f = line.split(' ');
+    const point = (f[4] ?? '').replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    const inside = point === '/' || real === point || real.startsWith(`${point}/`);
+    if (point !== '' && inside && point.length >= best.length) {
+      best = point;
+      options = (f[5] ?? '').split(',');
+    }
+  }
+  return options;
 }
 
 /** The pids of /proc, in directory order. */

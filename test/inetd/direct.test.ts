@@ -166,6 +166,14 @@ it('an ACP that refuses: the client gets exactly its output, then EOF; the upstr
   expect(upstream.sockets).toHaveLength(0);
 });
 
+it('an ACP in front of a handler (the client on fd 0 itself): a refusal reaches the client, the handler never runs', async () => {
+  // The ACP's stdout is fd 0 here, and its stdin /dev/null: the spawn must not let one overwrite the other.
+  const s = await serveOneConnection(['-a', fixture('acp-deny.sh'), '/bin/echo handler ran']);
+  await waitEnd(s.client);
+  expect(s.client.data().toString()).toBe('denied\n');
+  await exitOf(s);
+});
+
 it('an ACP that grants (exit 0): the connection is forwarded', async () => {
   const upstream = await speaksFirstServer('upstream banner\n');
   const s = await serveOneConnection(['-a', '/bin/true', `127.0.0.1:${upstream.port}`]);

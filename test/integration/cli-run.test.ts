@@ -44,12 +44,30 @@ test('-z lists the ports, -zz the service table, without binding', async () => {
   expect(zz.code).toBe(0);
   expect(zz.stdout).toBe(
     [
-      'port=25\tinterface=127.0.0.2\tserver=mail.example.org\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\tworkers=1',
-      'port=25\tinterface=127.0.0.3\tserver=127.0.0.1:2525\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\tworkers=1',
-      'port=8080\tinterface=*\tserver=[::1]:80\tuid=4242\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\tworkers=1',
+      'port=25\tinterface=127.0.0.2\tserver=mail.example.org\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tworkers=1',
+      'port=25\tinterface=127.0.0.3\tserver=127.0.0.1:2525\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tworkers=1',
+      'port=8080\tinterface=*\tserver=[::1]:80\tuid=4242\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tworkers=1',
       '',
     ].join('\n'),
   );
+});
+
+test('bare program names are searched for in a fixed PATH, never in the caller\'s: programs planted there are not used', async () => {
+  const planted = path.join(dir.path, 'planted');
+  fs.mkdirSync(planted, { recursive: true });
+  for (const name of ['cat', 'true', 'tcpproxy-planted']) fs.writeFileSync(path.join(planted, name), '#!/bin/sh\necho planted\n', { mode: 0o755 });
+  const env = { PATH: `${planted}:/usr/bin:/bin` };
+  const found = conf('bare.conf', 'port 7\n  acp true\n  exec cat -u\n');
+  const zz = await runCli(['-zz', '-f', found], { env });
+  expect(zz).toMatchObject({ code: 0, stderr: '' });
+  expect(zz.stdout.split('\t').filter((f) => /^(exec|acp)=/.test(f))).toEqual(['exec=/usr/bin/cat -u', 'acp=/usr/bin/true']);
+  const missing = conf('planted.conf', 'port 7\n  exec tcpproxy-planted\n');
+  const r = await runCli(['-z', '-f', missing], { env });
+  expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
+    code: 2,
+    stdout: '',
+    stderr: `tcpproxy:${missing}:2: program "tcpproxy-planted" not found in /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n`,
+  });
 });
 
 test('every config error is reported at once with file and line, exit 2', async () => {

@@ -311,6 +311,54 @@ describe('execve (in a child)', () => {
   });
 });
 
+describe('spawnChild', () => {
+  // The child's exec fails after the clone: its errno comes back as `spawn`,
+  // the child is reaped at once, and nothing is left behind.
+  const file = (name: string): string => path.join(tmp.path, `spawn-${name}`);
+  const SANDBOX = { noNewPrivs: true, rlimitNproc: null, rlimitAs: null, rlimitCpu: null, rlimitNofile: null };
+  beforeAll(() => {
+    const write = (name: string, text: string, mode: number): void => {
+      fs.writeFileSync(file(name), text);
+      fs.chmodSync(file(name), mode);
+    };
+    write('not-executable', '#!/bin/sh\nexit 0\n', 0o644);
+    write('garbage', 'neither ELF nor #!\n', 0o755);
+    write('busy', '#!/bin/sh\nexit 0\n', 0o755);
+  });
+  const spawn = (f: string, sandbox: unknown = SANDBOX): unknown =>
+    thrown(() => addon.spawnChild(f, [f], [], -1, -1, sandbox as typeof SANDBOX, () => {}));
+  const children = (): string[] => fs.readFileSync(`/proc/self/task/${process.pid}/children`, 'utf8').trim().split(/\s+/).filter((p) => p !== '');
+
+  test.each([
+    ['a missing file', 'ENOENT', 'missing'],
+    ['a file without an execute bit', 'EACCES', 'not-executable'],
+    ['a file that is neither ELF nor a script', 'ENOEXEC', 'garbage'],
+  ] as const)('%s: spawn %s, and no child is left', (_what, code, name) => {
+    const before = children();
+    expectSysError(spawn(file(name)), 'spawn', code);
+    expect(children()).toEqual(before);
+  });
+
+  test('a file open for writing: spawn ETXTBSY', () => {
+    const writer = fs.openSync(file('busy'), 'r+');
+    try {
+      expectSysError(spawn(file('busy')), 'spawn', 'ETXTBSY');
+    } finally {
+      fs.closeSync(writer);
+    }
+  });
+
+  test('a sandbox that is not one is a TypeError, before anything starts', () => {
+    for (const bad of [null, {}, { ...SANDBOX, noNewPrivs: 'yes' }, { ...SANDBOX, rlimitAs: 0 }, { ...SANDBOX, rlimitCpu: 1.5 }, { ...SANDBOX, rlimitNofile: '64' }]) {
+      const e = spawn('/bin/true', bad);
+      // The addon's TypeError comes from another realm than jest's: compared by name.
+      expect(e).not.toBeInstanceOf(SysError);
+      expect((e as Error).name).toBe('TypeError');
+      expect((e as Error).message).toMatch(/^(sandbox must be \{ noNewPrivs, rlimitNproc, rlimitAs, rlimitCpu, rlimitNofile \}|sandbox: a limit must be a whole number from 1 up)$/);
+    }
+  });
+});
+
 describe('pump', () => {
   let rig: PumpRig;
   const handles: PumpHandle[] = [];

@@ -836,6 +836,127 @@ describe('access lists and limits', () => {
   });
 });
 
+describe('bounds and sandbox', () => {
+  const sandboxOf = (text: string): Service['sandbox'][] => configOf(text).services.map((s) => s.sandbox);
+  const boundsOf = (text: string): Service['bounds'][] => configOf(text).services.map((s) => s.bounds);
+
+  it('gives a service the defaults when nothing is written: no handler timeout, keepalive, 100 MiB transcripts, no-new-privs, no rlimits', () => {
+    const s = onlyService(conf('port 25', 'server a'));
+    expect(s.bounds).toEqual({ handlerTimeoutSec: 0, keepalive: true, writefileMax: 100 * 1024 * 1024 });
+    expect(s.sandbox).toEqual({ noNewPrivs: true, rlimitNproc: null, rlimitAs: null, rlimitCpu: null, rlimitNofile: null });
+  });
+
+  it('reads every directive, in any case, yes and no in any case', () => {
+    const s = onlyService(
+      conf(
+        'port 25',
+        '  exec /bin/cat',
+        '  handler-timeout 2147483',
+        '  KEEPALIVE No',
+        '  writefile-max 1',
+        '  No-New-Privs NO',
+        '  rlimit-nproc 1000000000',
+        '  rlimit-as 12',
+        '  rlimit-cpu 1',
+        '  rlimit-nofile 007',
+      ),
+    );
+    expect(s.bounds).toEqual({ handlerTimeoutSec: 2147483, keepalive: false, writefileMax: 1 });
+    expect(s.sandbox).toEqual({ noNewPrivs: false, rlimitNproc: 1000000000, rlimitAs: 12, rlimitCpu: 1, rlimitNofile: 7 });
+  });
+
+  it.each([
+    ['12', 12],
+    ['1K', 1024],
+    ['1k', 1024],
+    ['3M', 3 * 1024 ** 2],
+    ['2g', 2 * 1024 ** 3],
+    ['8388607G', 8388607 * 1024 ** 3],
+    ['9007199254740991', 9007199254740991],
+  ])('reads the size "%s" as %d bytes (K, M, G: powers of 1024)', (text, bytes) => {
+    const s = onlyService(conf('port 25', 'server a', `writefile-max ${text}`, `rlimit-as ${text}`));
+    expect([s.bounds.writefileMax, s.sandbox.rlimitAs]).toEqual([bytes, bytes]);
+  });
+
+  it('scopes them like timeout: the interface entry, then the port block, then the global section, then the default', () => {
+    const text = conf(
+      'rlimit-as 1G', // global
+      'keepalive no',
+      'port 25',
+      '  rlimit-as 2G', // port
+      '  no-new-privs no',
+      '  server a', // any-interface entry: the port's
+      '  interface 127.0.0.2',
+      '    rlimit-as 3G', // entry
+      '    handler-timeout 30',
+      '    server b',
+      'port 26',
+      '  server c', // only the globals
+    );
+    expect(sandboxOf(text).map((x) => [x.rlimitAs, x.noNewPrivs])).toEqual([
+      [2 * 1024 ** 3, false],
+      [3 * 1024 ** 3, false],
+      [1024 ** 3, true],
+    ]);
+    expect(boundsOf(text).map((b) => [b.handlerTimeoutSec, b.keepalive])).toEqual([
+      [0, false],
+      [30, false],
+      [0, false],
+    ]);
+  });
+
+  it.each([
+    ['handler-timeout soon', 'invalid handler-timeout "soon": expected a number of seconds'],
+    ['handler-timeout -1', 'invalid handler-timeout "-1": expected a number of seconds'],
+    ['handler-timeout 2147484', 'invalid handler-timeout "2147484": expected a number of seconds'],
+    ['keepalive maybe', 'keepalive must be "yes" or "no", not "maybe"'],
+    ['keepalive 1', 'keepalive must be "yes" or "no", not "1"'],
+    ['no-new-privs off', 'no-new-privs must be "yes" or "no", not "off"'],
+    ['writefile-max 0', 'writefile-max 0 is out of range (1-9007199254740991 bytes)'],
+    ['writefile-max 0K', 'writefile-max 0K is out of range (1-9007199254740991 bytes)'],
+    ['writefile-max 8388608G', 'writefile-max 8388608G is out of range (1-9007199254740991 bytes)'],
+    ['writefile-max 1.5M', 'invalid writefile-max "1.5M": expected bytes, optionally with K, M or G'],
+    ['writefile-max 10MB', 'invalid writefile-max "10MB": expected bytes, optionally with K, M or G'],
+    ['rlimit-as 12Q', 'invalid rlimit-as "12Q": expected bytes, optionally with K, M or G'],
+    ['rlimit-as K', 'invalid rlimit-as "K": expected bytes, optionally with K, M or G'],
+    ['rlimit-as -1', 'invalid rlimit-as "-1": expected bytes, optionally with K, M or G'],
+    ['rlimit-as 0', 'rlimit-as 0 is out of range (1-9007199254740991 bytes)'],
+    ['rlimit-nproc 0', 'invalid rlimit-nproc "0": expected a whole number from 1 to 1000000000'],
+    ['rlimit-nproc many', 'invalid rlimit-nproc "many": expected a whole number from 1 to 1000000000'],
+    ['rlimit-nofile 1000000001', 'invalid rlimit-nofile "1000000001": expected a whole number from 1 to 1000000000'],
+    ['rlimit-nofile 64K', 'invalid rlimit-nofile "64K": expected a whole number from 1 to 1000000000'],
+    ['rlimit-cpu 0', 'invalid rlimit-cpu "0": expected a whole number of seconds from 1 to 1000000000'],
+    ['rlimit-cpu 1.5', 'invalid rlimit-cpu "1.5": expected a whole number of seconds from 1 to 1000000000'],
+    ['rlimit-cpu', '"rlimit-cpu" needs an argument'],
+    ['keepalive', '"keepalive" needs an argument'],
+    ['rlimit-as 1 G', '"rlimit-as" takes one argument'],
+  ])('rejects "%s" at its line', (line, message) => {
+    expect(errorsOf(conf('port 25', 'server a', line))).toEqual([`tcpproxy:test.conf:3: ${message}`]);
+  });
+
+  it('rejects each of them twice in one scope, and allows it once per scope', () => {
+    expect(
+      errorsOf(
+        conf('rlimit-cpu 1', 'rlimit-cpu 2', 'port 25', '  keepalive no', '  server a', '  KeepAlive yes', '  interface 127.0.0.2', '    writefile-max 1M', '    server b', '    writefile-max 2M'),
+      ),
+    ).toEqual([
+      'tcpproxy:test.conf:2: duplicate "rlimit-cpu" (first on line 1)',
+      'tcpproxy:test.conf:6: duplicate "keepalive" (first on line 4)',
+      'tcpproxy:test.conf:10: duplicate "writefile-max" (first on line 8)',
+    ]);
+    expect(sandboxOf(conf('rlimit-nofile 10', 'port 25', '  rlimit-nofile 20', '  server a', '  interface 127.0.0.2', '    rlimit-nofile 30', '    server b')).map((x) => x.rlimitNofile)).toEqual([20, 30]);
+  });
+
+  it('reports them with the other errors of the file, sorted by line', () => {
+    expect(errorsOf(conf('no-new-privs sure', 'port 25', '  rlimit-as 1T', '  server a', '  timeout soon', '  handler-timeout later'))).toEqual([
+      'tcpproxy:test.conf:1: no-new-privs must be "yes" or "no", not "sure"',
+      'tcpproxy:test.conf:3: invalid rlimit-as "1T": expected bytes, optionally with K, M or G',
+      'tcpproxy:test.conf:5: invalid timeout "soon": expected a number of seconds',
+      'tcpproxy:test.conf:6: invalid handler-timeout "later": expected a number of seconds',
+    ]);
+  });
+});
+
 describe('unknown directives', () => {
   it.each([
     ['sever', 'unknown directive "sever" (did you mean "server"?)'],
@@ -920,7 +1041,34 @@ describe('error collection', () => {
 describe('DIRECTIVES', () => {
   it('lists every directive the parser knows', () => {
     expect([...DIRECTIVES].sort()).toEqual(
-      ['acp', 'allow', 'deny', 'exec', 'gid', 'interface', 'logname', 'maxconn', 'per-source', 'port', 'rate', 'server', 'setenv', 'standalone', 'timeout', 'uid', 'workers', 'writefile'],
+      [
+        'acp',
+        'allow',
+        'deny',
+        'exec',
+        'gid',
+        'handler-timeout',
+        'interface',
+        'keepalive',
+        'logname',
+        'maxconn',
+        'no-new-privs',
+        'per-source',
+        'port',
+        'rate',
+        'rlimit-as',
+        'rlimit-cpu',
+        'rlimit-nofile',
+        'rlimit-nproc',
+        'server',
+        'setenv',
+        'standalone',
+        'timeout',
+        'uid',
+        'workers',
+        'writefile',
+        'writefile-max',
+      ],
     );
     for (const d of DIRECTIVES) {
       const r = parse(conf(d));

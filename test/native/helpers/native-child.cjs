@@ -6,7 +6,7 @@
 // PrivilegeCheckError classes.
 //
 //   node native-child.cjs drop UID GID       dropPrivileges(UID, GID)
-//   node native-child.cjs execve FILE        execve(FILE, [FILE], [])
+//   node native-child.cjs execve FILE        execve(FILE, [FILE], [], the default sandbox)
 //   node native-child.cjs dup-until-full     dupCloexec(0) until it fails
 //   node native-child.cjs pump-without-fds   a pump whose first pipe2 finds the fd table full
 'use strict';
@@ -98,7 +98,7 @@ switch (what) {
     run(() => addon.dropPrivileges(Number(args[0]), Number(args[1])));
     break;
   case 'execve':
-    run(() => addon.execve(args[0], [args[0]], []));
+    run(() => addon.execve(args[0], [args[0]], [], { noNewPrivs: true, rlimitNproc: null, rlimitAs: null, rlimitCpu: null, rlimitNofile: null }));
     break;
   case 'dup-until-full': {
     const full = fillFdTable();
