@@ -11,7 +11,8 @@ import type { Engine, ForwardResult, HeldClient } from '../forward/types';
 import type { Logger } from '../sys/log';
 import { formatHostPort } from '../table/address';
 import { DEFAULT_TIMEOUT_SEC, describeTarget, type Service } from '../table/service';
-import { clientName, handlerEnv, runAcp, runHandler } from './handler';
+import { clientName } from './clientname';
+import { handlerEnv, runAcp, runHandler } from './handler';
 import { openTranscript, type Transcript } from './transcript';
 import { connectUpstream } from './upstream';
 
