@@ -7,6 +7,7 @@ import { socketFd } from '../forward/socket';
 import type { Endpoints, HeldClient } from '../forward/types';
 import { spawnFailure, startProgram, type Started } from './child';
 import { splitCommand } from '../table/service';
+import { errorText } from '../sys/errors';
 
 /** PATH of a handler started with `-y` (cleared environment). */
 export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
@@ -106,6 +107,11 @@ export function runAcp(
       signal?.removeEventListener('abort', onAbort);
       const status = timedOut ? 'timeout' : sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`;
       resolve({ granted: !timedOut && code === 0, status, message: clean() });
+    }).catch((err: unknown) => {
+      // Denied, never an unhandled rejection in the worker.
+      if (timer) clearTimeout(timer);
+      killGroup();
+      resolve({ granted: false, status: `failed: ${errorText(err)}`, message: '' });
     });
   });
 }
@@ -170,6 +176,10 @@ export function runHandler(
       if (done) return;
       done = true;
       resolve({ status: sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`, pid: child.pid });
+    }).catch((err: unknown) => {
+      if (done) return;
+      done = true;
+      resolve({ status: `failed: ${errorText(err)}`, pid: child.pid });
     });
   });
 }
