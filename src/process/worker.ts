@@ -338,11 +338,19 @@ function start(): void {
       clearEnv: init.clearEnv,
       ids: currentIds(),
       signal: ctl.signal,
-    }).finally(() => {
-      live.delete(ctl);
-      leave(a, h);
-      exitWhenIdle();
-    });
+    })
+      // Last resort (runSession never rejects): a failure of one connection ends
+      // that session (forwarding reset, handler killed), never the worker. The
+      // client is not closed here: the session may have closed or passed it on.
+      .catch((err: unknown) => {
+        ctl.abort();
+        log?.error(`connection ${id}: session failed: ${errorText(err)}`);
+      })
+      .finally(() => {
+        live.delete(ctl);
+        leave(a, h);
+        exitWhenIdle();
+      });
   };
 
   /** Stops the current owner of a listener; with `keep`, first dups the fd for the next one. */

@@ -51,7 +51,19 @@ export function startProgram(
     if (x.error !== undefined) onExit({ code: null, signal: null });
     else onExit({ code: x.code ?? null, signal: x.signal === undefined ? null : (SIGNAL_NAMES.get(x.signal) ?? `signal ${x.signal}`) });
   });
-  const stderr = new net.Socket({ fd: r.stderr, readable: true, writable: false });
+  let stderr: net.Socket;
+  try {
+    stderr = new net.Socket({ fd: r.stderr, readable: true, writable: false });
+  } catch (err) {
+    // Started but not watchable: it must not keep the client, so it and its group go.
+    try {
+      process.kill(-r.pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+    native().close(r.stderr);
+    throw err;
+  }
   const eof = new Promise<void>((resolve) => {
     stderr.once('close', () => resolve());
     stderr.once('error', () => stderr.destroy());

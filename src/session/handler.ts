@@ -3,32 +3,19 @@
  * running them with the client socket on their standard input/output.
  * Both run in the process of the service's identity (never root).
  */
-import * as dns from 'node:dns';
 import { socketFd } from '../forward/socket';
 import type { Endpoints, HeldClient } from '../forward/types';
 import { spawnFailure, startProgram, type Started } from './child';
 import { splitCommand, type Sandbox } from '../table/service';
+import { errorText } from '../sys/errors';
 
 /** PATH of a handler started with `-y` (cleared environment). */
 export const SAFE_PATH = '/usr/local/bin:/usr/bin:/bin';
-/** Bound on the reverse lookup of the client's name. */
-export const CLIENTNAME_TIMEOUT_MS = 2000;
 /** Bytes of an ACP's stderr kept for the log. */
 export const ACP_MESSAGE_MAX = 1024;
 
 /** Variables Node puts into a forked worker's environment: never passed on. */
 const NODE_INTERNAL = ['NODE_CHANNEL_FD', 'NODE_CHANNEL_SERIALIZATION_MODE', 'NODE_UNIQUE_ID'];
-
-/** Reverse DNS of the client (getnameinfo, so /etc/hosts counts), lower-cased; the address when there is none. */
-export function clientName(address: string, timeoutMs = CLIENTNAME_TIMEOUT_MS): Promise<string> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(address), timeoutMs);
-    dns.lookupService(address, 0, (err, hostname) => {
-      clearTimeout(timer);
-      resolve(err || !hostname ? address : hostname.toLowerCase());
-    });
-  });
-}
 
 export interface EnvRequest {
   readonly prefix: string;
@@ -121,6 +108,11 @@ export function runAcp(
       signal?.removeEventListener('abort', onAbort);
       const status = timedOut ? 'timeout' : sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`;
       resolve({ granted: !timedOut && code === 0, status, message: clean() });
+    }).catch((err: unknown) => {
+      // Denied, never an unhandled rejection in the worker.
+      if (timer) clearTimeout(timer);
+      killGroup();
+      resolve({ granted: false, status: `failed: ${errorText(err)}`, message: '' });
     });
   });
 }
@@ -203,6 +195,10 @@ export function runHandler(
       done = true;
       const status = timedOut ? `killed after ${timeoutSec} s (handler-timeout)` : sig !== null ? `signal ${sig}` : `exit ${code ?? '?'}`;
       resolve({ status, pid: child.pid });
+    }).catch((err: unknown) => {
+      if (done) return;
+      done = true;
+      resolve({ status: `failed: ${errorText(err)}`, pid: child.pid });
     });
   });
 }

@@ -8,10 +8,12 @@ import * as net from 'node:net';
 import { forwardJs } from '../forward/js';
 import { keepAlive, restoreNonblocking } from '../forward/socket';
 import type { Engine, ForwardResult, HeldClient } from '../forward/types';
+import { errorText } from '../sys/errors';
 import type { Logger } from '../sys/log';
 import { formatHostPort } from '../table/address';
 import { DEFAULT_TIMEOUT_SEC, describeTarget, type Sandbox, type Service } from '../table/service';
-import { clientName, handlerEnv, runAcp, runHandler } from './handler';
+import { clientName } from './clientname';
+import { handlerEnv, runAcp, runHandler } from './handler';
 import { openTranscript, type Transcript } from './transcript';
 import { connectUpstream } from './upstream';
 
@@ -50,8 +52,53 @@ export function describeEnd(r: ForwardResult): string {
   return `${r.bytesUp} bytes up, ${r.bytesDown} down, ${r.durationMs} ms, ${why}, ${r.path}`;
 }
 
-/** Runs the connection to its end; never rejects. */
+/**
+ * Runs the connection to its end; never rejects. Whatever fails in it (a
+ * system call, a rejected promise, a bug) is logged and ends this
+ * connection only: the client is closed unless a handler or a forwarding
+ * already has it.
+ */
 export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
+  let holding = true;
+  const hold: Hold = {
+    release: () => {
+      if (!holding) return;
+      holding = false;
+      ctx.engine.release(ctx.client);
+    },
+    handOver: () => {
+      holding = false;
+    },
+  };
+  try {
+    return await serve(ctx, hold);
+  } catch (err) {
+    // Nothing in here may throw: the client is closed first, then the lines are logged.
+    let closing: unknown = null;
+    try {
+      hold.release();
+    } catch (e) {
+      closing = e;
+    }
+    try {
+      ctx.log.error(`connection ${ctx.id}: failed: ${errorText(err)}`);
+      if (closing !== null) ctx.log.error(`connection ${ctx.id}: cannot close the client: ${errorText(closing)}`);
+    } catch {
+      // No log to tell.
+    }
+    return { result: null, ok: false };
+  }
+}
+
+/** Who has the client: the session, until it closes it or gives it to a handler or a forwarding. */
+interface Hold {
+  /** Closes the client if the session still has it (at most once). */
+  release(): void;
+  /** A forwarding owns the client from now on. */
+  handOver(): void;
+}
+
+async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   const { client, service, log, id, engine } = ctx;
   const tag = `connection ${id}`;
   const e = client.endpoints;
@@ -81,7 +128,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     if (v.granted) log.info(text);
     else {
       log.warn(text);
-      engine.release(client);
+      hold.release();
       return { result: null, ok: true };
     }
   }
@@ -94,7 +141,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
         ctx.execInPlace(argv, env, service.sandbox);
       } catch (err) {
         log.error(`${tag}: ${argv[0] ?? ''}: ${(err as Error).message}`);
-        engine.release(client);
+        hold.release();
         return { result: null, ok: false };
       }
     }
@@ -102,7 +149,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     const exit = await runHandler(argv, client, env, service.sandbox, ctx.signal, {
       stderr: (line) => log.info(`${tag}: ${argv[0] ?? ''}: ${line}`),
       // The handler holds the connection now; our copy must not keep it open.
-      spawned: () => engine.release(client),
+      spawned: () => hold.release(),
     }, service.bounds.handlerTimeoutSec);
     const text = `${tag}: end: handler ${argv[0] ?? ''} pid ${exit.pid ?? '-'} ${exit.status}, ${Date.now() - started} ms`;
     const handlerRan = !exit.status.startsWith('spawn');
@@ -119,7 +166,7 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
     if (service.bounds.keepalive) keepAlive(server);
   } catch (err) {
     log.error(`${tag}: server ${formatHostPort(host, upstreamPort)}: ${(err as Error).message}`);
-    engine.release(client);
+    hold.release();
     return { result: null, ok: false };
   }
   let transcript: Transcript | null = null;
@@ -146,12 +193,13 @@ export async function runSession(ctx: SessionContext): Promise<SessionEnd> {
       const f = transcript
         ? forwardJs(socketOf(client), server, service.timeoutSec * 1000, finish, (d, chunk) => transcript.write(d, chunk))
         : engine.forward(client, server, service.timeoutSec * 1000, finish);
+      hold.handOver();
       if (ctx.signal?.aborted) f.abort();
       else ctx.signal?.addEventListener('abort', () => f.abort(), { once: true });
     } catch (err) {
       void transcript?.close();
       log.error(`${tag}: cannot forward: ${(err as Error).message}`);
-      engine.release(client);
+      hold.release();
       server.destroy();
       resolve({ result: null, ok: false });
     }
