@@ -1,12 +1,13 @@
-// Process-wide identity and image changes for inetd mode, where tcpproxy
-// serves one connection in its own process: dropPrivileges (setgroups(2),
-// setresgid(2), setresuid(2); glibc applies them to every thread) and execve(2)
-// of a request handler with the client socket left on fds 0 and 1, in the
+// Process-wide identity and image changes: dropPrivileges (setgroups(2),
+// setresgid(2), setresuid(2); glibc applies them to every thread), nonDumpable
+// (prctl(2) PR_SET_DUMPABLE, for workers) and, for inetd mode, execve(2) of a
+// request handler with the client socket left on fds 0 and 1, in the
 // service's sandbox (sandbox.cc).
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -42,6 +43,21 @@ Napi::Value DropPrivileges(const Napi::CallbackInfo& info) {
   if (groups != 0) ThrowCheck(env, "groups", {double(groups)});
   if (setresuid(0, 0, 0) == 0) ThrowCheck(env, "regain-uid", {});
   if (setresgid(0, 0, 0) == 0) ThrowCheck(env, "regain-gid", {});
+  return env.Undefined();
+}
+
+// The kernel already clears the dumpable flag when the ids change (commit_creds,
+// with fs.suid_dumpable 0), but not when there was no drop (started by a user)
+// and not if fs.suid_dumpable is 1. Set it explicitly, then read it back: a
+// non-dumpable process cannot be ptrace'd by its own uid, its /proc/PID files
+// (mem, environ, fd, maps) belong to root, and it leaves no core. The flag
+// survives until the next execve(2), which resets it for the handler.
+Napi::Value NonDumpable(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) ThrowErrno(env, "prctl", errno);
+  int now = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+  if (now < 0) ThrowErrno(env, "prctl", errno);
+  if (now != 0) ThrowCheck(env, "dumpable", {double(now)});
   return env.Undefined();
 }
 
@@ -123,6 +139,7 @@ Napi::Value Execve(const Napi::CallbackInfo& info) {
 
 void InitProcess(Napi::Env env, Napi::Object exports) {
   exports.Set("dropPrivileges", Napi::Function::New(env, DropPrivileges, "dropPrivileges"));
+  exports.Set("nonDumpable", Napi::Function::New(env, NonDumpable, "nonDumpable"));
   exports.Set("execve", Napi::Function::New(env, Execve, "execve"));
 }
 

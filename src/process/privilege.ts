@@ -114,3 +114,16 @@ export function dropPrivileges(id: Identity): string | null {
   const problem = verifyIds(id);
   return problem === null ? null : `after the drop the process ${problem}`;
 }
+
+/**
+ * Makes this process non-dumpable (prctl PR_SET_DUMPABLE 0, see
+ * native/process.cc): null, or what went wrong.
+ */
+export function nonDumpable(): string | null {
+  try {
+    native().nonDumpable();
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
+  return null;
+}

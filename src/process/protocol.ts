@@ -1,4 +1,8 @@
-/** Messages between the master and its workers (child_process IPC, JSON). */
+/**
+ * Messages between the master and its workers (child_process IPC, JSON).
+ * The master trusts nothing a worker sends: parseToMaster checks each one
+ * (channel.ts bounds its size and refuses descriptors before it is parsed).
+ */
 import type { Identity } from './privilege';
 import type { Service } from '../table/service';
 
@@ -74,4 +78,30 @@ export interface MoreIdsMessage {
   readonly type: 'more-ids';
 }
 
-export type ToMaster = ReadyMessage | MoreIdsMessage;
+/** Sent every HEARTBEAT_MS from the worker's event loop: a worker the master stops hearing from is killed. */
+export interface AliveMessage {
+  readonly type: 'alive';
+}
+
+export type ToMaster = ReadyMessage | MoreIdsMessage | AliveMessage;
+
+export const HEARTBEAT_MS = 1000;
+
+/** What the master may hear: the message, or why it is not one (for the log line). */
+export function parseToMaster(m: unknown): ToMaster | string {
+  if (m === null || typeof m !== 'object' || Array.isArray(m)) return `not an object: ${m === null ? 'null' : Array.isArray(m) ? 'array' : typeof m}`;
+  const o = m as Record<string, unknown>;
+  const keys = Object.keys(o).sort().join(',');
+  const isId = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= 0xffffffff;
+  switch (o['type']) {
+    case 'ready':
+      if (keys !== 'gid,type,uid' || !isId(o['uid']) || !isId(o['gid'])) return 'a "ready" without exactly a numeric uid and gid';
+      return { type: 'ready', uid: o['uid'], gid: o['gid'] };
+    case 'more-ids':
+    case 'alive':
+      if (keys !== 'type') return `a "${o['type']}" with other fields`;
+      return { type: o['type'] };
+    default:
+      return typeof o['type'] === 'string' ? `unknown type ${JSON.stringify(o['type'].slice(0, 40))}` : 'no type';
+  }
+}

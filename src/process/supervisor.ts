@@ -6,13 +6,24 @@
  * stdio fds and accepts on them itself; the master never accepts, reads or
  * writes a connection. It keeps its own copy of every listener, so clients
  * waiting in a backlog survive a worker's restart.
+ *
+ * The master trusts no worker: every message is checked (protocol.ts
+ * parseToMaster; channel.ts bounds its size and refuses descriptors), the
+ * ids a worker reports are checked against the expected ones and against
+ * the kernel's (/proc/PID/status), and a worker that stops sending its
+ * heartbeat (stopped with SIGSTOP by a handler of its uid, or hung) is
+ * killed. Each of these kills the worker (SIGKILL), logs one line and
+ * restarts it like any other death: a worker never sends anything invalid,
+ * so one that does is not trusted with another message.
  */
 import { fork, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { guardChannel } from './channel';
 import { identityKey, serviceIdentity, type Identity } from './privilege';
 import type { Logger } from '../sys/log';
 import { native } from '../sys/native';
-import type { DrainMessage, IdBlock, IdsMessage, InitMessage, ListenerFd, ServicesMessage, ToMaster } from './protocol';
+import { HEARTBEAT_MS, parseToMaster, type DrainMessage, type IdBlock, type IdsMessage, type InitMessage, type ListenerFd, type ReadyMessage, type ServicesMessage } from './protocol';
 import { listenKey, type Service } from '../table/service';
 
 const BACKOFF_FIRST_MS = 100;
@@ -23,6 +34,18 @@ const HEALTHY_MS = 10_000;
 const KILL_AFTER_GRACE_MS = 5000;
 /** Connection numbers handed to a worker at a time. */
 export const ID_BLOCK = 65536;
+/**
+ * A ready worker not heard from (heartbeat or other message) for this long
+ * is killed. Three missed heartbeats: a worker's event loop never blocks
+ * that long (the native path runs on its own threads, spawns and file
+ * writes do not wait), and a draining worker keeps its heartbeat.
+ */
+export const SILENT_KILL_MS = 3 * HEARTBEAT_MS;
+/** A worker not ready this long after its fork is killed (it starts in well under a second). */
+const START_KILL_MS = 15_000;
+const WATCH_MS = 500;
+/** More `more-ids` than this within one watch period is not a worker numbering connections. */
+const MAX_MORE_IDS = 8;
 /** The fd of a worker's first listener: after stdin, stdout, stderr and the IPC channel. */
 const FIRST_LISTENER_FD = 4;
 
@@ -155,15 +178,63 @@ class Worker {
     this.child = child;
     child.once('exit', () => this.limits.giveWorker(index));
     child.on('error', (err) => this.log.error(`${this.label}: ${err.message}`));
-    child.on('message', (m: ToMaster) => {
-      if (this.child !== child) return;
+    const pid = child.pid ?? 0;
+    let refused = false;
+    let ready = false;
+    let heardAt = Date.now();
+    let moreIds = 0;
+    /** One line per worker process, then SIGKILL: its exit restarts it. */
+    const refuse = (why: string): void => {
+      if (refused || this.child !== child) return;
+      refused = true;
+      this.log.error(`${this.label} (pid ${pid}): ${why}: killing it`);
+      child.kill('SIGKILL');
+      if (child.connected) child.disconnect();
+    };
+    if (!guardChannel(child, refuse) && !unguardedWarned) {
+      unguardedWarned = true;
+      this.log.warn(`warning: Node ${process.version}: the workers' IPC channel cannot be bounded (sizes and descriptors unchecked)`);
+    }
+    child.on('message', (raw: unknown, handle: unknown) => {
+      if (handle !== undefined && handle !== null) {
+        (handle as { close?: () => void }).close?.();
+        refuse('passed a descriptor');
+        return;
+      }
+      if (refused || this.child !== child) return;
+      const m = parseToMaster(raw);
+      if (typeof m === 'string') {
+        refuse(`sent an invalid message (${m})`);
+        return;
+      }
+      heardAt = Date.now();
       if (m.type === 'ready') {
-        this.state = 'ready';
-        this.log.info(`${this.label} ready, pid ${child.pid ?? '?'}`);
-      } else if (m.type === 'more-ids' && child.connected) {
-        child.send({ type: 'ids', ids: this.ids.take() } satisfies IdsMessage);
+        if (ready) return refuse('sent "ready" twice');
+        const problem = this.checkIds(m, pid);
+        if (problem !== null) return refuse(problem);
+        ready = true;
+        if (this.state === 'starting') this.state = 'ready';
+        this.log.info(`${this.label} ready, pid ${pid}`);
+      } else if (m.type === 'more-ids') {
+        if (++moreIds > MAX_MORE_IDS) return refuse(`asked for connection numbers ${moreIds} times in ${WATCH_MS} ms`);
+        if (child.connected) child.send({ type: 'ids', ids: this.ids.take() } satisfies IdsMessage);
       }
     });
+    // The heartbeat watch. A tick that comes late means the master itself was
+    // not running (stopped, or a long reload): what its workers sent meanwhile
+    // is still unread, so they get a fresh period rather than a kill.
+    let tickAt = Date.now();
+    const watch = setInterval(() => {
+      const now = Date.now();
+      const late = now - tickAt > 2 * WATCH_MS;
+      tickAt = now;
+      moreIds = 0;
+      if (late) heardAt = now;
+      if (!ready && now - this.startedAt > START_KILL_MS) refuse(`not ready ${START_KILL_MS / 1000} s after its start`);
+      else if (ready && now - heardAt > SILENT_KILL_MS) refuse(`did not answer for ${SILENT_KILL_MS / 1000} s`);
+    }, WATCH_MS);
+    watch.unref();
+    child.once('exit', () => clearInterval(watch));
     child.on('exit', (code, signal) => this.exited(child, code, signal));
     const listeners: ListenerFd[] = this.listeners.map((l, i) => ({ fd: FIRST_LISTENER_FD + i, key: l.key, slot: l.slot }));
     child.send({
@@ -174,6 +245,28 @@ class Worker {
       ids: this.ids.take(),
       expect: this.drop ? this.id : null,
     } satisfies InitMessage);
+  }
+
+  /**
+   * Why a worker that says it is ready must not serve, or null: the ids it
+   * reports and those the kernel shows (all four of /proc/PID/status, and no
+   * supplementary group when it dropped) must be this worker's.
+   */
+  private checkIds(m: ReadyMessage, pid: number): string | null {
+    const want = `uid ${this.id.uid} gid ${this.id.gid}`;
+    if (m.uid !== this.id.uid || m.gid !== this.id.gid) return `reported uid ${m.uid} gid ${m.gid}, expected ${want}`;
+    let status: string;
+    try {
+      status = fs.readFileSync(`/proc/${pid}/status`, 'latin1');
+    } catch (err) {
+      return `its ids cannot be read: ${(err as Error).message}`;
+    }
+    const field = (name: string): string => new RegExp(`^${name}:[ \\t]*(.*)$`, 'm').exec(status)?.[1]?.trim() ?? '?';
+    const [uids, gids, groups] = [field('Uid'), field('Gid'), field('Groups')];
+    const all = (ids: string, id: number): boolean => ids.split(/\s+/).every((x) => x === String(id));
+    if (!all(uids, this.id.uid) || !all(gids, this.id.gid)) return `runs as uid ${uids.split(/\s+/).join('/')} gid ${gids.split(/\s+/).join('/')}, expected ${want}`;
+    if (this.drop && groups !== '') return `has supplementary groups ${groups}, expected none`;
+    return null;
   }
 
   private exited(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -228,6 +321,9 @@ class Worker {
     this.child?.kill('SIGKILL');
   }
 }
+
+/** The warning that the channel cannot be guarded is given once per master. */
+let unguardedWarned = false;
 
 function signatureOf(keys: readonly string[]): string {
   return [...keys].sort().join(' ');

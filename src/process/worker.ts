@@ -20,8 +20,8 @@ import { listenKey, maxconnOf, type Service } from '../table/service';
 import { fastService } from '../forward/fast';
 import { checkAccess } from '../table/access';
 import { GRACE_MS } from './grace';
-import { currentIds, dropPrivileges } from './privilege';
-import type { IdBlock, InitMessage, ToMaster, ToWorker } from './protocol';
+import { currentIds, dropPrivileges, nonDumpable } from './privilege';
+import { HEARTBEAT_MS, type IdBlock, type InitMessage, type ToMaster, type ToWorker } from './protocol';
 
 /**
  * Connection numbers from the master's blocks, for the session code one at
@@ -116,7 +116,8 @@ interface Accepting {
   summary: NodeJS.Timeout | null;
 }
 
-function start(): void {
+/** Runs the worker in this process (exported for tests: a stand-in worker module runs the real one from there). */
+export function runWorker(): void {
   let init: InitMessage | null = null;
   let log: Logger | null = null;
   let engine: Engine | null = null;
@@ -127,8 +128,10 @@ function start(): void {
   let fastLive = 0;
 
   const send = (m: ToMaster): void => {
-    process.send?.(m);
+    if (process.connected) process.send?.(m);
   };
+  // The master kills a worker it stops hearing from (supervisor.ts SILENT_KILL_MS).
+  setInterval(() => send({ type: 'alive' }), HEARTBEAT_MS).unref();
 
   const live = new Set<AbortController>();
   let draining = false;
@@ -446,6 +449,13 @@ function start(): void {
           log.error(`worker cannot drop privileges to uid ${msg.expect?.uid} gid ${msg.expect?.gid}: ${problem}: refusing to serve`);
           process.exit(1);
         }
+        // Not even a process of the same uid (a handler) may ptrace this one
+        // or read its memory, environment or descriptors through /proc.
+        const undumpable = nonDumpable();
+        if (undumpable !== null) {
+          log.error(`worker cannot make itself non-dumpable: ${undumpable}: refusing to serve`);
+          process.exit(1);
+        }
         // The limits region is mapped (its fd closed) before anything can be accepted.
         native().limitsAttach(msg.limits.fd, msg.limits.worker);
         // The listeners (and the IPC channel) must not reach handlers or ACPs.
@@ -481,6 +491,10 @@ function start(): void {
   // manager stopping the unit) drains like the master's own message does.
   process.on('SIGTERM', () => drain(GRACE_MS));
   process.on('SIGINT', () => drain(GRACE_MS));
+  // A SIGHUP to the whole group (a closed terminal, `kill -HUP -PGID`) is the
+  // master's reload: it sends the new table itself. Without a handler it
+  // would end the worker and every session it serves.
+  process.on('SIGHUP', () => undefined);
 }
 
-if (require.main === module) start();
+if (require.main === module) runWorker();

@@ -83,7 +83,7 @@ export function errorText(err: unknown): string {
 }
 
 /** Which check of a privilege drop failed (see PrivilegeCheckError). */
-export type PrivilegeCheck = 'uids' | 'gids' | 'groups' | 'regain-uid' | 'regain-gid';
+export type PrivilegeCheck = 'uids' | 'gids' | 'groups' | 'regain-uid' | 'regain-gid' | 'dumpable';
 
 /**
  * Every call of a privilege drop succeeded, but the check after it did not:
@@ -113,5 +113,7 @@ function privilegeCheckText(check: PrivilegeCheck, o: readonly number[]): string
       return 'root can be regained: setresuid(0, 0, 0) succeeded';
     case 'regain-gid':
       return 'group root can be regained: setresgid(0, 0, 0) succeeded';
+    case 'dumpable':
+      return `after prctl(PR_SET_DUMPABLE, 0) the process is still dumpable (${o[0] ?? '?'})`;
   }
 }

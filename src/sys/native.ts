@@ -132,6 +132,8 @@ export interface Addon {
    * terminal, no-new-privs, rlimits). Returns only by throwing.
    */
   execve(file: string, argv: readonly string[], env: readonly string[], sandbox: ChildSandbox): never;
+  /** prctl(PR_SET_DUMPABLE, 0), read back; a PrivilegeCheckError ('dumpable') if it did not take. */
+  nonDumpable(): void;
   openLog(ident: string, facility: number): void;
   /** Never blocks: a line syslog does not take at once is dropped and counted (and reported with the next one that goes out). */
   syslog(priority: number, line: string): void;

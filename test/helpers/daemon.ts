@@ -338,6 +338,8 @@ export const INHERITED_FD = 20;
 export interface DaemonOptions {
   /** tcpproxy's arguments; -D is added when missing. */
   readonly args: readonly string[];
+  /** The built command to run (default CLI; a copy from packageWithWorker). */
+  readonly cli?: string;
   /** Exactly the environment tcpproxy starts with: nothing is merged in. Default: this process's. */
   readonly env?: NodeJS.ProcessEnv;
   /** Default: the repository root. */
@@ -400,8 +402,8 @@ export function terminalWrapper(how: 'exec' | 'fork'): string[] {
 }
 
 /** The argv that starts tcpproxy with `args`: directly, or under `unshare -m` with `syslog` mounted over /dev/log. */
-export function tcpproxyArgv(args: readonly string[], syslog: DaemonOptions['syslog']): string[] {
-  if (syslog === undefined) return [process.execPath, CLI, ...args];
+export function tcpproxyArgv(args: readonly string[], syslog: DaemonOptions['syslog'], cli = CLI): string[] {
+  if (syslog === undefined) return [process.execPath, cli, ...args];
   if (syslog.mode !== 'bind-mount') throw new Error('startDaemon: only a bind-mount sink needs a mount namespace');
   if (!fs.existsSync(DEV_LOG)) throw new Error(`startDaemon: ${DEV_LOG} must exist to be mounted over`);
   return [
@@ -415,9 +417,29 @@ export function tcpproxyArgv(args: readonly string[], syslog: DaemonOptions['sys
     `${which('mount')} --bind "$0" ${DEV_LOG} && exec "$@"`,
     syslog.socketPath,
     process.execPath,
-    CLI,
+    cli,
     ...args,
   ];
+}
+
+/**
+ * A copy of the built package in `dir` (package.json, dist/src, the addon)
+ * whose worker module is `worker` (a CommonJS file; the real one is next to
+ * it as real-worker.js, with runWorker exported): the master of that copy
+ * forks it as it forks its workers. For tests of what the master does with
+ * a worker that misbehaves; tcpproxy itself has no switch for this. Returns
+ * the copy's CLI.
+ */
+export function packageWithWorker(dir: string, worker: string): string {
+  assertBuilt();
+  fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(dir, 'package.json'));
+  fs.cpSync(path.join(ROOT, 'dist', 'src'), path.join(dir, 'dist', 'src'), { recursive: true });
+  fs.mkdirSync(path.join(dir, 'build', 'Release'), { recursive: true });
+  fs.copyFileSync(path.join(ROOT, 'build', 'Release', 'tcpproxy.node'), path.join(dir, 'build', 'Release', 'tcpproxy.node'));
+  const proc = path.join(dir, 'dist', 'src', 'process');
+  fs.renameSync(path.join(proc, 'worker.js'), path.join(proc, 'real-worker.js'));
+  fs.copyFileSync(worker, path.join(proc, 'worker.js'));
+  return path.join(dir, path.relative(ROOT, CLI));
 }
 
 /**
@@ -429,7 +451,7 @@ export function tcpproxyArgv(args: readonly string[], syslog: DaemonOptions['sys
 export async function startDaemon(opts: DaemonOptions): Promise<Daemon> {
   assertBuilt();
   const args = opts.args.includes('-D') ? [...opts.args] : ['-D', ...opts.args];
-  const argv = [...(opts.wrapper ?? []), ...tcpproxyArgv(args, opts.syslog)];
+  const argv = [...(opts.wrapper ?? []), ...tcpproxyArgv(args, opts.syslog, opts.cli)];
   const stdio: Stdio[] = ['ignore', 'pipe', 'pipe'];
   let inherited: number | null = null;
   if (opts.inheritFile !== undefined) {

@@ -76,6 +76,7 @@ describe('man/tcpproxy.1: content', () => {
       'LOGGING',
       'TRANSCRIPTS',
       'PIDFILE',
+      'SECURITY',
       'ENVIRONMENT',
       'FILES',
       'EXIT STATUS',
