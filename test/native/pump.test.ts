@@ -155,24 +155,26 @@ describe.each([
   });
 
   test('a stalled session does not spin: upstream not reading, all buffers full', async () => {
+    // Far more than every buffer on the way holds (socket buffers autotune to several MiB each, plus 1 MiB pipes).
+    const STALL_TOTAL = 256 * MiB;
     const s = await rig.open({ copy });
     const chunk = crypto.randomBytes(MiB);
     let sent = 0;
     const writer = (async () => {
-      for (; sent < 32 * MiB; sent += MiB) {
+      for (; sent < STALL_TOTAL; sent += MiB) {
         if (!s.client.write(chunk)) await new Promise((resolve) => s.client.once('drain', resolve));
       }
       s.client.end();
     })();
     // The upstream socket has no reader: Node stops reading it at its high-water mark.
     expect(await wakeupsWhileStalled()).toBeLessThanOrEqual(2);
-    expect(sent).toBeLessThan(32 * MiB); // really stalled, not finished
+    expect(sent).toBeLessThan(STALL_TOTAL); // really stalled, not finished
     if (!copy) expect(pumpStats().pipesBusy).toBe(1); // the up pipe holds data
     const atUpstream = sink(s.upstream);
     await writer;
     s.upstream.end();
-    expect((await atUpstream).bytes).toBe(32 * MiB);
-    expect(await s.result).toMatchObject({ end: 'eof', bytesUp: 32 * MiB, bytesDown: 0 });
+    expect((await atUpstream).bytes).toBe(STALL_TOTAL);
+    expect(await s.result).toMatchObject({ end: 'eof', bytesUp: STALL_TOTAL, bytesDown: 0 });
   });
 
   test('a half-closed session waiting for its upstream does not spin', async () => {

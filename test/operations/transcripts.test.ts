@@ -179,4 +179,26 @@ describeAsRoot('transcripts (root)', () => {
     expect(fs.readdirSync(safe)).toEqual(['precious']);
     expect(await p.stop()).toMatchObject({ code: 0, signal: null });
   });
+
+  test('1,000 names pre-created by another user (BASE.1.log to BASE.1000.log) cannot stop the recording', async () => {
+    const up = await echoServer();
+    const dir = openDir('precreated');
+    const base = path.join(dir, 'web');
+    for (let n = 1; n <= 1000; n++) {
+      const f = `${base}.${n}.log`;
+      fs.writeFileSync(f, 'planted\n');
+      fs.chownSync(f, 65534, 65534);
+    }
+    const p = await startProxy(['-w', base, '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`]);
+    const from = Date.now();
+    const c = await Client.connect('127.0.0.1', p.addresses[0]?.port ?? 0);
+    c.socket.end('recorded anyway\n');
+    await c.waitClosed(10000);
+    const file = await transcriptOf(p, 1);
+    expect(file).toMatch(new RegExp(`^${re(`${base}.1.`)}[0-9a-f]{16}\\.log$`));
+    const t = directions(parseTranscript(fs.readFileSync(file)), from, Date.now());
+    expect(t.up).toEqual(digestOf(Buffer.from('recorded anyway\n')));
+    expect(fs.readFileSync(`${base}.1.log`, 'utf8')).toBe('planted\n');
+    expect(await p.stop()).toMatchObject({ code: 0, signal: null });
+  });
 });
