@@ -79,7 +79,8 @@ async function main() {
   const upPort = upstream.address().port;
 
   const execPort = await freePort('127.0.0.1');
-  const fwdPort = await freePort('127.0.0.1');
+  let fwdPort = await freePort('127.0.0.1');
+  while (fwdPort === execPort) fwdPort = await freePort('127.0.0.1');
   const conf = path.join(dir, 'lookups.conf');
   fs.writeFileSync(
     conf,
