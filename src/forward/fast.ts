@@ -9,7 +9,7 @@
 import { isIP } from 'node:net';
 import type { AccessRule, FastService } from '../sys/native';
 import { formatPrefix } from '../table/access';
-import { formatHostPort } from '../table/address';
+import { formatHostPort, type ServerAddress } from '../table/address';
 import { describeTarget, listenKey, type Access, type Service } from '../table/service';
 import type { EngineName } from './types';
 
@@ -35,7 +35,8 @@ export function fastService(
   slot: number,
 ): FastService | null {
   if (engine !== 'splice' || s.target.kind !== 'server' || s.acp !== null || s.writefile !== null) return null;
-  const { host, port } = s.target.server;
+  if (s.target.servers.length !== 1) return null;
+  const [{ host, port }] = s.target.servers as [ServerAddress];
   if (isIP(host) === 0) return null;
   const upstreamPort = port ?? s.port;
   if (upstreamPort < 1) return null;

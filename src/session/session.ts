@@ -158,7 +158,9 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     return { result: null, ok: handlerRan };
   }
 
-  const { host, port } = service.target.server;
+  const [first] = service.target.servers;
+  if (first === undefined) throw new Error('a forwarding service without a server');
+  const { host, port } = first;
   const upstreamPort = port ?? e.localPort;
   let server: net.Socket;
   try {

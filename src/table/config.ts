@@ -12,7 +12,7 @@ import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
 import { directive, DIRECTIVES, parseWorkers, type CliSetting, type Settings } from './directives';
-import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Access, type Prefix, type Service, type Target } from './service';
+import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Access, type Prefix, type Service, type Target } from './service';
 
 export interface Config {
   readonly file: string;
@@ -416,6 +416,7 @@ class Parser {
             keepalive: pick('keepalive') ?? DEFAULT_BOUNDS.keepalive,
             writefileMax: pick('writefileMax') ?? DEFAULT_BOUNDS.writefileMax,
           },
+          proxy: DEFAULT_PROXYING,
           origin: { file, line: e.line },
           targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
           ...(acpScope === null

@@ -8,7 +8,7 @@ import { DEFAULT_CONFIG, type CliOptions } from './cli';
 import { parseConfig, readConfigFile, type Config } from './config';
 import { cliDefaults } from './directives';
 import { PROGRAM_PATH, resolvePrograms } from './programs';
-import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from './service';
+import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from './service';
 import { etcServices } from './services-db';
 
 /** The one service of `[-b [iface:]port] server`; without -b (inetd mode) port 0 until the socket tells. */
@@ -27,6 +27,7 @@ function commandLineService(o: CliOptions): Service {
     access: NO_ACCESS_RULES,
     sandbox: DEFAULT_SANDBOX,
     bounds: DEFAULT_BOUNDS,
+    proxy: DEFAULT_PROXYING,
     origin: { file: 'command line', line: 0 },
   };
 }

@@ -7,7 +7,8 @@ import { formatHostPort, normalizeIp, parseServer, plainAddress, type Parsed, ty
 import { quote } from '../sys/text';
 
 export type Target =
-  | { readonly kind: 'server'; readonly server: ServerAddress }
+  /** One or more upstreams (`server A B C`), in the order written; `balance` picks the order tried. */
+  | { readonly kind: 'server'; readonly servers: readonly ServerAddress[] }
   /** A request handler: the command line split on blanks, argv[0] as written. */
   | { readonly kind: 'exec'; readonly argv: readonly string[] };
 
@@ -84,6 +85,25 @@ export function maxconnOf(s: Service): number | null {
   return s.target.kind === 'exec' || s.acp !== null ? DEFAULT_PROCESS_MAXCONN : null;
 }
 
+/** The order a connection tries the servers of a group in (`balance`). */
+export type Balance = 'first' | 'roundrobin' | 'source';
+
+/** The PROXY protocol and the upstream side of a service (`send-proxy`, `accept-proxy`, `balance`, `source`). */
+export interface Proxying {
+  /** The PROXY header version written to the upstream before any client byte; null: none. */
+  readonly sendProxy: 1 | 2 | null;
+  /**
+   * Connections begin with a PROXY v1 or v2 header, sent only by these
+   * sources (empty: by any); null: no header is read.
+   */
+  readonly acceptProxy: readonly Prefix[] | null;
+  readonly balance: Balance;
+  /** The local address upstream connections are bound to (normalised IP literal); null: the kernel's choice. */
+  readonly source: string | null;
+}
+
+export const DEFAULT_PROXYING: Proxying = { sendProxy: null, acceptProxy: null, balance: 'first', source: null };
+
 export const NO_ACCESS_RULES: Access = { allow: [], deny: [], maxconn: null, perSource: null, rate: null };
 
 export interface Service {
@@ -105,6 +125,7 @@ export interface Service {
   readonly access: Access;
   readonly sandbox: Sandbox;
   readonly bounds: Bounds;
+  readonly proxy: Proxying;
   readonly origin: Origin;
   /** Where the `server`/`exec` and the `acp` in force were written, when not at `origin`. */
   readonly targetOrigin?: Origin;
@@ -153,9 +174,13 @@ export function listenKey(a: { readonly iface: string | null; readonly port: num
 /** A short description for log lines: `server host:port` or `exec /path`. */
 export function describeTarget(t: Target): string {
   if (t.kind === 'exec') return `exec ${t.argv.join(' ')}`;
-  const { host, port } = t.server;
-  const h = host.includes(':') ? `[${host}]` : host;
-  return port === null ? `server ${h}` : `server ${h}:${port}`;
+  return `server ${t.servers.map(formatServer).join(' ')}`;
+}
+
+/** `host`, `host:port`, `[::1]:port`: a server as written in a config. */
+export function formatServer(s: ServerAddress): string {
+  const h = s.host.includes(':') ? `[${s.host}]` : s.host;
+  return s.port === null ? h : `${h}:${s.port}`;
 }
 
 /** Splits a handler or ACP command line on runs of blanks: no shell, no quoting. */
@@ -174,5 +199,5 @@ export function parseTarget(text: string, resolve: PortResolver): Parsed<Target>
   }
   if (/[ \t]/.test(trimmed)) return { ok: false, error: `invalid server ${quote(trimmed)}: expected host[:port]` };
   const server = parseServer(trimmed, resolve);
-  return server.ok ? { ok: true, value: { kind: 'server', server: server.value } } : server;
+  return server.ok ? { ok: true, value: { kind: 'server', servers: [server.value] } } : server;
 }

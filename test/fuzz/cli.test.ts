@@ -69,9 +69,11 @@ function checkShape(r: CliResult): void {
     if (text !== null) expect(text).not.toBe('');
   }
   if (o.server?.kind === 'server') {
-    const p = o.server.server.port;
-    expect(p === null || (Number.isInteger(p) && p >= 1 && p <= 65535)).toBe(true);
-    expect(o.server.server.host).not.toBe('');
+    expect(o.server.servers.length).toBeGreaterThan(0);
+    for (const { host, port: p } of o.server.servers) {
+      expect(p === null || (Number.isInteger(p) && p >= 1 && p <= 65535)).toBe(true);
+      expect(host).not.toBe('');
+    }
   }
   if (o.server?.kind === 'exec') expect(o.server.argv.length).toBeGreaterThan(0);
 }

@@ -166,7 +166,7 @@ describe('runSession never rejects: a failure inside ends that connection only',
     ...SERVICE_DEFAULTS,
     port: 2000,
     iface: null,
-    target: { kind: 'server', server: { host: '127.0.0.1', port: 1 } },
+    target: { kind: 'server', servers: [{ host: '127.0.0.1', port: 1 }] },
     origin: { file: 'test.conf', line: 1 },
   };
 

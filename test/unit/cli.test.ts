@@ -43,7 +43,7 @@ function err(...argv: string[]): string {
   return r.error;
 }
 
-const host = (h: string, port: number | null = null) => ({ kind: 'server', server: { host: h, port } });
+const host = (h: string, port: number | null = null) => ({ kind: 'server', servers: [{ host: h, port }] });
 
 describe('parseArgs: defaults', () => {
   it('no arguments: every option unset', () => {

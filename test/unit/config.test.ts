@@ -53,7 +53,7 @@ function onlyService(text: string, cli?: CommandLineDefaults): Service {
   return services[0] as Service;
 }
 
-const server = (host: string, port: number | null = null): Target => ({ kind: 'server', server: { host, port } });
+const server = (host: string, port: number | null = null): Target => ({ kind: 'server', servers: [{ host, port }] });
 const exec = (...argv: string[]): Target => ({ kind: 'exec', argv });
 
 /**

@@ -22,7 +22,7 @@ function svc(port: number, iface: string | null, upstream = '127.0.0.1'): Servic
   return {
     port,
     iface,
-    target: { kind: 'server', server: { host: upstream, port: null } },
+    target: { kind: 'server', servers: [{ host: upstream, port: null }] },
     ...SERVICE_DEFAULTS,
     origin: { file: 'test.conf', line: nextLine++ },
   };
@@ -176,7 +176,7 @@ describe('parseTarget', () => {
     ['[::1]:8080', { host: '::1', port: 8080 }],
     ['::1', { host: '::1', port: null }],
   ])('takes %j as host[:port]', (text, server) => {
-    expect(parseTarget(text, resolve)).toEqual({ ok: true, value: { kind: 'server', server } });
+    expect(parseTarget(text, resolve)).toEqual({ ok: true, value: { kind: 'server', servers: [server] } });
   });
 
   it.each([
@@ -193,7 +193,7 @@ describe('parseTarget', () => {
 });
 
 describe('describeTarget', () => {
-  const server = (host: string, port: number | null): Target => ({ kind: 'server', server: { host, port } });
+  const server = (host: string, port: number | null): Target => ({ kind: 'server', servers: [{ host, port }] });
 
   it.each([
     [server('127.0.0.1', 25), 'server 127.0.0.1:25'],
