@@ -14,6 +14,7 @@
         "native/limits.cc",
         "native/listen.cc",
         "native/process.cc",
+        "native/proxy.cc",
         "native/pump.cc",
         "native/sandbox.cc",
         "native/serve.cc",

@@ -28,6 +28,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   InitListen(env, exports);
   InitServe(env, exports);
   InitSpawn(env, exports);
+  InitProxy(env, exports);
   InitLimits(env, exports);
   InitAccess(env, exports);
   return exports;

@@ -12,7 +12,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 7;
+constexpr int kAbiVersion = 8;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
@@ -21,6 +21,7 @@ struct Addon {
   Napi::FunctionReference check_error;  // its PrivilegeCheckError
   PumpState* pump = nullptr;            // owned by pump.cc's env cleanup hook
   void* serve = nullptr;                // serve.cc's ServeState, owned by its cleanup hook
+  void* proxy = nullptr;                // proxy.cc's pending proxyRead calls, owned by its cleanup hook
   static Addon& From(Napi::Env env) { return *env.GetInstanceData<Addon>(); }
 };
 
@@ -98,5 +99,6 @@ void InitProcess(Napi::Env env, Napi::Object exports);
 void InitListen(Napi::Env env, Napi::Object exports);
 void InitServe(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
+void InitProxy(Napi::Env env, Napi::Object exports);
 
 }  // namespace tcpproxy

@@ -20,9 +20,9 @@ constexpr size_t kProxyV1Max = 107;
 constexpr uint64_t kProxyHeaderTimeoutMs = 5000;
 
 struct ProxyHeader {
-  int version = 0;     // 1 or 2
-  size_t length = 0;   // bytes of the header, TLVs included
-  bool local = false;  // v1 UNKNOWN, v2 LOCAL, or a family without addresses: keep the real peer
+  int version = 0;                 // 1 or 2
+  size_t length = 0;               // bytes of the header, TLVs included
+  bool local = false;              // v1 UNKNOWN, v2 LOCAL, or a family without addresses: keep the real peer
   sockaddr_storage source{};       // when !local: AF_INET or AF_INET6, with its port
   sockaddr_storage destination{};  // the same family
 };

@@ -209,7 +209,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 7;
+const ABI_VERSION = 8;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {
