@@ -103,6 +103,36 @@ export interface AccessRule {
   readonly text: string;
 }
 
+/**
+ * What native/proxy.cc makes of the start of a stream (proxyParse): `more`
+ * while the bytes are a valid beginning of a PROXY header (v1 or v2) that
+ * is not complete, `invalid` with the reason in words for a log line, or
+ * `ok`. Addresses are IP text, an IPv4-mapped IPv6 one shown as IPv4.
+ */
+export type ProxyParsed = { readonly status: 'more' } | ProxyInvalid | ProxyHeaderOk;
+
+export interface ProxyInvalid {
+  readonly status: 'invalid';
+  /** `no PROXY header`, `malformed PROXY v1 header: bad source port`, `PROXY v2 header: unknown version 3`, ... */
+  readonly reason: string;
+}
+
+export interface ProxyHeaderOk {
+  readonly status: 'ok';
+  readonly version: 1 | 2;
+  /** Bytes of the header, v2 TLVs included: the client's own bytes start after them. */
+  readonly length: number;
+  /** v1 UNKNOWN, v2 LOCAL, or a v2 header without an IP stream address (UNSPEC, UNIX, DGRAM): keep the real peer. */
+  readonly local: boolean;
+  /** The client, as the balancer saw it; null when `local`. */
+  readonly source: SockAddress | null;
+  /** The address the client connected to; null when `local`. */
+  readonly destination: SockAddress | null;
+}
+
+/** The end of a proxyRead: the header, why there is none, or no complete header within the time. */
+export type ProxyReadResult = ProxyInvalid | ProxyHeaderOk | { readonly status: 'timeout' };
+
 /** Why a client was refused, as native/limits.h counts it. */
 export const REFUSAL = { deny: 0, noAllow: 1, perSource: 2 } as const;
 export type Refusal = (typeof REFUSAL)[keyof typeof REFUSAL];
@@ -205,6 +235,24 @@ export interface Addon {
   limitStats(slot: number): { live: number; refused: [number, number, number] };
   /** The native access-list matcher: null (admitted) or the refusing rule's text. */
   accessCheck(rules: readonly AccessRule[], client: string): string | null;
+  /** Parses the start of a stream for a PROXY header (never more than the header is looked at). */
+  proxyParse(buf: Uint8Array): ProxyParsed;
+  /**
+   * The header tcpproxy sends upstream (send-proxy): v1 `PROXY TCP4|TCP6 ...\r\n` or v2 binary
+   * with the PROXY command. IPv4-mapped addresses count as IPv4; when the families still differ
+   * the IPv4 one is written IPv4-mapped in a TCP6 header. Throws a TypeError for a version other
+   * than 1 or 2, an address that is not an IP literal or a port outside 0-65535.
+   */
+  proxyBuild(version: 1 | 2, source: SockAddress, destination: SockAddress): Buffer;
+  /**
+   * Reads a PROXY header from a socket on the loop, never a byte past it: sets O_NONBLOCK on `fd`
+   * (left so), polls it, and calls `done` once, never from inside this call, with the header, the
+   * reason there is none (the parser's, `closed before the end of the PROXY header`, `recv
+   * ECONNRESET`...) or `timeout` after `timeoutMs`. The fd stays the caller's and open; after
+   * `ok` the next byte read from it is the first after the header. Throws a SysError when the fd
+   * cannot be polled (fcntl, uv_poll_init).
+   */
+  proxyRead(fd: number, timeoutMs: number, done: (r: ProxyReadResult) => void): void;
   /** Live sessions, pipes in use and idle in the pool, the big (1 MiB) pipes of streams, poll wake-ups: for tests and diagnostics. */
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
