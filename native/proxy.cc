@@ -509,11 +509,17 @@ void Finish(PendingRead* r, bool timeout) {
 void OnReadable(uv_poll_t* h, int status, int) {
   auto* r = static_cast<PendingRead*>(h->data);
   if (r->finished) return;
-  // On a poll error recv says what happened to the socket, if anything.
   r->result = r->reader.Step(r->fd, &r->header, &r->why);
+  // A poll error (EPOLLERR, which libuv reports as UV_EBADF and stops the
+  // handle for): the bytes that came before it were taken by that Step; a
+  // second one gets the socket's error from recv (a reset: ECONNRESET).
+  if (r->result == ProxyParse::kNeedMore && status < 0) r->result = r->reader.Step(r->fd, &r->header, &r->why);
   if (r->result == ProxyParse::kNeedMore && status < 0) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(r->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err == 0) err = -status;
     r->result = ProxyParse::kInvalid;
-    r->why = "uv_poll " + ErrName(-status);
+    r->why = "uv_poll " + ErrName(err);
   }
   if (r->result != ProxyParse::kNeedMore) Finish(r, false);
 }
