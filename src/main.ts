@@ -6,9 +6,10 @@
 import { availableParallelism } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import { detach, takeReadyFd } from './modes/daemon';
+import { detach, report, takeReadyFd } from './modes/daemon';
 import { inetdSafeIo, serveInetd, stdinIsConnection } from './modes/inetd';
 import { listing } from './modes/list';
+import { sourceProblems } from './modes/listener';
 import { standalone } from './modes/standalone';
 import { mixedIds, runningAsRoot } from './process/privilege';
 import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from './sys/exit-codes';
@@ -95,6 +96,14 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
   }
   if (o.standalone || (config !== null && config.standalone !== false)) {
     const readyFd = takeReadyFd();
+    // A `source` address this machine does not have fails the start, before
+    // detaching or binding anything, in the form of a config error (exit 1).
+    const unbindable = sourceProblems(services);
+    if (unbindable.length > 0) {
+      if (readyFd !== null) report(readyFd, { ok: false, code: EXIT_FAILURE, message: unbindable.join('\n') });
+      else for (const e of unbindable) io.stderr(`${e}\n`);
+      return EXIT_FAILURE;
+    }
     // Sockets passed by a service manager are ours only in this process (LISTEN_PID): no detaching.
     const activated = Number(process.env['LISTEN_PID']) === process.pid;
     if (!o.foreground && !activated && readyFd === null) return detach(argv, io.stderr);
@@ -111,7 +120,9 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
           ? null
           : () => {
               const r = load(o);
-              return r.ok ? { ok: true, services: r.services } : { ok: false, errors: r.errors };
+              if (!r.ok) return { ok: false, errors: r.errors };
+              const unbindable = sourceProblems(r.services);
+              return unbindable.length === 0 ? { ok: true, services: r.services } : { ok: false, errors: unbindable };
             },
     });
   }

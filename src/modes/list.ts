@@ -1,10 +1,10 @@
 /**
  * `-z`: the ports, one a line. `-zz`: the service table, one service a line,
- * with its access lists and limits, its bounds and sandbox, and the workers
- * of its identity.
+ * with its access lists and limits, its bounds and sandbox, its PROXY
+ * protocol and upstream settings, and the workers of its identity.
  */
 import { formatPrefix } from '../table/access';
-import { describeTarget, type Prefix, type Sandbox, type Service } from '../table/service';
+import { describeTarget, type Prefix, type Proxying, type Sandbox, type Service } from '../table/service';
 
 /** An access list as -zz shows it: canonical prefixes joined by commas, `-` when empty. */
 function prefixList(list: readonly Prefix[]): string {
@@ -22,6 +22,12 @@ function rlimitList(s: Sandbox): string {
     ] as const
   ).flatMap(([k, v]) => (v === null ? [] : [`${k}:${v}`]));
   return set.length === 0 ? '-' : set.join(',');
+}
+
+/** The PROXY protocol and upstream fields: `send-proxy=v1|v2|none accept-proxy=none|any|P1,P2 balance=B source=ADDR|none`. */
+function proxyFields(p: Proxying): string[] {
+  const accept = p.acceptProxy === null ? 'none' : p.acceptProxy.length === 0 ? 'any' : prefixList(p.acceptProxy);
+  return [`send-proxy=${p.sendProxy === null ? 'none' : `v${p.sendProxy}`}`, `accept-proxy=${accept}`, `balance=${p.balance}`, `source=${p.source ?? 'none'}`];
 }
 
 export function listing(services: readonly Service[], level: 1 | 2, workers = 1): string {
@@ -48,6 +54,7 @@ export function listing(services: readonly Service[], level: 1 | 2, workers = 1)
         `writefile-max=${s.bounds.writefileMax}`,
         `no-new-privs=${s.sandbox.noNewPrivs ? 'yes' : 'no'}`,
         `rlimits=${rlimitList(s.sandbox)}`,
+        ...proxyFields(s.proxy),
         `workers=${workers}`,
       ].join('\t') + '\n',
     )

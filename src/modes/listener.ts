@@ -6,8 +6,8 @@
  * fds: it never polls or accepts on them; its workers do. Holding them keeps
  * the backlog alive while a worker restarts.
  */
-import { listenKey } from '../table/service';
-import { StartError, SysError } from '../sys/errors';
+import { listenKey, type Service } from '../table/service';
+import { formatConfigError, StartError, SysError } from '../sys/errors';
 import { native } from '../sys/native';
 import { listeningSockets, socketInode } from '../sys/procnet';
 
@@ -85,6 +85,33 @@ function foreignHolder(addrs: readonly ListenAddress[], ours: ReadonlySet<number
 export function closeListeners(listeners: Iterable<Listener>): void {
   const addon = native();
   for (const l of listeners) addon.close(l.fd);
+}
+
+/**
+ * The `source` addresses of the forwarding services that cannot be bound
+ * (a socket bound to ADDR port 0, closed at once): one line for each
+ * distinct address that fails, `tcpproxy:FILE:LINE: cannot bind source
+ * address ADDR: CODE (text)` at the first line that gives it, in table
+ * order; empty when all can. Exec services ignore `source` and are not
+ * checked. For the start of standalone mode and each reload.
+ */
+export function sourceProblems(services: readonly Service[]): string[] {
+  const addon = native();
+  const tried = new Set<string>();
+  const out: string[] = [];
+  for (const s of services) {
+    const addr = s.proxy.source;
+    if (addr === null || s.target.kind !== 'server' || tried.has(addr)) continue;
+    tried.add(addr);
+    try {
+      addon.close(addon.listenTcp(addr, 0, 1));
+    } catch (err) {
+      if (!(err instanceof SysError)) throw err;
+      const message = `cannot bind source address ${addr}: ${err.code} (${describeCode(err.code)})`;
+      out.push(s.sourceOrigin === undefined ? `tcpproxy: ${message}` : formatConfigError({ ...s.sourceOrigin, message }));
+    }
+  }
+  return out;
 }
 
 /**

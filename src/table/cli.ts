@@ -9,7 +9,7 @@
  *   second takes the pidfile name (`-p -p NAME`, `-pp NAME`, `-ppNAME`), a
  *   third is an error.
  * - `-z` once lists the ports, twice (or more) the service table.
- * - `-b` implies `-s`, needs the server argument and may be given once; it
+ * - `-b` implies `-s`, needs a server argument and may be given once; it
  *   accepts the literal port `0` (a port the kernel chooses).
  * - Any other option given twice: the last value wins.
  * - `--help` / `--version` end parsing where they stand: errors before them
@@ -17,11 +17,14 @@
  *   `-b` has a server argument.
  * - An option argument may not be empty (`-a ''`): that is almost always an
  *   unset shell variable.
+ * - The words after the options are the server arguments: a program and its
+ *   arguments, or one or more `host[:port]` forming one group of servers. A
+ *   later word starting with `-` is an error (options stop at the first).
  */
 import { escapeText, quote } from '../sys/text';
 import { parseBind, splitHostPort, type BindAddress, type Parsed, type PortResolver } from './address';
 import { checkTimeout, MAX_TIMEOUT_SEC, parsePrefix } from './directives';
-import { parseTarget, type Target } from './service';
+import { parseTargetWords, type Target } from './service';
 
 export const DEFAULT_PIDFILE = '/var/run/tcpproxy.pid';
 export const DEFAULT_CONFIG = '/etc/tcpproxy.conf';
@@ -54,7 +57,7 @@ export interface CliOptions {
   readonly list: 0 | 1 | 2;
   /** `-D`: stay in the foreground and log to stderr too. */
   readonly foreground: boolean;
-  /** The server argument: `host[:port]` or a program. */
+  /** The server arguments: one or more `host[:port]` (a group), or a program and its arguments. */
   readonly server: Target | null;
   /** `--help` */
   readonly help: boolean;
@@ -216,7 +219,7 @@ export const OPTION_LETTERS: readonly string[] = [...SPECS.keys()];
 
 export const USAGE =
   'usage: tcpproxy [-Dsyz] [-a program] [-b [interface:]port] [-f config] [-l logname] ' +
-  '[-p [-p pidfile]] [-t timeout] [-v prefix] [-w writefile] [server]';
+  '[-p [-p pidfile]] [-t timeout] [-v prefix] [-w writefile] [server ...]';
 
 function helpLine(letter: string, spec: OptionSpec): string {
   const head = spec.argName === undefined ? `-${letter}` : `-${letter} ${spec.argName}`;
@@ -226,8 +229,9 @@ function helpLine(letter: string, spec: OptionSpec): string {
 export const HELP: string = [
   USAGE,
   '',
-  'Forward TCP connections to server (host[:port]), or hand them to a program',
-  '(server starting with / or .). Without server, read the config file.',
+  'Forward TCP connections to server (host[:port]; several form a group, tried',
+  'in order), or hand them to a program (server starting with / or .).',
+  'Without server, read the config file.',
   '',
   ...[...SPECS].map(([letter, spec]) => helpLine(letter, spec)),
   `  ${'--help'.padEnd(20)}print this help and exit`,
@@ -312,13 +316,14 @@ export function parseArgs(argv: readonly string[], resolve: PortResolver): CliRe
 
   const positional = argv.slice(i);
   // A handler takes the words after it as its arguments (inetd.conf cannot quote);
-  // a host[:port] stands alone.
+  // host[:port] words form one group of servers. Options stop at the first
+  // of them: a later word that looks like one is a mistake, not a host.
   const isProgram = /^[/.]/.test(positional[0] ?? '');
-  if (positional.length > 1 && !isProgram) return fail(`unexpected argument ${quote(positional[1] ?? '')}`);
-  const serverText = isProgram ? positional.join(' ') : positional[0];
-  if (serverText !== undefined) {
-    const t = parseTarget(serverText, resolve);
-    if (!t.ok) return fail(`server argument: ${t.error}`);
+  const stray = isProgram ? undefined : positional.slice(1).find((w) => w.startsWith('-'));
+  if (stray !== undefined) return fail(`unexpected argument ${quote(stray)}`);
+  if (positional.length > 0) {
+    const t = parseTargetWords(positional, resolve);
+    if (!t.ok) return fail(`server argument: ${t.errors[0] ?? ''}`);
     o.server = t.value;
   }
   if (o.bind !== null && o.server === null) return fail('option -b needs a server argument');

@@ -12,7 +12,7 @@ import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
 import { directive, DIRECTIVES, parseWorkers, type CliSetting, type Settings } from './directives';
-import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTarget, splitCommand, type Access, type Prefix, type Service, type Target } from './service';
+import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTargetWords, splitCommand, type Access, type Prefix, type Proxying, type Service, type Target } from './service';
 
 export interface Config {
   readonly file: string;
@@ -155,6 +155,18 @@ function splitLine(raw: string): Line {
   return blank < 0 ? { word: line, value: '' } : { word: line.slice(0, blank), value: trimBlanks(line.slice(blank)) };
 }
 
+/** The PROXY protocol and upstream settings in force, from the innermost scope that sets each. */
+function proxying(pick: <K extends keyof Settings>(key: K) => Settings[K] | undefined): Proxying {
+  const sendProxy = pick('sendProxy');
+  const acceptProxy = pick('acceptProxy');
+  return {
+    sendProxy: sendProxy === undefined ? DEFAULT_PROXYING.sendProxy : sendProxy,
+    acceptProxy: acceptProxy === undefined ? DEFAULT_PROXYING.acceptProxy : acceptProxy,
+    balance: pick('balance') ?? DEFAULT_PROXYING.balance,
+    source: pick('source') ?? DEFAULT_PROXYING.source,
+  };
+}
+
 /** One pass over a file's lines, collecting the structure and every error (see parseConfig). */
 class Parser {
   readonly errors: ConfigError[] = [];
@@ -245,6 +257,14 @@ class Parser {
         else if (fresh) Object.assign(scope.values, r.value);
         return;
       }
+      case 'words': {
+        const scope = this.scope();
+        const fresh = this.firstTime(lineNo, scope.seen, name);
+        const r = d.parse(value === '' ? [] : value.split(BLANKS));
+        if (!r.ok) for (const e of r.errors) this.error(lineNo, e);
+        else if (fresh) Object.assign(scope.values, r.value);
+        return;
+      }
     }
   }
 
@@ -330,13 +350,9 @@ class Parser {
       return null;
     }
     if (kind === 'exec') return { kind: 'exec', argv: splitCommand(value) };
-    if (!value.startsWith('/') && !value.startsWith('.') && BLANKS.test(value)) {
-      this.error(lineNo, `"server" takes one argument`);
-      return null;
-    }
-    const parsed = parseTarget(value, this.resolve);
+    const parsed = parseTargetWords(value.split(BLANKS), this.resolve);
     if (parsed.ok) return parsed.value;
-    this.error(lineNo, parsed.error);
+    for (const e of parsed.errors) this.error(lineNo, e);
     return null;
   }
 
@@ -382,6 +398,8 @@ class Parser {
       // Where the acp in force was written: its scope's line, or the command line.
       const acpScope = [e.scope, e.block.scope, null, this.global][layers.findIndex((l) => l?.acp !== undefined)];
       const acpLine = acpScope?.seen.get('acp');
+      // Where the source in force was written (the command line has no source).
+      const sourceLine = [e.scope, e.block.scope, null, this.global][layers.findIndex((l) => l?.source !== undefined)]?.seen.get('source');
       // The innermost scope with a list line of its own has the whole of both lists.
       const lists = [e.scope, e.block.scope, this.global].find((s) => s.lists !== null)?.lists ?? { allow: [], deny: [] };
       const access: Access = {
@@ -416,7 +434,7 @@ class Parser {
             keepalive: pick('keepalive') ?? DEFAULT_BOUNDS.keepalive,
             writefileMax: pick('writefileMax') ?? DEFAULT_BOUNDS.writefileMax,
           },
-          proxy: DEFAULT_PROXYING,
+          proxy: proxying(pick),
           origin: { file, line: e.line },
           targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
           ...(acpScope === null
@@ -424,6 +442,7 @@ class Parser {
             : acpLine === undefined
               ? {}
               : { acpOrigin: { file, line: acpLine } }),
+          ...(sourceLine === undefined ? {} : { sourceOrigin: { file, line: sourceLine } }),
         },
       ];
     });

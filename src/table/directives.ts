@@ -7,8 +7,8 @@
  */
 import { quote } from '../sys/text';
 import { parsePrefix as parseAccessPrefix } from './access';
-import type { Parsed } from './address';
-import type { Prefix } from './service';
+import { normalizeIp, type Parsed } from './address';
+import type { Balance, Prefix } from './service';
 
 /** The largest timeout: seconds whose count of milliseconds still fits a signed 32-bit timer. */
 export const MAX_TIMEOUT_SEC = 2147483;
@@ -34,7 +34,16 @@ export interface Settings {
   rlimitAs?: number;
   rlimitCpu?: number;
   rlimitNofile?: number;
+  /** null: `send-proxy none`. */
+  sendProxy?: 1 | 2 | null;
+  /** Trusted senders of a PROXY header (empty: any); null: `accept-proxy none`. */
+  acceptProxy?: readonly Prefix[] | null;
+  balance?: Balance;
+  source?: string;
 }
+
+/** A value checked word by word: every problem, in word order. */
+export type Checked<T> = { ok: true; value: T } | { ok: false; errors: readonly string[] };
 
 /** The largest `maxconn`, `per-source` and `rate`. */
 export const MAX_LIMIT = 1000000000;
@@ -104,7 +113,47 @@ function parseId(name: 'uid' | 'gid', text: string): Parsed<number> {
   return { ok: true, value: n };
 }
 
-function setting<K extends keyof Settings>(key: K, r: Parsed<NonNullable<Settings[K]>>): Parsed<Settings> {
+const BALANCES: readonly Balance[] = ['first', 'roundrobin', 'source'];
+
+/** `balance first|roundrobin|source`, in any case. */
+function parseBalance(text: string): Parsed<Balance> {
+  const v = BALANCES.find((b) => b === text.toLowerCase());
+  return v !== undefined ? { ok: true, value: v } : { ok: false, error: `invalid balance ${quote(text)}: expected first, roundrobin or source` };
+}
+
+/** `send-proxy v1|v2|none`, in any case; none: null. */
+function parseSendProxy(text: string): Parsed<1 | 2 | null> {
+  const v = text.toLowerCase();
+  if (v === 'v1' || v === 'v2') return { ok: true, value: v === 'v1' ? 1 : 2 };
+  if (v === 'none') return { ok: true, value: null };
+  return { ok: false, error: `invalid send-proxy ${quote(text)}: expected v1, v2 or none` };
+}
+
+/** `source ADDR`: an IP literal, normalised. */
+function parseSource(text: string): Parsed<string> {
+  const ip = normalizeIp(text);
+  return ip !== null ? { ok: true, value: ip } : { ok: false, error: `invalid source ${quote(text)}: expected an IP address` };
+}
+
+/**
+ * `accept-proxy [PREFIX...]`: no words, a header from any source; prefixes
+ * as `allow` takes them, from those only; `none` alone (any case), off.
+ */
+export function parseAcceptProxy(words: readonly string[]): Checked<Settings> {
+  const isNone = (w: string): boolean => w.toLowerCase() === 'none';
+  if (words.length === 1 && isNone(words[0] ?? '')) return { ok: true, value: { acceptProxy: null } };
+  const errors: string[] = words.some(isNone) ? ['"accept-proxy none" takes no other words'] : [];
+  const prefixes: Prefix[] = [];
+  for (const w of words) {
+    if (isNone(w)) continue;
+    const r = parseAccessPrefix(w);
+    if (r.ok) prefixes.push(r.value);
+    else errors.push(r.error);
+  }
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, value: { acceptProxy: prefixes } };
+}
+
+function setting<K extends keyof Settings>(key: K, r: Parsed<Exclude<Settings[K], undefined>>): Parsed<Settings> {
   return r.ok ? { ok: true, value: { [key]: r.value } as Settings } : r;
 }
 
@@ -131,7 +180,12 @@ export type Directive =
       readonly rest: boolean;
       readonly option?: CliSetting;
       readonly parse: (value: string) => Parsed<Settings>;
-    };
+    }
+  /**
+   * A setting whose value is zero or more words (`accept-proxy`), each
+   * checked, every problem reported; once per scope, like the others.
+   */
+  | { readonly name: string; readonly kind: 'words'; readonly key: keyof Settings; readonly parse: (words: readonly string[]) => Checked<Settings> };
 
 /** The access lists of a scope. */
 export type AccessList = 'allow' | 'deny';
@@ -185,6 +239,10 @@ export const DIRECTIVE_TABLE: readonly Directive[] = [
   { name: 'rlimit-as', kind: 'setting', key: 'rlimitAs', rest: false, parse: (v) => setting('rlimitAs', parseSize('rlimit-as', v)) },
   { name: 'rlimit-cpu', kind: 'setting', key: 'rlimitCpu', rest: false, parse: (v) => setting('rlimitCpu', parseRlimit('rlimit-cpu', v, ' of seconds')) },
   { name: 'rlimit-nofile', kind: 'setting', key: 'rlimitNofile', rest: false, parse: (v) => setting('rlimitNofile', parseRlimit('rlimit-nofile', v, '')) },
+  { name: 'balance', kind: 'setting', key: 'balance', rest: false, parse: (v) => setting('balance', parseBalance(v)) },
+  { name: 'send-proxy', kind: 'setting', key: 'sendProxy', rest: false, parse: (v) => setting('sendProxy', parseSendProxy(v)) },
+  { name: 'accept-proxy', kind: 'words', key: 'acceptProxy', parse: parseAcceptProxy },
+  { name: 'source', kind: 'setting', key: 'source', rest: false, parse: (v) => setting('source', parseSource(v)) },
 ];
 
 /** The command line's defaults for the settings of every service, from its -a, -t, -v and -w. */

@@ -130,6 +130,8 @@ export interface Service {
   /** Where the `server`/`exec` and the `acp` in force were written, when not at `origin`. */
   readonly targetOrigin?: Origin;
   readonly acpOrigin?: Origin;
+  /** Where the `source` in force was written (proxy.source not null). */
+  readonly sourceOrigin?: Origin;
 }
 
 export const DEFAULT_TIMEOUT_SEC = 60;
@@ -188,16 +190,52 @@ export function splitCommand(text: string): string[] {
   return text.split(/[ \t]+/).filter((w) => w !== '');
 }
 
+/** The most servers a group (`server A B C`, several server arguments) may list. */
+export const MAX_SERVERS = 64;
+
+/** A target, or every problem with its words in word order. */
+export type ParsedTarget = { ok: true; value: Target } | { ok: false; errors: string[] };
+
 /**
- * A server argument or `server` value: a program when it starts with `/` or
- * `.` (the rest of the words are its arguments), else `host[:port]`.
+ * The words of a `server` value or the command line's server arguments: a
+ * program when the first starts with `/` or `.` (the rest of the words are
+ * its arguments), else a group of one or more `host[:port]`, in the order
+ * written. Every bad word, a word listed twice (the same host and port) and
+ * more than MAX_SERVERS words are reported, in that order.
+ */
+export function parseTargetWords(words: readonly string[], resolve: PortResolver): ParsedTarget {
+  const first = (words[0] ?? '').trim();
+  if (first.startsWith('/') || first.startsWith('.')) {
+    return { ok: true, value: { kind: 'exec', argv: words.flatMap((w) => splitCommand(w)) } };
+  }
+  const errors: string[] = [];
+  const servers: ServerAddress[] = [];
+  const seen = new Set<string>();
+  for (const raw of words.length === 0 ? [''] : words) {
+    const word = raw.trim();
+    if (/[ \t]/.test(word)) {
+      errors.push(`invalid server ${quote(word)}: expected host[:port]`);
+      continue;
+    }
+    const server = parseServer(word, resolve);
+    if (!server.ok) {
+      errors.push(server.error);
+      continue;
+    }
+    const key = formatServer(server.value);
+    if (seen.has(key)) errors.push(`server ${quote(word)} is listed twice`);
+    seen.add(key);
+    servers.push(server.value);
+  }
+  if (words.length > MAX_SERVERS) errors.push(`"server" takes at most ${MAX_SERVERS} servers`);
+  return errors.length > 0 ? { ok: false, errors } : { ok: true, value: { kind: 'server', servers } };
+}
+
+/**
+ * A server argument or `server` value as one text: split on blanks, then
+ * parseTargetWords; the first problem only.
  */
 export function parseTarget(text: string, resolve: PortResolver): Parsed<Target> {
-  const trimmed = text.trim();
-  if (trimmed.startsWith('/') || trimmed.startsWith('.')) {
-    return { ok: true, value: { kind: 'exec', argv: splitCommand(trimmed) } };
-  }
-  if (/[ \t]/.test(trimmed)) return { ok: false, error: `invalid server ${quote(trimmed)}: expected host[:port]` };
-  const server = parseServer(trimmed, resolve);
-  return server.ok ? { ok: true, value: { kind: 'server', servers: [server.value] } } : server;
+  const r = parseTargetWords(splitCommand(text), resolve);
+  return r.ok ? r : { ok: false, error: r.errors[0] ?? 'invalid server' };
 }

@@ -55,8 +55,9 @@ const valueFor: Record<string, fc.Arbitrary<string>> = {
   port: fc.oneof(fc.integer({ min: -2, max: 70000 }).map(String), fc.constantFrom('smtp', 'http', 'nosuch', '0', '65535', '65536', '')),
   interface: fc.constantFrom('127.0.0.1', '127.0.0.2', '::1', '[::1]', '0.0.0.0', '1.2.3', 'localhost', '::ffff:127.0.0.1', ''),
   server: fc.oneof(
-    fc.constantFrom('127.0.0.1', '127.0.0.1:25', '[::1]:80', 'mail.example.org:smtp', 'host:0', 'host:65536', ':25', '[::1', 'a b', ''),
+    fc.constantFrom('127.0.0.1', '127.0.0.1:25', '[::1]:80', 'mail.example.org:smtp', 'host:0', 'host:65536', ':25', '[::1', 'a b', 'a b A', '/bin/cat a a', ''),
     word,
+    fc.array(word, { minLength: 2, maxLength: 5 }).map((w) => w.join(' ')),
   ),
   exec: fc.constantFrom('/bin/cat', './handler arg', '/usr/bin/env A=1 prog', 'relative', ''),
   acp: fc.constantFrom('/bin/true', '/usr/local/bin/check --strict', ''),
@@ -83,6 +84,10 @@ const valueFor: Record<string, fc.Arbitrary<string>> = {
   'rlimit-nproc': fc.oneof(fc.integer({ min: -1, max: 1000000002 }).map(String), fc.constantFrom('0', 'many', '')),
   'rlimit-cpu': fc.oneof(fc.integer({ min: -1, max: 100 }).map(String), fc.constantFrom('1.5', '1s', '')),
   'rlimit-nofile': fc.oneof(fc.integer({ min: -1, max: 70000 }).map(String), fc.constantFrom('64K', '')),
+  balance: fc.constantFrom('first', 'roundrobin', 'SOURCE', 'random', 'first source', ''),
+  'send-proxy': fc.constantFrom('v1', 'v2', 'NONE', 'v3', '2', 'v1 v2', ''),
+  'accept-proxy': fc.oneof(fc.constantFrom('', 'none', 'None 10.0.0.0/8', '10.0.0.0/8 ::1', '10.1.2.3/8', 'any'), fc.array(word, { minLength: 1, maxLength: 3 }).map((w) => w.join(' '))),
+  source: fc.oneof(fc.constantFrom('127.0.0.9', '::1', '[::1]', '2001:DB8::1', 'localhost', '10.0.0.0/8', '1.2.3.4:5', '1.2.3.4 5.6.7.8', ''), word),
 };
 
 /** A directive line: a known name (any case), blanks, a plausible or broken value, maybe a comment. */
@@ -144,6 +149,15 @@ function checkShape(text: string, r: ConfigResult): void {
       for (const n of [rlimitAs, s.bounds.writefileMax]) expect(n === null || (Number.isSafeInteger(n) && n >= 1)).toBe(true);
       expect(Number.isInteger(s.bounds.handlerTimeoutSec) && s.bounds.handlerTimeoutSec >= 0 && s.bounds.handlerTimeoutSec <= 2147483).toBe(true);
       expect([typeof noNewPrivs, typeof s.bounds.keepalive]).toEqual(['boolean', 'boolean']);
+      const { sendProxy, acceptProxy, balance, source } = s.proxy;
+      expect([null, 1, 2]).toContain(sendProxy);
+      expect(['first', 'roundrobin', 'source']).toContain(balance);
+      for (const p of acceptProxy ?? []) expect(parsePrefix(formatPrefix(p))).toEqual({ ok: true, value: p });
+      if (source !== null) expect(normalizeIp(source)).toBe(source);
+      if (s.target.kind === 'server') {
+        expect(s.target.servers.length >= 1 && s.target.servers.length <= 64).toBe(true);
+        expect(new Set(s.target.servers.map((x) => `${x.host} ${x.port}`)).size).toBe(s.target.servers.length);
+      }
     }
     return;
   }
@@ -459,6 +473,47 @@ describe('access lists, property-based', () => {
   });
 });
 
+describe('server groups and the PROXY protocol directives, property-based', () => {
+  test('random server groups and balance/send-proxy/accept-proxy/source lines in any scope never throw, and every error is one of the documented messages', () => {
+    const host = fc.oneof(fc.constantFrom('a', 'A', 'a:25', 'a:smtp', '127.0.0.1', '[::1]:80', '::1', 'h:0', ':1', 'x!', '[::1', '/bin/cat'), word);
+    const proxyLine = fc.oneof(
+      fc.array(host, { minLength: 1, maxLength: 70 }).map((ws) => `  server ${ws.join(' ')}`),
+      fc.tuple(fc.constantFrom('balance', 'send-proxy', 'source', 'Balance', 'SEND-PROXY'), fc.oneof(valueFor['balance'] ?? word, valueFor['send-proxy'] ?? word, valueFor['source'] ?? word, word)).map(([d, v]) => `${d} ${v}`),
+      fc.tuple(fc.constantFrom('accept-proxy', 'Accept-Proxy'), fc.array(fc.oneof(prefixArb.map(formatPrefix), fc.constantFrom('none', 'NONE'), word), { maxLength: 4 })).map(([d, ws]) => `${d} ${ws.join(' ')}`),
+    );
+    const file = fc
+      .array(fc.tuple(fc.constantFrom('', 'port 7000', 'port 7001', '  interface 127.0.0.2', '  interface ::1', '  server h'), fc.array(proxyLine, { maxLength: 3 })), { maxLength: 8 })
+      .map((parts) => parts.flatMap(([structural, lines]) => [structural, ...lines]).join('\n'));
+    const documented = [
+      /^invalid balance ".*": expected first, roundrobin or source$/,
+      /^invalid send-proxy ".*": expected v1, v2 or none$/,
+      /^invalid source ".*": expected an IP address$/,
+      /^"accept-proxy none" takes no other words$/,
+      /^invalid prefix ".*": (expected an IPv4 or IPv6 address with an optional \/length|the length must be 0-(32|128)|host bits are set \(the network is \S+\)|write an IPv4-mapped address as IPv4 \(\S+\))$/,
+      /^"(balance|send-proxy|source|server)" (needs an argument|takes one argument)$/,
+      /^duplicate "(balance|send-proxy|accept-proxy|source|server)" \(first on line [0-9]+\)$/,
+      /^server ".*" is listed twice$/,
+      /^"server" takes at most 64 servers$/,
+      /^invalid server ".*": expected host\[:port\]$/,
+      /^invalid server host ".*"$/,
+      /^server ".*": (port [0-9]+ is out of range \(1-65535\)|invalid port ".*"|unknown service name ".*"|empty port)$/,
+      /has neither "server" nor "exec"$/,
+      /has both "exec" \(line [0-9]+\) and "server"$/,
+      /is already defined on line [0-9]+$/,
+      /^no service defined/,
+      /^"(server|interface)" outside a port block/,
+    ];
+    fc.assert(
+      fc.property(file, (text) => {
+        const r = parseConfig(text, FILE, resolve);
+        checkShape(text, r);
+        for (const e of r.ok ? [] : r.errors) expect([e.message, documented.some((re) => re.test(e.message))]).toEqual([e.message, true]);
+      }),
+      { numRuns: 800, seed: 0x9409 },
+    );
+  });
+});
+
 // ------------------------------------------------------------------ through the CLI
 
 describe('bad files through the built CLI (-z -f FILE): exit 2, exact messages', () => {
@@ -498,8 +553,8 @@ describe('bad files through the built CLI (-z -f FILE): exit 2, exact messages',
     expect(lf).toMatchObject({ code: 0, stderr: '' });
     expect(crlf).toMatchObject({ code: 0, stderr: '', stdout: lf.stdout });
     expect(lf.stdout).toBe(
-      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tworkers=1\n' +
-        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tworkers=1\n',
+      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1\n' +
+        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1\n',
     );
     const f = file('cr.conf', 'port 7000\r\r\n  server 127.0.0.1:25\r\n');
     const r = await runCli(['-z', '-f', f]);
@@ -557,7 +612,8 @@ const DIRECTIVE_CASES: readonly { name: string; text: string; at: number; messag
   { name: 'interface, extra', text: 'port 7000\n interface 127.0.0.1 127.0.0.2\n  server h\n', at: 2, message: '"interface" takes one argument' },
   { name: 'interface, malformed', text: 'port 7000\n interface localhost\n  server h\n', at: 2, message: 'interface "localhost" is not an IP address' },
   { name: 'server, missing', text: 'port 7000\n server\n', at: 2, message: '"server" needs an argument' },
-  { name: 'server, extra', text: 'port 7000\n server h 25\n', at: 2, message: '"server" takes one argument' },
+  { name: 'server, listed twice', text: 'port 7000\n server h 25 H\n', at: 2, message: 'server "H" is listed twice' },
+  { name: 'server, too many', text: `port 7000\n server ${Array.from({ length: 65 }, (_, i) => `h${i}`).join(' ')}\n`, at: 2, message: '"server" takes at most 64 servers' },
   { name: 'server, malformed', text: 'port 7000\n server ho$t:25\n', at: 2, message: 'invalid server host "ho$t"' },
   { name: 'server, bad port', text: 'port 7000\n server h:2x5\n', at: 2, message: 'server "h:2x5": invalid port "2x5"' },
   { name: 'exec, missing', text: 'port 7000\n exec\n', at: 2, message: '"exec" needs an argument' },
@@ -606,6 +662,17 @@ const DIRECTIVE_CASES: readonly { name: string; text: string; at: number; messag
   { name: 'rlimit-cpu, malformed', text: 'port 7000\n exec /bin/cat\n rlimit-cpu 1s\n', at: 3, message: 'invalid rlimit-cpu "1s": expected a whole number of seconds from 1 to 1000000000' },
   { name: 'rlimit-nofile, extra', text: 'rlimit-nofile 64 128\nport 7000\n exec /bin/cat\n', at: 1, message: '"rlimit-nofile" takes one argument' },
   { name: 'rlimit-nofile, malformed', text: 'port 7000\n rlimit-nofile 64K\n exec /bin/cat\n', at: 2, message: 'invalid rlimit-nofile "64K": expected a whole number from 1 to 1000000000' },
+  { name: 'balance, missing', text: 'balance\nport 7000\n server h i\n', at: 1, message: '"balance" needs an argument' },
+  { name: 'balance, extra', text: 'port 7000\n server h i\n balance first source\n', at: 3, message: '"balance" takes one argument' },
+  { name: 'balance, malformed', text: 'port 7000\n interface 127.0.0.1\n  balance random\n  server h i\n', at: 3, message: 'invalid balance "random": expected first, roundrobin or source' },
+  { name: 'send-proxy, missing', text: 'port 7000\n send-proxy\n server h\n', at: 2, message: '"send-proxy" needs an argument' },
+  { name: 'send-proxy, extra', text: 'send-proxy v1 v2\nport 7000\n server h\n', at: 1, message: '"send-proxy" takes one argument' },
+  { name: 'send-proxy, malformed', text: 'port 7000\n server h\n send-proxy 2\n', at: 3, message: 'invalid send-proxy "2": expected v1, v2 or none' },
+  { name: 'accept-proxy, none and more', text: 'port 7000\n accept-proxy none ::1\n server h\n', at: 2, message: '"accept-proxy none" takes no other words' },
+  { name: 'accept-proxy, malformed', text: 'accept-proxy 10.0.0.0/8 any\nport 7000\n server h\n', at: 1, message: 'invalid prefix "any": expected an IPv4 or IPv6 address with an optional /length' },
+  { name: 'source, missing', text: 'source\nport 7000\n server h\n', at: 1, message: '"source" needs an argument' },
+  { name: 'source, extra', text: 'port 7000\n server h\n source ::1 ::2\n', at: 3, message: '"source" takes one argument' },
+  { name: 'source, malformed', text: 'port 7000\n source localhost\n server h\n', at: 2, message: 'invalid source "localhost": expected an IP address' },
 ];
 
 describe('every directive with a missing, extra or malformed argument', () => {

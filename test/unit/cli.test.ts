@@ -352,9 +352,15 @@ describe('parseArgs: the server argument', () => {
     expect(ok('/bin/date', '-s').server).toEqual({ kind: 'exec', argv: ['/bin/date', '-s'] });
   });
 
-  it('more than one argument is an error naming the second', () => {
-    expect(err('a', 'b')).toBe('unexpected argument "b"');
-    expect(err('-s', 'a', 'b', 'c')).toBe('unexpected argument "b"');
+  it('several host[:port] arguments form one group of servers, in the order given', () => {
+    expect(ok('a', 'b')).toEqual({ ...DEFAULTS, server: { kind: 'server', servers: [{ host: 'a', port: null }, { host: 'b', port: null }] } });
+    expect(ok('-s', 'a', 'b:smtp', '[::1]:80')).toEqual({
+      ...DEFAULTS,
+      standalone: true,
+      server: { kind: 'server', servers: [{ host: 'a', port: null }, { host: 'b', port: 25 }, { host: '::1', port: 80 }] },
+    });
+    expect(err('a', 'b', 'a')).toBe('server argument: server "a" is listed twice');
+    expect(err('a', 'b:99999')).toBe('server argument: server "b:99999": port 99999 is out of range (1-65535)');
   });
 
   it('-- ends the options', () => {
@@ -366,7 +372,8 @@ describe('parseArgs: the server argument', () => {
   });
 
   it('a lone - is an argument, not an option', () => {
-    expect(err('-', 'h')).toBe('unexpected argument "h"');
+    expect(ok('-').server).toEqual(host('-'));
+    expect(err('h', '-')).toBe('unexpected argument "-"');
   });
 
   it('-- after -b still needs a server', () => {
@@ -498,7 +505,7 @@ describe('USAGE, HELP, OPTION_LETTERS', () => {
   it('the usage line', () => {
     expect(USAGE).toBe(
       'usage: tcpproxy [-Dsyz] [-a program] [-b [interface:]port] [-f config] [-l logname] ' +
-        '[-p [-p pidfile]] [-t timeout] [-v prefix] [-w writefile] [server]',
+        '[-p [-p pidfile]] [-t timeout] [-v prefix] [-w writefile] [server ...]',
     );
     expect(USAGE).not.toContain('\n');
   });

@@ -57,15 +57,16 @@ const server = (host: string, port: number | null = null): Target => ({ kind: 's
 const exec = (...argv: string[]): Target => ({ kind: 'exec', argv });
 
 /**
- * Services carry where their `server`/`exec` and `acp` lines are (for the
- * messages of src/table/programs.ts); the table comparisons below leave those two
- * fields out, and the tests under "directive origins" pin them.
+ * Services carry where their `server`/`exec`, `acp` and `source` lines are
+ * (for the messages of src/table/programs.ts and the source-address check);
+ * the table comparisons below leave those fields out, and the tests under
+ * "directive origins" (and test/unit/proxy-config.test.ts) pin them.
  */
 function withoutDirectiveOrigins(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(withoutDirectiveOrigins);
   if (v === null || typeof v !== 'object') return v;
   const out: Record<string, unknown> = {};
-  for (const [k, x] of Object.entries(v)) if (k !== 'targetOrigin' && k !== 'acpOrigin') out[k] = withoutDirectiveOrigins(x);
+  for (const [k, x] of Object.entries(v)) if (k !== 'targetOrigin' && k !== 'acpOrigin' && k !== 'sourceOrigin') out[k] = withoutDirectiveOrigins(x);
   return out;
 }
 type Tester = (this: { equals(a: unknown, b: unknown): boolean }, a: unknown, b: unknown) => boolean | undefined;
@@ -443,13 +444,19 @@ describe('server', () => {
     ['/bin/date', exec('/bin/date')],
     ['/bin/date -u +%s', exec('/bin/date', '-u', '+%s')],
     ['./handler.sh arg', exec('./handler.sh', 'arg')],
+    // Several host[:port] words: one group, in the order written.
+    ['mail example', { kind: 'server', servers: [{ host: 'mail', port: null }, { host: 'example', port: null }] }],
+    ['b:25 A\t[::1]:26  ::2', { kind: 'server', servers: [{ host: 'b', port: 25 }, { host: 'a', port: null }, { host: '::1', port: 26 }, { host: '::2', port: null }] }],
   ])('server %s', (value, target) => {
     expect(onlyService(conf('port 25', `server ${value}`)).target).toEqual(target);
   });
 
   it.each([
-    ['mail example', '"server" takes one argument'],
     ['', '"server" needs an argument'],
+    ['a b A', 'server "A" is listed twice'],
+    ['h:smtp h:25', 'server "h:25" is listed twice'],
+    ['[::1]:80 0:0:0:0:0:0:0:1:80', 'invalid server host "0:0:0:0:0:0:0:1:80"'],
+    ['a /bin/cat', 'invalid server host "/bin/cat"'],
     [':25', 'invalid server ":25": expected host[:port]'],
     ['[::1', 'invalid server "[::1": expected host[:port]'],
     ['bad!host', 'invalid server host "bad!host"'],
@@ -457,6 +464,28 @@ describe('server', () => {
     ['127.0.0.1:nosuch', 'server "127.0.0.1:nosuch": unknown service name "nosuch"'],
   ])('rejects "server %s"', (value, message) => {
     expect(errorsOf(conf('port 25', `server ${value}`))).toEqual([`tcpproxy:test.conf:2: ${message}`]);
+  });
+
+  it('reports every bad word of a group at its line, in word order', () => {
+    expect(errorsOf(conf('port 25', 'server ok :1 ok bad!host h:0 [::1 h:nosuch OK'))).toEqual([
+      'tcpproxy:test.conf:2: invalid server ":1": expected host[:port]',
+      'tcpproxy:test.conf:2: server "ok" is listed twice',
+      'tcpproxy:test.conf:2: invalid server host "bad!host"',
+      'tcpproxy:test.conf:2: server "h:0": port 0 is out of range (1-65535)',
+      'tcpproxy:test.conf:2: invalid server "[::1": expected host[:port]',
+      'tcpproxy:test.conf:2: server "h:nosuch": unknown service name "nosuch"',
+      'tcpproxy:test.conf:2: server "OK" is listed twice',
+    ]);
+  });
+
+  it('takes up to 64 servers', () => {
+    const words = (n: number): string[] => Array.from({ length: n }, (_, i) => `10.0.0.${i + 1}:80`);
+    expect(onlyService(conf('port 25', `server ${words(64).join(' ')}`)).target).toEqual({ kind: 'server', servers: words(64).map((w) => ({ host: w.slice(0, -3), port: 80 })) });
+    expect(errorsOf(conf('port 25', `server ${words(65).join(' ')}`))).toEqual(['tcpproxy:test.conf:2: "server" takes at most 64 servers']);
+    expect(errorsOf(conf('port 25', `server ${[...words(65), 'x!'].join(' ')}`))).toEqual([
+      'tcpproxy:test.conf:2: invalid server host "x!"',
+      'tcpproxy:test.conf:2: "server" takes at most 64 servers',
+    ]);
   });
 
   it('must follow a port line', () => {
@@ -1042,8 +1071,10 @@ describe('DIRECTIVES', () => {
   it('lists every directive the parser knows', () => {
     expect([...DIRECTIVES].sort()).toEqual(
       [
+        'accept-proxy',
         'acp',
         'allow',
+        'balance',
         'deny',
         'exec',
         'gid',
@@ -1060,8 +1091,10 @@ describe('DIRECTIVES', () => {
         'rlimit-cpu',
         'rlimit-nofile',
         'rlimit-nproc',
+        'send-proxy',
         'server',
         'setenv',
+        'source',
         'standalone',
         'timeout',
         'uid',
@@ -1074,7 +1107,9 @@ describe('DIRECTIVES', () => {
       const r = parse(conf(d));
       const messages = r.ok ? [] : r.errors.map((e) => e.message);
       expect(messages).not.toContain(`unknown directive "${d}"`);
-      expect(messages).toContain(d === 'allow' || d === 'deny' ? `"${d}" needs at least one prefix` : `"${d}" needs an argument`);
+      // accept-proxy without words is complete: a header from any source.
+      if (d === 'accept-proxy') expect(messages).toEqual(['no service defined (add a "port" block)']);
+      else expect(messages).toContain(d === 'allow' || d === 'deny' ? `"${d}" needs at least one prefix` : `"${d}" needs an argument`);
     }
   });
 });

@@ -430,7 +430,45 @@ describe('man/tcpproxy.1: content', () => {
       'nowait.N',
       'instances, per_source and cps',
     ]);
-    expect(render(section('OPTIONS'))).toContain('prefix=, allow= and deny= (the prefixes of the lists, each with its length, separated by commas), maxconn=, per-source=, rate= and workers=');
+    expect(render(section('OPTIONS'))).toContain('prefix=, allow= and deny= (the prefixes of the lists, each with its length, separated by commas), maxconn=, per-source=, rate=, the bounds');
+  });
+});
+
+describe('man/tcpproxy.1: server groups, the PROXY protocol, source', () => {
+  it('names the -zz fields in the order src/modes/list.ts prints them', () => {
+    const text = render(section('OPTIONS'));
+    positionsOf(text, [
+      'rate=, the bounds and the sandbox (handler-timeout=, keepalive=, writefile-max=, no-new-privs=, rlimits=)',
+      'send-proxy= (v1, v2 or none)',
+      'accept-proxy= (none, any for every peer, or the trusted prefixes separated by commas)',
+      'balance=, source= (none: the kernel\'s choice) and workers=',
+    ]);
+    expect(text).toContain('-b 8080 127.0.0.1:9001 127.0.0.1:9002');
+  });
+
+  it('quotes the source-address failure in the form the start check prints it, and says where it applies', () => {
+    const cf = section('CONFIGURATION FILE');
+    const quoted = examples(cf).filter((b) => b.includes('cannot bind source address'));
+    expect(quoted).toEqual(['tcpproxy:/etc/tcpproxy.conf:12: cannot bind source address 192.0.2.9: EADDRNOTAVAIL (no such local address)']);
+    const src = fs.readFileSync(path.join(ROOT, 'src', 'modes', 'listener.ts'), 'utf8');
+    expect(src).toContain('`cannot bind source address ${addr}: ${err.code} (${describeCode(err.code)})`');
+    expect(render(section('EXIT STATUS'))).toContain('a port or a source address that cannot be bound');
+    expect(render(section('SIGNALS'))).toContain('or one of its source addresses cannot be bound');
+    expect(render(cf)).toContain('In inetd mode there is no such check');
+  });
+
+  it('documents the runtime of groups and the PROXY protocol in FORWARDING', () => {
+    const fw = section('FORWARDING');
+    expect(fw.filter((l) => l.startsWith('.SS '))).toEqual(['.SS Server groups', '.SS PROXY protocol']);
+    positionsOf(render(fw), [
+      'down for 10 s',
+      'up again',
+      'Each worker keeps the state of the servers',
+      'untrusted PROXY source',
+      'longer than 4096 bytes',
+      'no complete PROXY header within 5 s',
+      'stay those the peer connected to',
+    ]);
   });
 });
 

@@ -180,8 +180,16 @@ describe('parseTarget', () => {
   });
 
   it.each([
-    ['mail.provider.com 25', 'invalid server "mail.provider.com 25": expected host[:port]'],
-    ['host\t:25', 'invalid server "host\\t:25": expected host[:port]'],
+    ['mail.provider.com 25', [{ host: 'mail.provider.com', port: null }, { host: '25', port: null }]],
+    [' a\tb:smtp  [::1]:80 ', [{ host: 'a', port: null }, { host: 'b', port: 25 }, { host: '::1', port: 80 }]],
+  ])('takes the words of %j as a group of servers', (text, servers) => {
+    expect(parseTarget(text, resolve)).toEqual({ ok: true, value: { kind: 'server', servers } });
+  });
+
+  it.each([
+    ['host\t:25', 'invalid server ":25": expected host[:port]'],
+    ['a b A', 'server "A" is listed twice'],
+    ['a x! y!', 'invalid server host "x!"'],
     ['', 'invalid server "": expected host[:port]'],
     ['   ', 'invalid server "": expected host[:port]'],
     ['host:0', 'server "host:0": port 0 is out of range (1-65535)'],
@@ -200,6 +208,7 @@ describe('describeTarget', () => {
     [server('mail.domain.com', null), 'server mail.domain.com'],
     [server('::1', 8080), 'server [::1]:8080'],
     [server('2001:db8::1', null), 'server [2001:db8::1]'],
+    [{ kind: 'server', servers: [{ host: 'a', port: 1 }, { host: '::1', port: null }, { host: 'b', port: null }] } as const, 'server a:1 [::1] b'],
     [{ kind: 'exec', argv: ['/bin/date'] } as const, 'exec /bin/date'],
     [
       { kind: 'exec', argv: ['/usr/local/sbin/pop3.proxy', 'mail.domain.com'] } as const,
