@@ -16,7 +16,8 @@ constexpr uint32_t kLimitWorkers = 1024;  // worker indexes the master may give 
 constexpr uint32_t kSourceTable = 65536;  // client addresses with live sessions of per-source services
 constexpr uint32_t kRefusalLinesPerSecond = 10;
 
-enum RefusalReason { kRefusedDeny = 0, kRefusedNoAllow = 1, kRefusedPerSource = 2, kRefusalReasons = 3 };
+// kRefusedProxy: an untrusted PROXY source, or a header missing, malformed or late.
+enum RefusalReason { kRefusedDeny = 0, kRefusedNoAllow = 1, kRefusedPerSource = 2, kRefusedProxy = 3, kRefusalReasons = 4 };
 
 bool LimitsAttached();
 // maxconn: takes a live-session place (false: the service is full).

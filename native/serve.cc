@@ -37,6 +37,7 @@
 
 #include "addon.h"
 #include "limits.h"
+#include "proxy.h"
 
 namespace tcpproxy {
 
@@ -49,20 +50,37 @@ constexpr uint64_t kConnectTimeoutMs = 10000;
 // sessions that end in other workers; this worker's wake it at once).
 constexpr uint64_t kMaxconnRecheckMs = 10;
 constexpr uint64_t kSummaryMs = 1000;
+// A server of a group whose connect failed is tried after the others this long.
+constexpr uint64_t kDownMs = 10000;
 // Log levels as the first character of a line (syslog priorities).
 constexpr char kInfo = '6';
 constexpr char kWarning = '4';
 constexpr char kError = '3';
 
+// One server of a service's group.
+struct Upstream {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+  std::string text;     // "server 127.0.0.1:80", before a connect error
+  std::string node;     // "127.0.0.1:80" / "::1:80", as Node words a connect error
+  std::string bracket;  // "127.0.0.1:80" / "[::1]:80", for a timeout and the down/up lines
+};
+
+enum class Balance { kFirst, kRoundRobin, kSource };
+
 // What a listener does with its connections: compiled by src/forward/fast.ts.
 struct FastService {
   std::string key;          // listen key, for messages
   std::string accept_tail;  // ": server 127.0.0.1:80, uid 65535 gid 65534"
-  std::string server_text;  // "server 127.0.0.1:80", before a connect error
-  sockaddr_storage upstream{};
-  socklen_t upstream_len = 0;
-  std::string upstream_node;     // "127.0.0.1:80" / "::1:80", as Node words a connect error
-  std::string upstream_bracket;  // "127.0.0.1:80" / "[::1]:80", for a timeout
+  std::vector<Upstream> servers;
+  Balance balance = Balance::kFirst;
+  int send_proxy = 0;  // 0, or the PROXY header version written to the upstream first
+  bool has_source = false;
+  sockaddr_storage source{};  // upstream connections bind here (port 0)
+  socklen_t source_len = 0;
+  std::string source_text;
+  bool accept_proxy = false;  // connections begin with a PROXY header
+  AccessTable trusted;        // who may send one (allow rules; empty: anyone)
   uint64_t idle_ms = 0;
   uint32_t slot = 0;  // the service's place in the shared limits
   AccessTable access;
@@ -81,6 +99,17 @@ struct Admission {
 };
 
 enum class Waiting { kNone, kMaxconn, kRate };
+
+// The passive health of a group's servers, in one worker: a server whose
+// connect failed is tried after the others until kDownMs have passed.
+struct Health {
+  bool down = false;
+  uint64_t until = 0;  // loop time (ms)
+};
+struct Group {
+  uint64_t next = 0;  // roundrobin: where the next connection starts
+  std::vector<Health> health;
+};
 
 std::string HostPort(const sockaddr_storage& ss, bool brackets) {
   std::string host;
@@ -108,6 +137,8 @@ struct Listener {
   uint64_t handle_id = 0;
   int fd = -1;
   std::shared_ptr<const FastService> service;
+  std::shared_ptr<Group> group;  // of service's servers; a new one when they change
+  int reads = 0;                 // PROXY headers being read from its clients (they outlive a close)
   uv_poll_t poll;
   uv_timer_t pause;
   uv_timer_t wait;     // maxconn recheck, or the next rate token
@@ -130,19 +161,39 @@ struct Listener {
   bool summary_running = false;
 };
 
-// A client waiting for its upstream connection.
+// A client waiting for its upstream connection: the servers in the order
+// to try them, one attempt at a time (a poll handle each).
 struct Conn {
   ServeState* st = nullptr;
   double id = 0;
   int client = -1;
   int server = -1;
   std::shared_ptr<const FastService> service;
-  uv_poll_t poll;
+  std::shared_ptr<Group> group;
+  std::vector<uint16_t> order;
+  size_t attempt = 0;
+  sockaddr_storage peer{};   // the client (a PROXY header's source when there was one)
+  sockaddr_storage local{};  // where it connected to
+  uv_poll_t* poll = nullptr;
   uv_timer_t timer;
   int open_handles = 0;
   bool closing = false;
   Admission adm;
   bool adm_live = false;  // still this Conn's to give back
+};
+
+// A client of an accept-proxy service whose PROXY header is being read.
+struct HeaderRead {
+  ServeState* st = nullptr;
+  Listener* listener = nullptr;
+  int fd = -1;
+  sockaddr_storage peer{};
+  Admission adm;
+  ProxyReader reader;
+  uv_poll_t poll;
+  uv_timer_t timer;
+  int open_handles = 0;
+  bool done = false;
 };
 
 struct ServeState {
@@ -157,6 +208,7 @@ struct ServeState {
   double ids_left = 0;
   std::unordered_map<uint64_t, Listener*> listeners;
   std::unordered_set<Conn*> connecting;
+  std::unordered_set<HeaderRead*> reading;
   std::unordered_set<uint64_t> pumps;  // pump ids of fast-path sessions
   uint64_t next_handle = 1;
   size_t waiting_maxconn = 0;  // listeners waiting for a maxconn place
@@ -164,7 +216,7 @@ struct ServeState {
 
   explicit ServeState(Napi::Env e) : env(e) {}
 
-  size_t Live() const { return connecting.size() + pumps.size(); }
+  size_t Live() const { return reading.size() + connecting.size() + pumps.size(); }
 
   void Log(char level, std::string line) {
     line.insert(line.begin(), level);
@@ -240,6 +292,22 @@ void OnConnClosed(uv_handle_t* h) {
   delete c;
 }
 
+void OnAttemptClosed(uv_handle_t* h) {
+  auto* c = static_cast<Conn*>(h->data);
+  delete reinterpret_cast<uv_poll_t*>(h);
+  if (--c->open_handles > 0) return;
+  delete c;
+}
+
+// Closes the poll handle of the attempt in progress. uv_close stops it at
+// once (its one EPOLL_CTL_DEL), so the fd may be closed, or given to the
+// pump, right after.
+void StopAttempt(Conn* c) {
+  if (c->poll == nullptr) return;
+  uv_close(reinterpret_cast<uv_handle_t*>(c->poll), OnAttemptClosed);
+  c->poll = nullptr;
+}
+
 // Ends the connect phase: the handles close (the Conn is freed on the last
 // close callback); the fds are closed unless handed to the pump.
 void EndConnect(Conn* c) {
@@ -251,26 +319,94 @@ void EndConnect(Conn* c) {
     Leave(c->st, c->adm);
   }
   uv_timer_stop(&c->timer);
-  // uv_close stops the poll handle at once (its one EPOLL_CTL_DEL), so the
-  // pump may register the same fd right after.
-  uv_close(reinterpret_cast<uv_handle_t*>(&c->poll), OnConnClosed);
+  StopAttempt(c);
   uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), OnConnClosed);
 }
 
-void FailConnect(Conn* c, const std::string& why) {
-  ServeState* st = c->st;
-  st->Log(kError, "connection " + IdText(c->id) + ": " + c->service->server_text + ": " + why);
-  close(c->server);
-  close(c->client);  // a FIN, as the JS path's release
-  c->server = c->client = -1;
-  EndConnect(c);
+uint32_t Fnv1a(const uint8_t* p, size_t n) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+  return h;
+}
+
+// The order a connection tries the servers in: `balance` picks the first,
+// the rest follow in list order; servers marked down go after the others
+// (so when all are down, all are still tried, in that order).
+std::vector<uint16_t> Order(const FastService& svc, Group& g, const uint8_t key[16], uint64_t now) {
+  size_t n = svc.servers.size();
+  size_t first = 0;
+  if (svc.balance == Balance::kRoundRobin) first = g.next++ % n;
+  if (svc.balance == Balance::kSource) first = Fnv1a(key, 16) % n;
+  std::vector<uint16_t> up, down;
+  for (size_t i = 0; i < n; i++) {
+    size_t k = (first + i) % n;
+    const Health& h = g.health[k];
+    (h.down && now < h.until ? down : up).push_back(static_cast<uint16_t>(k));
+  }
+  up.insert(up.end(), down.begin(), down.end());
+  return up;
+}
+
+const Upstream& Current(const Conn* c) {
+  return c->service->servers[c->order[c->attempt]];
+}
+
+// Marks the server of the failed attempt down (in a group of two or more).
+void MarkDown(Conn* c) {
+  if (c->service->servers.size() < 2) return;
+  Health& h = c->group->health[c->order[c->attempt]];
+  h.until = uv_now(c->st->loop) + kDownMs;
+  if (h.down) return;
+  h.down = true;
+  c->st->Log(kWarning, "service " + c->service->key + ": server " + Current(c).bracket + ": down for " +
+                           std::to_string(kDownMs / 1000) + " s");
+}
+
+void MarkUp(Conn* c) {
+  if (c->service->servers.size() < 2) return;
+  Health& h = c->group->health[c->order[c->attempt]];
+  if (!h.down) return;
+  h.down = false;
+  h.until = 0;
+  c->st->Log(kInfo, "service " + c->service->key + ": server " + Current(c).bracket + ": up again");
+}
+
+void NextAttempt(Conn* c);
+
+// The current attempt failed: logged as the session code words it; the next server is tried.
+void AttemptFailed(Conn* c, const std::string& why, bool down) {
+  c->st->Log(kError, "connection " + IdText(c->id) + ": " + Current(c).text + ": " + why);
+  if (down) MarkDown(c);
+  StopAttempt(c);
+  uv_timer_stop(&c->timer);
+  if (c->server >= 0) close(c->server);
+  c->server = -1;
+  c->attempt++;
 }
 
 void Connected(Conn* c) {
   ServeState* st = c->st;
+  MarkUp(c);
+  std::string tag = "connection " + IdText(c->id);
+  if (c->service->send_proxy != 0) {
+    std::string header = BuildProxyHeader(c->service->send_proxy, c->peer, c->local);
+    // A fresh connection's send buffer takes a few hundred bytes whole.
+    ssize_t n;
+    do {
+      n = send(c->server, header.data(), header.size(), MSG_NOSIGNAL);
+    } while (n < 0 && errno == EINTR);
+    if (n != static_cast<ssize_t>(header.size())) {
+      std::string why = n < 0 ? ErrName(errno) : "short write";
+      st->Log(kError, tag + ": " + Current(c).text + ": cannot send the PROXY header: " + why);
+      close(c->server);
+      close(c->client);
+      c->server = c->client = -1;
+      EndConnect(c);
+      return;
+    }
+  }
   int client = c->client;
   int server = c->server;
-  double id = c->id;
   Admission adm = c->adm;
   bool adm_live = c->adm_live;
   c->adm_live = false;
@@ -278,7 +414,6 @@ void Connected(Conn* c) {
   // EndConnect's uv_close has taken the fd out of epoll: the pump may poll it at once.
   EndConnect(c);
   auto pump_id = std::make_shared<uint64_t>(0);
-  std::string tag = "connection " + IdText(id);
   int err = StartPump(
       st->env, client, server, c->service->idle_ms, false,
       [st, tag, pump_id, adm, adm_live](const PumpOutcome& o) {
@@ -308,74 +443,89 @@ void Connected(Conn* c) {
 
 void OnConnectPoll(uv_poll_t* h, int status, int) {
   auto* c = static_cast<Conn*>(h->data);
-  if (c->closing) return;
+  if (c->closing || h != c->poll) return;
   int err = 0;
   socklen_t len = sizeof err;
   if (getsockopt(c->server, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
   if (err == 0 && status < 0) err = -status;
-  if (err != 0) return FailConnect(c, "connect " + ErrName(err) + " " + c->service->upstream_node);
-  Connected(c);
+  if (err == 0) return Connected(c);
+  AttemptFailed(c, "connect " + ErrName(err) + " " + Current(c).node, true);
+  NextAttempt(c);
 }
 
 void OnConnectTimeout(uv_timer_t* t) {
   auto* c = static_cast<Conn*>(t->data);
-  if (c->closing) return;
-  FailConnect(c, "connect " + c->service->upstream_bracket + ": timed out");
+  if (c->closing || c->poll == nullptr) return;
+  AttemptFailed(c, "connect " + Current(c).bracket + ": timed out", true);
+  NextAttempt(c);
 }
 
-void StartConnect(ServeState* st, double id, int client, std::shared_ptr<const FastService> svc, const Admission& adm) {
-  int server = socket(svc->upstream.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  std::string tag = "connection " + IdText(id);
-  if (server < 0) {
-    st->Log(kError, tag + ": " + svc->server_text + ": socket " + ErrName(errno));
-    close(client);
-    Leave(st, adm);
+// Starts a connect to the next server of the order, each within its own
+// bound; with none left, the client is closed (a FIN, as the session code's).
+void NextAttempt(Conn* c) {
+  ServeState* st = c->st;
+  const FastService& svc = *c->service;
+  while (c->attempt < c->order.size()) {
+    const Upstream& u = Current(c);
+    int server = socket(u.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (server < 0) {
+      AttemptFailed(c, "socket " + ErrName(errno), false);
+      continue;
+    }
+    c->server = server;
+    if (svc.has_source && bind(server, reinterpret_cast<const sockaddr*>(&svc.source), svc.source_len) < 0) {
+      AttemptFailed(c, "bind " + svc.source_text + ": " + ErrName(errno), false);
+      continue;
+    }
+    // Dead peers end even without an idle timeout (a failure here is harmless: no keepalive).
+    if (svc.keepalive) Keepalive(server);
+    int r;
+    do {
+      r = connect(server, reinterpret_cast<const sockaddr*>(&u.addr), u.len);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0 && errno != EINPROGRESS) {
+      AttemptFailed(c, "connect " + ErrName(errno) + " " + u.node, true);
+      continue;
+    }
+    auto* poll = new uv_poll_t();
+    int err = uv_poll_init(st->loop, poll, server);
+    if (err < 0) {
+      delete poll;
+      AttemptFailed(c, "uv_poll_init " + ErrName(-err), false);
+      continue;
+    }
+    poll->data = c;
+    c->poll = poll;
+    c->open_handles++;
+    if (r == 0) return Connected(c);
+    uv_poll_start(poll, UV_WRITABLE, OnConnectPoll);
+    uv_timer_start(&c->timer, OnConnectTimeout, kConnectTimeoutMs, 0);
     return;
   }
-  // Dead peers end even without an idle timeout (a failure here is harmless: no keepalive).
-  if (svc->keepalive) {
-    Keepalive(client);
-    Keepalive(server);
-  }
-  int r;
-  do {
-    r = connect(server, reinterpret_cast<const sockaddr*>(&svc->upstream), svc->upstream_len);
-  } while (r < 0 && errno == EINTR);
-  if (r < 0 && errno != EINPROGRESS) {
-    int err = errno;
-    st->Log(kError, tag + ": " + svc->server_text + ": connect " + ErrName(err) + " " + svc->upstream_node);
-    close(server);
-    close(client);
-    Leave(st, adm);
-    return;
-  }
+  close(c->client);
+  c->client = -1;
+  EndConnect(c);
+}
+
+void StartConnect(ServeState* st, double id, int client, const sockaddr_storage& peer, const sockaddr_storage& local,
+                  std::shared_ptr<const FastService> svc, std::shared_ptr<Group> group, const Admission& adm) {
+  if (svc->keepalive) Keepalive(client);
   auto* c = new Conn();
   c->st = st;
   c->id = id;
   c->client = client;
-  c->server = server;
+  c->peer = peer;
+  c->local = local;
+  c->order = Order(*svc, *group, adm.key, uv_now(st->loop));
   c->service = std::move(svc);
+  c->group = std::move(group);
   c->adm = adm;
+  c->adm_live = true;
   uv_timer_init(st->loop, &c->timer);
   c->timer.data = c;
   c->open_handles = 1;
-  int err = uv_poll_init(st->loop, &c->poll, server);
-  if (err < 0) {
-    c->closing = true;
-    uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), OnConnClosed);
-    st->Log(kError, tag + ": " + c->service->server_text + ": uv_poll_init " + ErrName(-err));
-    close(server);
-    close(client);
-    Leave(st, adm);
-    return;
-  }
-  c->poll.data = c;
-  c->open_handles = 2;
-  c->adm_live = true;
   st->connecting.insert(c);
-  if (r == 0) return Connected(c);
-  uv_poll_start(&c->poll, UV_WRITABLE, OnConnectPoll);
-  uv_timer_start(&c->timer, OnConnectTimeout, kConnectTimeoutMs, 0);
+  NextAttempt(c);
 }
 
 // ---------------------------------------------------------------- accept
@@ -457,6 +607,8 @@ void Refuse(Listener* l, int fd, const sockaddr_storage& peer, const std::string
     l->st->Log(kWarning, ServiceTag(l) + ": refused " + HostPort(peer, true) + ": " + rule);
     return;
   }
+  // A PROXY header read that outlived its listener: its timers are gone.
+  if (l->closing) return;
   l->suppressed++;
   if (!l->summary_running) {
     l->summary_running = true;
@@ -464,15 +616,152 @@ void Refuse(Listener* l, int fd, const sockaddr_storage& peer, const std::string
   }
 }
 
-void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
+// `via`: the balancer a PROXY header came from, when it named the client.
+void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm,
+           const sockaddr_storage* via = nullptr) {
   ServeState* st = l->st;
   double id = st->TakeId();
+  if (id < 0) {
+    // Only a header read that ended after a whole block went by: not worth a session.
+    st->Log(kError, ServiceTag(l) + ": client " + HostPort(peer, true) + ": out of connection numbers");
+    close(fd);
+    Leave(st, adm);
+    return;
+  }
   sockaddr_storage local{};
   socklen_t llen = sizeof local;
   getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
-  st->Log(kInfo, "connection " + IdText(id) + ": client " + HostPort(peer, true) + " on " + HostPort(local, true) +
+  std::string from = HostPort(peer, true);
+  if (via != nullptr) from += " via " + HostPort(*via, true);
+  st->Log(kInfo, "connection " + IdText(id) + ": client " + from + " on " + HostPort(local, true) +
                      l->service->accept_tail);
-  StartConnect(st, id, fd, l->service, adm);
+  StartConnect(st, id, fd, peer, local, l->service, l->group, adm);
+}
+
+// ---------------------------------------------------------------- PROXY header
+
+void FreeListener(Listener* l);
+
+// The access lists and per-source, for the client a PROXY header named.
+void AfterHeader(Listener* l, int fd, const sockaddr_storage& peer, const sockaddr_storage& client, Admission adm) {
+  const FastService& svc = *l->service;
+  ClientKeyOf(client, adm.key);
+  if (!svc.access.Empty()) {
+    const std::string* why = svc.access.Check(adm.key);
+    if (why != nullptr) {
+      Refuse(l, fd, client, *why, why == &svc.access.no_allow ? kRefusedNoAllow : kRefusedDeny);
+      return Leave(l->st, adm);
+    }
+  }
+  if (svc.per_source != 0) {
+    if (!SourceEnter(svc.slot, adm.key, svc.per_source)) {
+      Refuse(l, fd, client, "per-source " + std::to_string(svc.per_source), kRefusedPerSource);
+      return Leave(l->st, adm);
+    }
+    adm.source = true;
+  }
+  Serve(l, fd, client, adm, &peer);
+}
+
+void OnHeaderClosed(uv_handle_t* h) {
+  auto* r = static_cast<HeaderRead*>(h->data);
+  if (--r->open_handles > 0) return;
+  delete r;
+}
+
+// The read is over: its handles close; the fd is the caller's.
+void EndHeader(HeaderRead* r) {
+  if (r->done) return;
+  r->done = true;
+  r->st->reading.erase(r);
+  uv_timer_stop(&r->timer);
+  uv_close(reinterpret_cast<uv_handle_t*>(&r->poll), OnHeaderClosed);
+  uv_close(reinterpret_cast<uv_handle_t*>(&r->timer), OnHeaderClosed);
+  Listener* l = r->listener;
+  r->listener = nullptr;
+  if (l != nullptr && --l->reads == 0 && l->closing && l->open_handles == 0) FreeListener(l);
+}
+
+void HeaderFailed(HeaderRead* r, const std::string& why) {
+  Listener* l = r->listener;
+  int fd = r->fd;
+  r->fd = -1;
+  Admission adm = r->adm;
+  sockaddr_storage peer = r->peer;
+  ServeState* st = r->st;
+  if (l != nullptr) l->reads++;  // l stays through the refusal
+  EndHeader(r);
+  if (l == nullptr) {
+    close(fd);
+    return Leave(st, adm);
+  }
+  Refuse(l, fd, peer, why, kRefusedProxy);
+  Leave(l->st, adm);
+  if (--l->reads == 0 && l->closing && l->open_handles == 0) FreeListener(l);
+}
+
+void HeaderStep(HeaderRead* r) {
+  ProxyHeader header;
+  std::string why;
+  switch (r->reader.Step(r->fd, &header, &why)) {
+    case ProxyParse::kNeedMore:
+      return;
+    case ProxyParse::kInvalid:
+      return HeaderFailed(r, why);
+    case ProxyParse::kOk:
+      break;
+  }
+  Listener* l = r->listener;
+  int fd = r->fd;
+  r->fd = -1;
+  sockaddr_storage peer = r->peer;
+  sockaddr_storage client = header.local ? peer : header.source;
+  Admission adm = r->adm;
+  l->reads++;
+  EndHeader(r);
+  AfterHeader(l, fd, peer, client, adm);
+  if (--l->reads == 0 && l->closing && l->open_handles == 0) FreeListener(l);
+}
+
+void OnHeaderPoll(uv_poll_t* h, int status, int) {
+  auto* r = static_cast<HeaderRead*>(h->data);
+  if (r->done) return;
+  if (status < 0) return HeaderFailed(r, "uv_poll " + ErrName(-status));
+  HeaderStep(r);
+}
+
+void OnHeaderTimeout(uv_timer_t* t) {
+  auto* r = static_cast<HeaderRead*>(t->data);
+  if (r->done) return;
+  HeaderFailed(r, "no complete PROXY header within " + std::to_string(kProxyHeaderTimeoutMs / 1000) + " s");
+}
+
+// Reads the PROXY header of an admitted client (it holds its maxconn place and rate token).
+void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
+  ServeState* st = l->st;
+  auto* r = new HeaderRead();
+  r->st = st;
+  r->fd = fd;
+  r->peer = peer;
+  r->adm = adm;
+  int err = uv_poll_init(st->loop, &r->poll, fd);
+  if (err < 0) {
+    delete r;
+    st->Log(kError, ServiceTag(l) + ": client " + HostPort(peer, true) + ": uv_poll_init " + ErrName(-err));
+    close(fd);
+    return Leave(st, adm);
+  }
+  uv_timer_init(st->loop, &r->timer);
+  r->poll.data = r;
+  r->timer.data = r;
+  r->open_handles = 2;
+  r->listener = l;
+  l->reads++;
+  st->reading.insert(r);
+  uv_poll_start(&r->poll, UV_READABLE, OnHeaderPoll);
+  uv_timer_start(&r->timer, OnHeaderTimeout, kProxyHeaderTimeoutMs, 0);
+  // The header may be there already (it usually is, with the first segment).
+  HeaderStep(r);
 }
 
 void Hold(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
@@ -501,7 +790,11 @@ bool Proceed(Listener* l, int fd, const sockaddr_storage& peer, Admission adm) {
       return false;
     }
   }
-  Serve(l, fd, peer, adm);
+  if (svc.accept_proxy) {
+    StartHeader(l, fd, peer, adm);
+  } else {
+    Serve(l, fd, peer, adm);
+  }
   return true;
 }
 
@@ -512,6 +805,14 @@ bool Admit(Listener* l, int fd, const sockaddr_storage& peer) {
   Admission adm;
   adm.slot = svc.slot;
   ClientKeyOf(peer, adm.key);
+  if (svc.accept_proxy) {
+    // The header names the client the lists and per-source judge; the limits come first (Proceed).
+    if (!svc.trusted.Empty() && svc.trusted.Check(adm.key) != nullptr) {
+      Refuse(l, fd, peer, "untrusted PROXY source", kRefusedProxy);
+      return true;
+    }
+    return Proceed(l, fd, peer, adm);
+  }
   if (!svc.access.Empty()) {
     const std::string* why = svc.access.Check(adm.key);
     if (why != nullptr) {
@@ -598,11 +899,17 @@ void OnAccept(uv_poll_t* h, int status, int) {
   }
 }
 
+void FreeListener(Listener* l) {
+  delete l;
+}
+
 void OnListenerClosed(uv_handle_t* h) {
   auto* l = static_cast<Listener*>(h->data);
   if (--l->open_handles > 0) return;
   if (l->fd >= 0) close(l->fd);
-  delete l;
+  l->fd = -1;
+  // Header reads of its clients still use it: the last one frees it.
+  if (l->reads == 0) FreeListener(l);
 }
 
 void CloseListener(Listener* l) {
@@ -649,16 +956,54 @@ std::shared_ptr<const FastService> ParseService(Napi::Env env, Napi::Value v) {
   auto s = std::make_shared<FastService>();
   s->key = StringProp(env, o, "key");
   s->accept_tail = StringProp(env, o, "acceptTail");
-  s->server_text = StringProp(env, o, "serverText");
-  std::string address = StringProp(env, o, "address");
-  double port = NumberProp(env, o, "port");
+  Napi::Value list = o.Get("servers");
+  if (!list.IsArray()) ThrowType(env, "fast service: servers must be an array");
+  Napi::Array servers = list.As<Napi::Array>();
+  if (servers.Length() < 1 || servers.Length() > 1024) ThrowType(env, "fast service: bad servers");
+  for (uint32_t i = 0; i < servers.Length(); i++) {
+    Napi::Value sv = servers.Get(i);
+    if (!sv.IsObject()) ThrowType(env, "fast service: a server must be an object");
+    Napi::Object so = sv.As<Napi::Object>();
+    std::string address = StringProp(env, so, "address");
+    double port = NumberProp(env, so, "port");
+    if (!(port >= 1 && port <= 65535) || port != std::floor(port)) ThrowType(env, "fast service: bad port");
+    Upstream u;
+    if (!ParseIp(address, static_cast<int>(port), &u.addr, &u.len)) {
+      ThrowType(env, "fast service: address must be an IP literal");
+    }
+    u.text = StringProp(env, so, "text");
+    u.node = HostPort(u.addr, false);
+    u.bracket = HostPort(u.addr, true);
+    s->servers.push_back(std::move(u));
+  }
+  std::string balance = StringProp(env, o, "balance");
+  if (balance == "first") {
+    s->balance = Balance::kFirst;
+  } else if (balance == "roundrobin") {
+    s->balance = Balance::kRoundRobin;
+  } else if (balance == "source") {
+    s->balance = Balance::kSource;
+  } else {
+    ThrowType(env, "fast service: bad balance");
+  }
+  double send_proxy = NumberProp(env, o, "sendProxy");
+  if (send_proxy != 0 && send_proxy != 1 && send_proxy != 2) ThrowType(env, "fast service: bad sendProxy");
+  s->send_proxy = static_cast<int>(send_proxy);
+  Napi::Value source = o.Get("source");
+  if (!source.IsNull()) {
+    if (!source.IsString()) ThrowType(env, "fast service: source must be a string or null");
+    s->source_text = source.As<Napi::String>().Utf8Value();
+    if (!ParseIp(s->source_text, 0, &s->source, &s->source_len)) ThrowType(env, "fast service: bad source");
+    s->has_source = true;
+  }
+  Napi::Value trusted = o.Get("acceptProxy");
+  if (!trusted.IsNull()) {
+    s->accept_proxy = true;
+    s->trusted = ParseAccess(env, trusted);
+  }
   double idle = NumberProp(env, o, "idleMs");
-  if (!(port >= 1 && port <= 65535) || port != std::floor(port)) ThrowType(env, "fast service: bad port");
   if (!(idle >= 0 && idle <= 0x7fffffff)) ThrowType(env, "fast service: bad idleMs");
   s->idle_ms = static_cast<uint64_t>(idle);
-  if (!ParseIp(address, static_cast<int>(port), &s->upstream, &s->upstream_len)) {
-    ThrowType(env, "fast service: address must be an IP literal");
-  }
   double slot = NumberProp(env, o, "slot");
   if (!(slot >= 0 && slot < kLimitSlots) || slot != std::floor(slot)) ThrowType(env, "fast service: bad slot");
   s->slot = static_cast<uint32_t>(slot);
@@ -669,9 +1014,22 @@ std::shared_ptr<const FastService> ParseService(Napi::Env env, Napi::Value v) {
   Napi::Value ka = o.Get("keepalive");
   if (!ka.IsBoolean()) ThrowType(env, "fast service: keepalive must be a boolean");
   s->keepalive = ka.As<Napi::Boolean>().Value();
-  s->upstream_node = HostPort(s->upstream, false);
-  s->upstream_bracket = HostPort(s->upstream, true);
   return s;
+}
+
+// A fresh health record for a service's servers.
+std::shared_ptr<Group> NewGroup(const FastService& s) {
+  auto g = std::make_shared<Group>();
+  g->health.resize(s.servers.size());
+  return g;
+}
+
+bool SameServers(const FastService& a, const FastService& b) {
+  if (a.servers.size() != b.servers.size()) return false;
+  for (size_t i = 0; i < a.servers.size(); i++) {
+    if (a.servers[i].bracket != b.servers[i].bracket) return false;
+  }
+  return true;
 }
 
 ServeState& Ready(const Napi::CallbackInfo& info) {
@@ -705,6 +1063,7 @@ Napi::Value ServeListen(const Napi::CallbackInfo& info) {
   auto* l = new Listener();
   l->st = &st;
   l->fd = fd;
+  l->group = NewGroup(*svc);
   l->service = std::move(svc);
   l->handle_id = st.next_handle++;
   for (uv_timer_t* t : {&l->pause, &l->wait, &l->summary}) {
@@ -739,7 +1098,10 @@ Napi::Value ServeUpdate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Listener* l = ListenerArg(info);
   auto svc = ParseService(env, info.Length() > 1 ? info[1] : env.Undefined());
-  if (l != nullptr) l->service = std::move(svc);
+  if (l == nullptr) return env.Undefined();
+  // The servers' health and the rotation carry over while the group is the same.
+  if (!SameServers(*l->service, *svc)) l->group = NewGroup(*svc);
+  l->service = std::move(svc);
   return env.Undefined();
 }
 
@@ -772,6 +1134,13 @@ Napi::Value ServeAbortAll(const Napi::CallbackInfo& info) {
   if (StateOf(env) == nullptr || StateOf(env)->loop == nullptr) return env.Undefined();
   ServeState& st = Ready(info);
   for (auto& entry : st.listeners) DropHeld(entry.second);
+  std::vector<HeaderRead*> reads(st.reading.begin(), st.reading.end());
+  for (HeaderRead* r : reads) {
+    close(r->fd);
+    r->fd = -1;
+    Leave(&st, r->adm);
+    EndHeader(r);
+  }
   std::vector<Conn*> conns(st.connecting.begin(), st.connecting.end());
   for (Conn* c : conns) {
     st.Log(kInfo, "connection " + IdText(c->id) + ": end: aborted while connecting to the server");
@@ -820,6 +1189,10 @@ void CleanupServe(void* arg) {
     entry.second->fd = -1;
     if (entry.second->held >= 0) close(entry.second->held);
     entry.second->held = -1;
+  }
+  for (HeaderRead* r : st->reading) {
+    if (r->fd >= 0) close(r->fd);
+    r->fd = -1;
   }
   for (Conn* c : st->connecting) {
     if (c->client >= 0) close(c->client);

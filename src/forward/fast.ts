@@ -7,10 +7,10 @@
  * and the JS engine) goes through the session code.
  */
 import { isIP } from 'node:net';
-import type { AccessRule, FastService } from '../sys/native';
+import type { AccessRule, FastServer, FastService } from '../sys/native';
 import { formatPrefix } from '../table/access';
-import { formatHostPort, type ServerAddress } from '../table/address';
-import { describeTarget, listenKey, type Access, type Service } from '../table/service';
+import { formatHostPort } from '../table/address';
+import { describeTarget, listenKey, type Access, type Prefix, type Service } from '../table/service';
 import type { EngineName } from './types';
 
 /** The allow and deny lists as native matches them, with the words a refusal logs. */
@@ -24,6 +24,11 @@ export function accessRules(a: Access): AccessRule[] {
   return [...a.allow.map(rule(true)), ...a.deny.map(rule(false))];
 }
 
+/** The sources that may send a PROXY header, as allow rules. */
+export function trustedRules(trusted: readonly Prefix[]): AccessRule[] {
+  return trusted.map((p) => ({ allow: true, address: p.address, bits: p.bits, text: `accept-proxy ${formatPrefix(p)}` }));
+}
+
 /**
  * The compiled service, or null when the connection needs the session code.
  * `slot`: the service's place in the shared limits.
@@ -35,18 +40,23 @@ export function fastService(
   slot: number,
 ): FastService | null {
   if (engine !== 'splice' || s.target.kind !== 'server' || s.acp !== null || s.writefile !== null) return null;
-  if (s.target.servers.length !== 1) return null;
-  const [{ host, port }] = s.target.servers as [ServerAddress];
-  if (isIP(host) === 0) return null;
-  const upstreamPort = port ?? s.port;
-  if (upstreamPort < 1) return null;
+  const servers: FastServer[] = [];
+  for (const { host, port } of s.target.servers) {
+    // A host name is resolved for each connection: the session code's.
+    if (isIP(host) === 0) return null;
+    const upstreamPort = port ?? s.port;
+    servers.push({ address: host, port: upstreamPort, text: `server ${formatHostPort(host, upstreamPort)}` });
+  }
+  const { proxy } = s;
   return {
     key: listenKey(s),
     // The same words as the session code's accept and connect-error lines.
     acceptTail: `: ${describeTarget(s.target)}, uid ${ids.uid} gid ${ids.gid}`,
-    serverText: `server ${formatHostPort(host, upstreamPort)}`,
-    address: host,
-    port: upstreamPort,
+    servers,
+    balance: proxy.balance,
+    sendProxy: proxy.sendProxy ?? 0,
+    source: proxy.source,
+    acceptProxy: proxy.acceptProxy === null ? null : trustedRules(proxy.acceptProxy),
     idleMs: s.timeoutSec * 1000,
     slot,
     keepalive: s.bounds.keepalive,

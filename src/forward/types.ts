@@ -31,6 +31,8 @@ export interface Endpoints {
   readonly clientPort: number;
   readonly localAddress: string;
   readonly localPort: number;
+  /** accept-proxy: the balancer whose PROXY header named the client above. */
+  readonly via?: { readonly address: string; readonly port: number };
 }
 
 /**

@@ -6,6 +6,8 @@
  */
 import * as fs from 'node:fs';
 import { selectEngine } from '../forward/engine';
+import type { Endpoints } from '../forward/types';
+import { isTrustedSource, readProxyHeader, UNTRUSTED } from '../session/proxy';
 import { currentIds, dropPrivileges, runningAsRoot, serviceIdentity } from '../process/privilege';
 import { runSession } from '../session/session';
 import { EXIT_FAILURE, EXIT_OK } from '../sys/exit-codes';
@@ -60,7 +62,7 @@ export async function serveInetd(
     log.error('inetd mode: standard input is not a connected socket');
     return EXIT_FAILURE;
   }
-  const endpoints = {
+  let endpoints: Endpoints = {
     clientAddress: plainAddress(sn.peer.address),
     clientPort: sn.peer.port,
     localAddress: plainAddress(sn.local.address),
@@ -82,12 +84,7 @@ export async function serveInetd(
   if (ignored.length > 0) {
     log.warn(`service ${key}: ${ignored.join(', ')} ignored in inetd mode (each connection is its own process): use inetd's own limits`);
   }
-  const rule = checkAccess(access, endpoints.clientAddress);
-  if (rule !== null) {
-    // Closed at once: nothing read or written; the exit closes fds 0 and 1.
-    log.warn(`service ${key}: refused ${formatHostPort(endpoints.clientAddress, endpoints.clientPort)}: ${rule}`);
-    return EXIT_OK;
-  }
+  // The ids drop first: nothing the client sent (a PROXY header) is read as root.
   if (runningAsRoot()) {
     const id = serviceIdentity(service, true);
     const problem = dropPrivileges(id);
@@ -95,6 +92,30 @@ export async function serveInetd(
       log.error(`connection ${process.pid}: cannot drop privileges to uid ${id.uid} gid ${id.gid}: ${problem}`);
       return EXIT_FAILURE;
     }
+  }
+  const peer = formatHostPort(endpoints.clientAddress, endpoints.clientPort);
+  const trusted = service.proxy.acceptProxy;
+  if (trusted !== null) {
+    // Refusals close at once: the exit closes fds 0 and 1.
+    if (!isTrustedSource(trusted, endpoints.clientAddress)) {
+      log.warn(`service ${key}: refused ${peer}: ${UNTRUSTED}`);
+      return EXIT_OK;
+    }
+    const header = await readProxyHeader(0);
+    if (!header.ok) {
+      log.warn(`service ${key}: refused ${peer}: ${header.reason}`);
+      return EXIT_OK;
+    }
+    if (header.client !== null) {
+      const via = { address: endpoints.clientAddress, port: endpoints.clientPort };
+      endpoints = { ...endpoints, clientAddress: header.client.address, clientPort: header.client.port, via };
+    }
+  }
+  const rule = checkAccess(access, endpoints.clientAddress);
+  if (rule !== null) {
+    // Closed at once: nothing read or written; the exit closes fds 0 and 1.
+    log.warn(`service ${key}: refused ${formatHostPort(endpoints.clientAddress, endpoints.clientPort)}: ${rule}`);
+    return EXIT_OK;
   }
   const engine = selectEngine((m) => log.warn(m));
   let client;

@@ -10,7 +10,9 @@
  */
 import * as net from 'node:net';
 import { selectEngine } from '../forward/engine';
-import type { Engine } from '../forward/types';
+import { socketFd } from '../forward/socket';
+import type { Engine, HeldClient } from '../forward/types';
+import { isTrustedSource, readProxyHeader, UNTRUSTED } from '../session/proxy';
 import { runSession } from '../session/session';
 import { errorText } from '../sys/errors';
 import { createLogger, type Logger } from '../sys/log';
@@ -84,7 +86,11 @@ const QUIET_MS = 250;
 /** A client of the session code and what it holds of the shared limits. */
 interface Admitted {
   readonly sock: net.Socket;
+  /** The client: the peer, or the source a PROXY header named. */
   readonly client: string;
+  readonly clientPort: number;
+  /** The peer that sent the PROXY header, when it named the client. */
+  readonly via: { readonly address: string; readonly port: number } | null;
   entered: boolean;
   source: boolean;
 }
@@ -171,11 +177,12 @@ export function runWorker(): void {
     if (a.waiting?.why === 'maxconn') retryNow(a);
   };
 
-  const refuse = (a: Accepting, sock: net.Socket, rule: string, why: Refusal): void => {
+  const refuse = (a: Accepting, sock: net.Socket, rule: string, why: Refusal, client?: { address: string; port: number }): void => {
+    const who = client ?? { address: plainAddress(sock.remoteAddress), port: sock.remotePort ?? 0 };
     sock.destroy();
     native().refusalCount(a.slot, why);
     if (native().refusalLogAllowed(a.slot)) {
-      log?.warn(`service ${a.key}: refused ${formatHostPort(plainAddress(sock.remoteAddress), sock.remotePort ?? 0)}: ${rule}`);
+      log?.warn(`service ${a.key}: refused ${formatHostPort(who.address, who.port)}: ${rule}`);
       return;
     }
     a.suppressed++;
@@ -190,21 +197,56 @@ export function runWorker(): void {
     }, SUMMARY_MS);
   };
 
-  /** A client of a net.Server: the access lists and per-source first (refused at once), then maxconn and rate. */
+  /**
+   * A client of a net.Server. accept-proxy: a trusted peer's PROXY header
+   * first (the client it names is the one judged); then the access lists and
+   * per-source (refused at once), then maxconn and rate.
+   */
   const admit = (a: Accepting, sock: net.Socket): void => {
     const service = byKey.get(a.key);
     if (!service || draining) {
       sock.destroy();
       return;
     }
-    const client = plainAddress(sock.remoteAddress);
+    const peer = { address: plainAddress(sock.remoteAddress), port: sock.remotePort ?? 0 };
+    const trusted = service.proxy.acceptProxy;
+    if (trusted === null) return admitClient(a, sock, peer, null);
+    if (!isTrustedSource(trusted, peer.address)) return refuse(a, sock, UNTRUSTED, REFUSAL.proxy);
+    let fd: number;
+    try {
+      fd = socketFd(sock);
+    } catch (err) {
+      log?.error(`service ${a.key}: client ${formatHostPort(peer.address, peer.port)}: ${errorText(err)}`);
+      sock.destroy();
+      return;
+    }
+    void readProxyHeader(fd).then((r) => {
+      if (sock.destroyed) return;
+      if (!r.ok) return refuse(a, sock, r.reason, REFUSAL.proxy);
+      if (r.client === null) admitClient(a, sock, peer, null);
+      else admitClient(a, sock, r.client, peer);
+    });
+  };
+
+  const admitClient = (
+    a: Accepting,
+    sock: net.Socket,
+    who: { readonly address: string; readonly port: number },
+    via: Admitted['via'],
+  ): void => {
+    const service = byKey.get(a.key);
+    if (!service || draining) {
+      sock.destroy();
+      return;
+    }
+    const client = who.address;
     const { access } = service;
     const rule = checkAccess(access, client);
-    if (rule !== null) return refuse(a, sock, rule, rule.startsWith('deny ') ? REFUSAL.deny : REFUSAL.noAllow);
-    const h: Admitted = { sock, client, entered: false, source: false };
+    if (rule !== null) return refuse(a, sock, rule, rule.startsWith('deny ') ? REFUSAL.deny : REFUSAL.noAllow, who);
+    const h: Admitted = { sock, client, clientPort: who.port, via, entered: false, source: false };
     if (access.perSource !== null) {
       if (!native().sourceEnter(a.slot, client, access.perSource)) {
-        return refuse(a, sock, `per-source ${access.perSource}`, REFUSAL.perSource);
+        return refuse(a, sock, `per-source ${access.perSource}`, REFUSAL.perSource, who);
       }
       h.source = true;
     }
@@ -321,9 +363,12 @@ export function runWorker(): void {
       return;
     }
     const id = numbers.take();
-    let client;
+    let client: HeldClient;
     try {
       client = engine.hold(sock);
+      if (h.via !== null) {
+        client = { ...client, endpoints: { ...client.endpoints, clientAddress: h.client, clientPort: h.clientPort, via: h.via } };
+      }
     } catch (err) {
       log.error(`connection ${id}: cannot take over the client: ${errorText(err)}`);
       leave(a, h);

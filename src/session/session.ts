@@ -4,18 +4,20 @@
  * Independent of the process that runs it: a standalone worker and inetd
  * mode call `runSession` with a client the engine already holds.
  */
+import * as fs from 'node:fs';
 import * as net from 'node:net';
 import { forwardJs } from '../forward/js';
-import { keepAlive, restoreNonblocking } from '../forward/socket';
-import type { Engine, ForwardResult, HeldClient } from '../forward/types';
+import { keepAlive, restoreNonblocking, socketFd } from '../forward/socket';
+import type { Endpoints, Engine, ForwardResult, HeldClient } from '../forward/types';
 import { errorText } from '../sys/errors';
 import type { Logger } from '../sys/log';
+import { native } from '../sys/native';
 import { formatHostPort } from '../table/address';
-import { DEFAULT_TIMEOUT_SEC, describeTarget, type Sandbox, type Service } from '../table/service';
+import { DEFAULT_TIMEOUT_SEC, describeTarget, listenKey, type Sandbox, type Service } from '../table/service';
 import { clientName } from './clientname';
 import { handlerEnv, runAcp, runHandler } from './handler';
 import { openTranscript, type Transcript } from './transcript';
-import { connectUpstream } from './upstream';
+import { connectGroup } from './upstream';
 
 export interface SessionContext {
   /** Connection number, unique in this daemon; shown in every line of the connection. */
@@ -102,8 +104,9 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   const { client, service, log, id, engine } = ctx;
   const tag = `connection ${id}`;
   const e = client.endpoints;
+  const via = e.via === undefined ? '' : ` via ${formatHostPort(e.via.address, e.via.port)}`;
   log.info(
-    `${tag}: client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}: ` +
+    `${tag}: client ${formatHostPort(e.clientAddress, e.clientPort)}${via} on ${formatHostPort(e.localAddress, e.localPort)}: ` +
       `${describeTarget(service.target)}, uid ${ctx.ids.uid} gid ${ctx.ids.gid}`,
   );
   // Dead peers end even with `timeout 0`; a handler's socket keeps the option.
@@ -158,18 +161,29 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     return { result: null, ok: handlerRan };
   }
 
-  const [first] = service.target.servers;
-  if (first === undefined) throw new Error('a forwarding service without a server');
-  const { host, port } = first;
-  const upstreamPort = port ?? e.localPort;
-  let server: net.Socket;
-  try {
-    server = await connectUpstream(host, upstreamPort);
-    if (service.bounds.keepalive) keepAlive(server);
-  } catch (err) {
-    log.error(`${tag}: server ${formatHostPort(host, upstreamPort)}: ${(err as Error).message}`);
+  const { proxy } = service;
+  const upstream = await connectGroup(
+    { key: listenKey(service), servers: service.target.servers, balance: proxy.balance, source: proxy.source, defaultPort: e.localPort },
+    e.clientAddress,
+    {
+      attemptFailed: (server, message) => log.error(`${tag}: ${server}: ${message}`),
+      health: (line, down) => (down ? log.warn(line) : log.info(line)),
+    },
+  );
+  if (upstream === null) {
     hold.release();
     return { result: null, ok: false };
+  }
+  const server = upstream.sock;
+  if (service.bounds.keepalive) keepAlive(server);
+  if (proxy.sendProxy !== null) {
+    const problem = sendProxyHeader(server, proxy.sendProxy, e);
+    if (problem !== null) {
+      log.error(`${tag}: ${upstream.server}: cannot send the PROXY header: ${problem}`);
+      server.destroy();
+      hold.release();
+      return { result: null, ok: false };
+    }
   }
   let transcript: Transcript | null = null;
   if (service.writefile !== null) {
@@ -206,6 +220,25 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
       resolve({ result: null, ok: false });
     }
   });
+}
+
+/**
+ * Writes the PROXY header for the client's endpoints to a just-connected
+ * upstream, before any client byte; null, or why it could not.
+ */
+function sendProxyHeader(server: net.Socket, version: 1 | 2, e: Endpoints): string | null {
+  const header = native().proxyBuild(
+    version,
+    { address: e.clientAddress, port: e.clientPort },
+    { address: e.localAddress, port: e.localPort },
+  );
+  try {
+    // Nothing is queued on the socket yet: the kernel takes these few bytes whole.
+    const n = fs.writeSync(socketFd(server), header);
+    return n === header.length ? null : 'short write';
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code ?? errorText(err);
+  }
 }
 
 /** The client as a net.Socket, wrapping a raw fd when the engine held one. */

@@ -6,7 +6,9 @@
  */
 import * as dns from 'node:dns';
 import * as net from 'node:net';
-import { formatHostPort } from '../table/address';
+import { clientKey } from '../table/access';
+import { formatHostPort, type ServerAddress } from '../table/address';
+import { formatServer, type Balance } from '../table/service';
 
 export const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -23,9 +25,9 @@ async function resolve(host: string): Promise<string[]> {
   return addrs.map((a) => a.address);
 }
 
-function connectOne(address: string, port: number, deadline: number): Promise<net.Socket> {
+function connectOne(address: string, port: number, deadline: number, localAddress: string | null): Promise<net.Socket> {
   return new Promise((resolveConn, reject) => {
-    const sock = net.connect({ host: address, port, allowHalfOpen: true });
+    const sock = net.connect({ host: address, port, allowHalfOpen: true, ...(localAddress === null ? {} : { localAddress }) });
     const timer = setTimeout(() => {
       sock.destroy();
       reject(new UpstreamError(`connect ${formatHostPort(address, port)}: timed out`));
@@ -49,7 +51,12 @@ function connectOne(address: string, port: number, deadline: number): Promise<ne
  * Connects to `host:port`, trying each address of the name. Rejects with the
  * last error (Node's `connect ECONNREFUSED 127.0.0.1:25` text) or a timeout.
  */
-export async function connectUpstream(host: string, port: number, timeoutMs = CONNECT_TIMEOUT_MS): Promise<net.Socket> {
+export async function connectUpstream(
+  host: string,
+  port: number,
+  timeoutMs = CONNECT_TIMEOUT_MS,
+  localAddress: string | null = null,
+): Promise<net.Socket> {
   const deadline = Date.now() + timeoutMs;
   let addresses: string[];
   let timer: NodeJS.Timeout | undefined;
@@ -71,10 +78,106 @@ export async function connectUpstream(host: string, port: number, timeoutMs = CO
   for (const address of addresses) {
     if (Date.now() >= deadline) break;
     try {
-      return await connectOne(address, port, deadline);
+      return await connectOne(address, port, deadline, localAddress);
     } catch (err) {
       last = err;
     }
   }
   throw last;
+}
+
+/** What a connection needs to reach a group of servers. */
+export interface UpstreamGroup {
+  /** The service's listen key: the group's health and rotation are kept under it. */
+  readonly key: string;
+  readonly servers: readonly ServerAddress[];
+  readonly balance: Balance;
+  /** Bind each attempt to this local address; null: the kernel's choice. */
+  readonly source: string | null;
+  /** The port for a server written without one: the one the client connected to. */
+  readonly defaultPort: number;
+}
+
+/** A server of a group that failed is tried after the others this long. */
+export const DOWN_MS = 10_000;
+
+/** The passive health of the servers, in this process: `${key} ${server}` → down until. */
+const health = new Map<string, { until: number }>();
+/** roundrobin: where each service's next connection starts. */
+const rotation = new Map<string, number>();
+
+function fnv1a(bytes: Uint8Array): number {
+  let h = 2166136261;
+  for (const b of bytes) h = Math.imul(h ^ b, 16777619) >>> 0;
+  return h;
+}
+
+/**
+ * The order a connection tries the servers in (as native/serve.cc's Order):
+ * `balance` picks the first, the rest follow in list order, and servers
+ * marked down go after the others.
+ */
+export function groupOrder(g: UpstreamGroup, clientAddress: string, now = Date.now()): number[] {
+  const n = g.servers.length;
+  let first = 0;
+  if (g.balance === 'roundrobin') {
+    first = (rotation.get(g.key) ?? 0) % n;
+    rotation.set(g.key, first + 1);
+  } else if (g.balance === 'source') {
+    const key = clientKey(clientAddress);
+    first = key === null ? 0 : fnv1a(key) % n;
+  }
+  const up: number[] = [];
+  const down: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const k = (first + i) % n;
+    const h = health.get(healthKey(g, k));
+    (h !== undefined && now < h.until ? down : up).push(k);
+  }
+  return [...up, ...down];
+}
+
+function healthKey(g: UpstreamGroup, i: number): string {
+  const s = g.servers[i];
+  return `${g.key} ${s === undefined ? '' : formatServer(s)}`;
+}
+
+export interface GroupLog {
+  /** A failed attempt: `server H:P` and the error text. */
+  attemptFailed(server: string, message: string): void;
+  /** A server of a group of two or more went down or is back. */
+  health(line: string, down: boolean): void;
+}
+
+/**
+ * Connects to the first server of the group that answers, in the order
+ * `balance` gives, each (all of its addresses) within its own bound. Null
+ * when none did; every failure has been told to `log`.
+ */
+export async function connectGroup(
+  g: UpstreamGroup,
+  clientAddress: string,
+  log: GroupLog,
+  timeoutMs = CONNECT_TIMEOUT_MS,
+): Promise<{ readonly sock: net.Socket; readonly server: string } | null> {
+  const group = g.servers.length > 1;
+  for (const i of groupOrder(g, clientAddress)) {
+    const s = g.servers[i];
+    if (s === undefined) continue;
+    const port = s.port ?? g.defaultPort;
+    const text = `server ${formatHostPort(s.host, port)}`;
+    const hk = healthKey(g, i);
+    try {
+      const sock = await connectUpstream(s.host, port, timeoutMs, g.source);
+      if (group && health.delete(hk)) log.health(`service ${g.key}: server ${formatHostPort(s.host, port)}: up again`, false);
+      return { sock, server: text };
+    } catch (err) {
+      log.attemptFailed(text, (err as Error).message);
+      if (!group || (err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') continue;
+      const was = health.get(hk);
+      health.set(hk, { until: Date.now() + DOWN_MS });
+      if (was === undefined) log.health(`service ${g.key}: server ${formatHostPort(s.host, port)}: down for ${DOWN_MS / 1000} s`, true);
+    }
+  }
+  return null;
 }

@@ -77,11 +77,15 @@ export interface FastService {
   readonly key: string;
   /** The accept line after `connection N: client C on L`: `: server H:P, uid U gid G`. */
   readonly acceptTail: string;
-  /** `server H:P` as written, before a connect error. */
-  readonly serverText: string;
-  /** The upstream: an IP literal and a port. */
-  readonly address: string;
-  readonly port: number;
+  /** The servers of the group, in the order written. */
+  readonly servers: readonly FastServer[];
+  readonly balance: 'first' | 'roundrobin' | 'source';
+  /** The PROXY header version written to each upstream first; 0: none. */
+  readonly sendProxy: 0 | 1 | 2;
+  /** The local address upstream connections bind to; null: the kernel's choice. */
+  readonly source: string | null;
+  /** accept-proxy: who may send the header, as allow rules (empty: anyone); null: no header. */
+  readonly acceptProxy: readonly AccessRule[] | null;
   readonly idleMs: number;
   /** The service's place in the shared limits (the master numbers listen keys). */
   readonly slot: number;
@@ -93,6 +97,15 @@ export interface FastService {
   readonly maxconn: number;
   readonly perSource: number;
   readonly rate: number;
+}
+
+/** One upstream of a fast-path group. */
+export interface FastServer {
+  /** An IP literal. */
+  readonly address: string;
+  readonly port: number;
+  /** `server H:P`, before a connect error. */
+  readonly text: string;
 }
 
 /** One prefix of an allow or deny list, as native matches it; `text` is what a refusal logs (`deny 10.0.0.0/8`). */
@@ -134,7 +147,7 @@ export interface ProxyHeaderOk {
 export type ProxyReadResult = ProxyInvalid | ProxyHeaderOk | { readonly status: 'timeout' };
 
 /** Why a client was refused, as native/limits.h counts it. */
-export const REFUSAL = { deny: 0, noAllow: 1, perSource: 2 } as const;
+export const REFUSAL = { deny: 0, noAllow: 1, perSource: 2, proxy: 3 } as const;
 export type Refusal = (typeof REFUSAL)[keyof typeof REFUSAL];
 
 export interface Addon {
@@ -232,7 +245,7 @@ export interface Addon {
   refusalCount(slot: number, reason: Refusal): void;
   /** The shared budget of refusal lines (10 a second a service): false once spent. */
   refusalLogAllowed(slot: number): boolean;
-  limitStats(slot: number): { live: number; refused: [number, number, number] };
+  limitStats(slot: number): { live: number; refused: [number, number, number, number] };
   /** The native access-list matcher: null (admitted) or the refusing rule's text. */
   accessCheck(rules: readonly AccessRule[], client: string): string | null;
   /** Parses the start of a stream for a PROXY header (never more than the header is looked at). */

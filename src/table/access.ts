@@ -179,6 +179,19 @@ function maskWords(words: readonly number[], bits: number): number[] {
   });
 }
 
+/**
+ * A client address as 16 bytes, IPv4 (and IPv4-mapped IPv6) as
+ * ::ffff:a.b.c.d, as native/access.cc keys clients; null if not an IP.
+ */
+export function clientKey(text: string): Uint8Array | null {
+  const w = addressWords(text);
+  if (w === null) return null;
+  const words = w.length === 1 ? [0, 0, 0xffff, w[0] ?? 0] : w;
+  const out = new Uint8Array(16);
+  words.forEach((word, i) => new DataView(out.buffer).setInt32(i * 4, word));
+  return out;
+}
+
 function isMapped(words: readonly number[]): boolean {
   return words[0] === 0 && words[1] === 0 && words[2] === 0xffff;
 }
