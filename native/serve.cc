@@ -323,9 +323,14 @@ void EndConnect(Conn* c) {
   uv_close(reinterpret_cast<uv_handle_t*>(&c->timer), OnConnClosed);
 }
 
-uint32_t Fnv1a(const uint8_t* p, size_t n) {
+// FNV-1a, then a final mix: FNV's low bits depend only on the low bits of
+// the input bytes, and the server is picked with a small modulus.
+uint32_t SourceHash(const uint8_t* p, size_t n) {
   uint32_t h = 2166136261u;
   for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 16777619u;
+  h ^= h >> 16;
+  h *= 0x45d9f3bu;
+  h ^= h >> 16;
   return h;
 }
 
@@ -336,7 +341,7 @@ std::vector<uint16_t> Order(const FastService& svc, Group& g, const uint8_t key[
   size_t n = svc.servers.size();
   size_t first = 0;
   if (svc.balance == Balance::kRoundRobin) first = g.next++ % n;
-  if (svc.balance == Balance::kSource) first = Fnv1a(key, 16) % n;
+  if (svc.balance == Balance::kSource) first = SourceHash(key, 16) % n;
   std::vector<uint16_t> up, down;
   for (size_t i = 0; i < n; i++) {
     size_t k = (first + i) % n;

@@ -106,10 +106,13 @@ const health = new Map<string, { until: number }>();
 /** roundrobin: where each service's next connection starts. */
 const rotation = new Map<string, number>();
 
-function fnv1a(bytes: Uint8Array): number {
+/** FNV-1a with a final mix (FNV's low bits alone spread badly), as native/serve.cc's SourceHash. */
+function sourceHash(bytes: Uint8Array): number {
   let h = 2166136261;
   for (const b of bytes) h = Math.imul(h ^ b, 16777619) >>> 0;
-  return h;
+  h = (h ^ (h >>> 16)) >>> 0;
+  h = Math.imul(h, 0x45d9f3b) >>> 0;
+  return (h ^ (h >>> 16)) >>> 0;
 }
 
 /**
@@ -125,7 +128,7 @@ export function groupOrder(g: UpstreamGroup, clientAddress: string, now = Date.n
     rotation.set(g.key, first + 1);
   } else if (g.balance === 'source') {
     const key = clientKey(clientAddress);
-    first = key === null ? 0 : fnv1a(key) % n;
+    first = key === null ? 0 : sourceHash(key) % n;
   }
   const up: number[] = [];
   const down: number[] = [];

@@ -71,7 +71,8 @@ describe('connectGroup', () => {
 
   /** A server that tells each connection's peer address and port, then closes. */
   async function teller(host: string): Promise<number> {
-    const s = net.createServer((c) => c.end(`${c.remoteAddress}:${c.remotePort}`));
+    // A client that closes without reading resets the connection: not this test's subject.
+    const s = net.createServer((c) => c.on('error', () => undefined).end(`${c.remoteAddress}:${c.remotePort}`));
     opened.push(s);
     await new Promise<void>((r) => s.listen(0, host, r));
     return (s.address() as net.AddressInfo).port;
@@ -81,7 +82,11 @@ describe('connectGroup', () => {
     return new Promise((resolve, reject) => {
       let text = '';
       sock.setEncoding('utf8').on('data', (d: string) => (text += d));
-      sock.once('end', () => resolve(text));
+      // The upstream socket is half-open capable: end our side too, or the server's close waits for it.
+      sock.once('end', () => {
+        sock.destroy();
+        resolve(text);
+      });
       sock.once('error', reject);
       sock.resume();
     });
@@ -107,7 +112,7 @@ describe('connectGroup', () => {
     // The down server is tried last now.
     expect(groupOrder(g, '127.0.0.1')).toEqual([1, 0]);
     // It comes back: the next connection that reaches it says so once.
-    const back = net.createServer((c) => c.end('back'));
+    const back = net.createServer((c) => c.on('error', () => undefined).end('back'));
     opened.push(back);
     await new Promise<void>((r) => back.listen(refusing, '127.0.0.1', r));
     const goodServer = opened[0];
