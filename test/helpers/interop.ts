@@ -4,9 +4,12 @@
  * started with a generated config, its accept line, and failure messages
  * that carry the logs of every process in the chain.
  */
+import * as dns from 'node:dns';
 import * as net from 'node:net';
+import * as os from 'node:os';
 import { type Daemon, re, startDaemon } from './daemon';
 import { type Endpoint, formatEndpoint } from './proxy-header';
+import { IN_CI } from './root';
 import type { TempDir } from './setup';
 
 /** How tcpproxy serves a forwarding service: the engine and how the server is written. */
@@ -93,4 +96,31 @@ export async function explained(procs: () => readonly (Explains | null | undefin
     }
     throw err;
   }
+}
+
+/** What getnameinfo gives for `address` (PROXY_CLIENTNAME): the name lower-cased, else the address. */
+export function nameOf(address: string): Promise<string> {
+  return new Promise((resolve) => dns.lookupService(address, 0, (err, host) => resolve(err || !host ? address : host.toLowerCase())));
+}
+
+/** The PROXY_ variables of `env` output (an exec handler /usr/bin/env). */
+export function proxyVars(text: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const line of text.split('\n')) {
+    const m = /^(PROXY_[A-Z]+)=(.*)$/.exec(line);
+    if (m?.[1] !== undefined) out[m[1]] = m[2] ?? '';
+  }
+  return out;
+}
+
+/**
+ * True when the IPv6 cases run: the loopback has ::1, or CI is set (there
+ * they never skip: without ::1 they fail). Elsewhere a file without ::1
+ * leaves them out and says so.
+ */
+export function ipv6Cases(file: string): boolean {
+  const has = Object.values(os.networkInterfaces()).some((list) => list?.some((i) => i.address === '::1'));
+  // eslint-disable-next-line no-console -- says out loud why the IPv6 cases are missing
+  if (!has && !IN_CI) console.warn(`${file}: no ::1 on this host (and CI is not set): IPv6 cases left out`);
+  return has || IN_CI;
 }

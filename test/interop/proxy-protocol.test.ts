@@ -23,12 +23,11 @@
  * peers and the hand-written headers against each other with no tcpproxy in
  * between: it must pass before the feature exists.
  */
-import * as dns from 'node:dns';
 import * as net from 'node:net';
-import * as os from 'node:os';
+import { linesAbout } from '../helpers/access';
 import { Client } from '../helpers/client';
 import { type Daemon, assertBuilt, logLines, re, waitLog } from '../helpers/daemon';
-import { acceptLine, anyPort, explained, FORWARD_PATHS, IPV4_PATHS, startTcpproxy, type ForwardPath } from '../helpers/interop';
+import { acceptLine, anyPort, explained, FORWARD_PATHS, ipv6Cases, IPV4_PATHS, nameOf, proxyVars, startTcpproxy, type ForwardPath } from '../helpers/interop';
 import { holdsListener, nginxAddresses, PROXY_ADDRESSES, requirePeers, silentServer, startHaproxy, startNginx } from '../helpers/peers';
 import { freePort, tryConnect } from '../helpers/ports';
 import { alive } from '../helpers/proc';
@@ -56,15 +55,11 @@ const TIMEOUT_TEXT = 'no complete PROXY header within 5 s';
 const CLIENT_V4 = '127.0.0.7';
 const HAPROXY_SOURCE = '127.0.0.8';
 
-const hasIpv6Loopback = Object.values(os.networkInterfaces()).some((list) => list?.some((i) => i.address === '::1'));
-
 /** The loopback families; IPv6 is required in CI (no skip there), skipped out loud elsewhere without ::1. */
 const FAMILIES = [
   { name: 'IPv4', local: '127.0.0.1', client: CLIENT_V4 },
-  ...(hasIpv6Loopback || process.env['CI'] === 'true' ? [{ name: 'IPv6', local: '::1', client: '::1' }] : []),
+  ...(ipv6Cases('proxy-protocol.test.ts') ? [{ name: 'IPv6', local: '::1', client: '::1' }] : []),
 ] as const;
-// eslint-disable-next-line no-console -- says out loud why the IPv6 cases are missing
-if (FAMILIES.length === 1) console.warn('proxy-protocol.test.ts: no ::1 on this host (and CI is not set): IPv6 cases left out');
 
 beforeAll(() => {
   assertBuilt();
@@ -73,21 +68,6 @@ beforeAll(() => {
 });
 const tmp = useTempDir('tcpproxy-interop-pp-');
 cleanUpAfterEach();
-
-/** What getnameinfo gives for `address` (PROXY_CLIENTNAME): the name lower-cased, else the address. */
-function nameOf(address: string): Promise<string> {
-  return new Promise((resolve) => dns.lookupService(address, 0, (err, host) => resolve(err || !host ? address : host.toLowerCase())));
-}
-
-/** The PROXY_ variables of `env` output. */
-function proxyVars(text: string): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^(PROXY_[A-Z]+)=(.*)$/.exec(line);
-    if (m?.[1] !== undefined) out[m[1]] = m[2] ?? '';
-  }
-  return out;
-}
 
 /** The client as an Endpoint, from its own end. */
 function endpointOf(c: Client): Endpoint {
@@ -385,7 +365,7 @@ describe.each(FORWARD_PATHS)('hand-written headers → tcpproxy accept-proxy, $n
     const [, got] = await waitLog(s.tp.stderr, want, 2000);
     if (typeof reason === 'string') expect(got).toBe(reason);
     else expect(got).toMatch(reason);
-    expect(logLines(s.tp.stderr()).filter((l) => l.includes(peer))).toEqual([`service ${s.key}: refused ${peer}: ${got ?? ''}`]);
+    expect(linesAbout(s.tp.stderr(), c)).toEqual([`service ${s.key}: refused ${peer}: ${got ?? ''}`]);
     expect(s.up.connections).toHaveLength(0);
   }
 

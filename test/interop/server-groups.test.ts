@@ -287,7 +287,7 @@ it('a source address that cannot be bound fails the start: exit 1, the message a
   const local = Object.values(os.networkInterfaces()).some((list) => list?.some((i) => i.address === addr));
   if (local) throw new Error(`${addr} is an address of this host: the test needs one that is not`);
   const port = await freePort();
-  const conf = tmp.config([`port ${port}`, '  interface 127.0.0.1', `    source ${addr}`, '    server 127.0.0.1:9']);
+  const conf = tmp.config([`port ${port}`, '  interface 127.0.0.1', `    source ${addr}`, `    server 127.0.0.1:${await freePort()}`]);
   const r = await runCli(['-D', '-f', conf], { timeoutMs: 10000 });
   expect({ code: r.code, timedOut: r.timedOut }).toEqual({ code: 1, timedOut: false });
   expect(r.stderr).toMatch(new RegExp(`^tcpproxy:${re(conf)}:3: cannot bind source address ${re(addr)}: EADDRNOTAVAIL \\(.+\\)$`, 'm'));
