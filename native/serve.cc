@@ -648,7 +648,9 @@ void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& a
 void FreeListener(Listener* l);
 
 // The access lists and per-source, for the client a PROXY header named.
-void AfterHeader(Listener* l, int fd, const sockaddr_storage& peer, const sockaddr_storage& client, Admission adm) {
+// `peer` is null when the header kept the real peer as the client (v1
+// UNKNOWN, v2 LOCAL): then there is no balancer to name.
+void AfterHeader(Listener* l, int fd, const sockaddr_storage* peer, const sockaddr_storage& client, Admission adm) {
   const FastService& svc = *l->service;
   ClientKeyOf(client, adm.key);
   if (!svc.access.Empty()) {
@@ -665,7 +667,7 @@ void AfterHeader(Listener* l, int fd, const sockaddr_storage& peer, const sockad
     }
     adm.source = true;
   }
-  Serve(l, fd, client, adm, &peer);
+  Serve(l, fd, client, adm, peer);
 }
 
 void OnHeaderClosed(uv_handle_t* h) {
@@ -724,7 +726,7 @@ void HeaderStep(HeaderRead* r) {
   Admission adm = r->adm;
   l->reads++;
   EndHeader(r);
-  AfterHeader(l, fd, peer, client, adm);
+  AfterHeader(l, fd, header.local ? nullptr : &peer, client, adm);
   if (--l->reads == 0 && l->closing && l->open_handles == 0) FreeListener(l);
 }
 
