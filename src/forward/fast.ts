@@ -1,8 +1,10 @@
 /**
  * The policy of the native fast path (native/serve.cc): which services the
  * worker serves without a JS object per connection, compiled into what
- * native needs. A forwarding service to an IP literal, with no ACP and no
- * transcript, takes it under the splice engine; everything else (handlers,
+ * native needs. A forwarding service whose servers (one, or a group) are
+ * all IP literals, with no ACP and no transcript, takes it under the splice
+ * engine, send-proxy, accept-proxy, balance and source included; everything
+ * else (handlers,
  * ACPs, transcripts, host names, which are resolved for each connection,
  * and the JS engine) goes through the session code.
  */
