@@ -17,7 +17,13 @@ constexpr uint32_t kSourceTable = 65536;  // client addresses with live sessions
 constexpr uint32_t kRefusalLinesPerSecond = 10;
 
 // kRefusedProxy: an untrusted PROXY source, or a header missing, malformed or late.
-enum RefusalReason { kRefusedDeny = 0, kRefusedNoAllow = 1, kRefusedPerSource = 2, kRefusedProxy = 3, kRefusalReasons = 4 };
+enum RefusalReason {
+  kRefusedDeny = 0,
+  kRefusedNoAllow = 1,
+  kRefusedPerSource = 2,
+  kRefusedProxy = 3,
+  kRefusalReasons = 4
+};
 
 bool LimitsAttached();
 // maxconn: takes a live-session place (false: the service is full).

@@ -638,8 +638,8 @@ void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& a
   getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
   std::string from = HostPort(peer, true);
   if (via != nullptr) from += " via " + HostPort(*via, true);
-  st->Log(kInfo, "connection " + IdText(id) + ": client " + from + " on " + HostPort(local, true) +
-                     l->service->accept_tail);
+  st->Log(kInfo,
+          "connection " + IdText(id) + ": client " + from + " on " + HostPort(local, true) + l->service->accept_tail);
   StartConnect(st, id, fd, peer, local, l->service, l->group, adm);
 }
 
@@ -711,12 +711,9 @@ void HeaderStep(HeaderRead* r) {
   ProxyHeader header;
   std::string why;
   switch (r->reader.Step(r->fd, &header, &why)) {
-    case ProxyParse::kNeedMore:
-      return;
-    case ProxyParse::kInvalid:
-      return HeaderFailed(r, why);
-    case ProxyParse::kOk:
-      break;
+    case ProxyParse::kNeedMore: return;
+    case ProxyParse::kInvalid: return HeaderFailed(r, why);
+    case ProxyParse::kOk: break;
   }
   Listener* l = r->listener;
   int fd = r->fd;
