@@ -13,6 +13,7 @@
         "native/fd.cc",
         "native/limits.cc",
         "native/listen.cc",
+        "native/notify.cc",
         "native/process.cc",
         "native/proxy.cc",
         "native/pump.cc",

@@ -29,6 +29,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   InitServe(env, exports);
   InitSpawn(env, exports);
   InitProxy(env, exports);
+  InitNotify(env, exports);
   InitLimits(env, exports);
   InitAccess(env, exports);
   return exports;

@@ -12,7 +12,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 8;
+constexpr int kAbiVersion = 9;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
@@ -100,5 +100,6 @@ void InitListen(Napi::Env env, Napi::Object exports);
 void InitServe(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitProxy(Napi::Env env, Napi::Object exports);
+void InitNotify(Napi::Env env, Napi::Object exports);
 
 }  // namespace tcpproxy

@@ -13,6 +13,7 @@ import { runningAsRoot } from '../process/privilege';
 import { bindListeners, closeListeners, takeInheritedListeners, type InheritedListener, type Listener } from './listener';
 import { createLogger, type Logger } from '../sys/log';
 import { native } from '../sys/native';
+import { Notifier, takeNotifyEnv } from '../sys/notify';
 import { checkPidfile, removePidfile, writePidfile } from './pidfile';
 import { listenAddresses, listenKey, type Service } from '../table/service';
 import { Supervisor } from '../process/supervisor';
@@ -52,6 +53,8 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
   };
   const asRoot = runningAsRoot();
   warnIgnoredIds(opts.services, log);
+  // Read (and taken out of the environment) before any worker starts.
+  const notifier = new Notifier(takeNotifyEnv(), log);
 
   // Signals are caught from the start: one that arrives while ports are still
   // being bound is acted on as soon as the daemon is up, never by dying.
@@ -112,6 +115,12 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
   log.info(`tcpproxy ${VERSION} serving ${services.length} service(s), pid ${process.pid}`);
   if (opts.readyFd !== null) report(opts.readyFd, { ok: true });
   const running = supervisor;
+  const status = (): string => {
+    const live = running.liveSessions();
+    return `serving ${services.length} service(s), ${live} live session${live === 1 ? '' : 's'}`;
+  };
+  notifier.ready(status());
+  notifier.start(status);
 
   let reloading = false;
   const reload = (): void => {
@@ -121,6 +130,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     }
     if (reloading) return;
     reloading = true;
+    notifier.reloading();
     try {
       const r = opts.reload();
       if (!r.ok) {
@@ -157,6 +167,8 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       log.info(`SIGHUP: configuration reloaded, serving ${services.length} service(s)`);
     } finally {
       reloading = false;
+      // Ready again, with the new configuration or (after errors) the running one.
+      notifier.ready(status());
     }
   };
 
@@ -169,6 +181,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     };
     const stop = (sig: string): void => {
       log.info(`${sig}: no new connections; live sessions have ${GRACE_MS / 1000} s to finish`);
+      notifier.stopping(`stopping: ${running.liveSessions()} live session(s) have ${GRACE_MS / 1000} s to finish`);
       // From now on SIGHUP is ignored and a second stop signal cuts the grace period short.
       onHup = () => {};
       process.once('SIGTERM', () => now('SIGTERM'));
@@ -178,6 +191,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       void running.stop(GRACE_MS).then(() => {
         if (opts.pidfile !== null) removePidfile(opts.pidfile);
         log.info('terminated');
+        notifier.stop();
         resolve(EXIT_OK);
       });
     };

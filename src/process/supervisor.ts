@@ -90,6 +90,13 @@ class Limits {
     return slot;
   }
 
+  /** Live sessions of every service that has a slot (those of removed services still draining included). */
+  live(): number {
+    let n = 0;
+    for (const slot of this.slots.values()) n += native().limitStats(slot).live;
+    return n;
+  }
+
   takeWorker(): number {
     const i = this.freeWorkers.pop();
     if (i === undefined) throw new Error(`more than ${LIMIT_WORKERS} workers at once`);
@@ -420,6 +427,11 @@ export class Supervisor {
   update(services: readonly Service[], listeners: ReadonlyMap<string, HeldListener>, graceMs: number): void {
     this.assign(services, listeners, graceMs);
     this.start();
+  }
+
+  /** Live sessions across all workers, from the shared counters (every session takes a place, maxconn or not). */
+  liveSessions(): number {
+    return this.limits.live();
   }
 
   /** Kills every worker at once (a second stop signal): their sessions end with them. */

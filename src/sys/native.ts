@@ -181,6 +181,12 @@ export interface Addon {
   /** Never blocks: a line syslog does not take at once is dropped and counted (and reported with the next one that goes out). */
   syslog(priority: number, line: string): void;
   syslogDropped(): number;
+  /**
+   * One sd_notify(3) datagram to `path` ($NOTIFY_SOCKET: a path, or '@' and
+   * an abstract name), never blocking; a SysError (sendto) when it could not
+   * go out.
+   */
+  sdNotify(path: string, text: string): void;
   /** TCP keepalive with tcpproxy's timing (native/addon.h: about 7 minutes to declare a peer dead). */
   setKeepalive(fd: number): void;
   /**
@@ -270,7 +276,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 8;
+const ABI_VERSION = 9;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

@@ -66,6 +66,16 @@ describeAsRoot('examples/systemd (root)', () => {
     expect(settings('tcpproxy-inetd@.service').get('CapabilityBoundingSet')).toEqual(['CAP_SETUID CAP_SETGID']);
   });
 
+  test('tcpproxy.service is Type=notify with a watchdog, runs in the foreground (-D) and reloads with SIGHUP', () => {
+    const s = settings('tcpproxy.service');
+    expect({ Type: s.get('Type'), WatchdogSec: s.get('WatchdogSec'), ExecReload: s.get('ExecReload') }).toEqual({
+      Type: ['notify'],
+      WatchdogSec: ['30s'],
+      ExecReload: ['/bin/kill -HUP $MAINPID'],
+    });
+    expect((s.get('ExecStart')?.[0] ?? '').split(' ')).toContain('-D');
+  });
+
   test('under that bounding set the daemon serves as the service ids and still kills a worker that stopped answering', async () => {
     const caps = (settings('tcpproxy.service').get('CapabilityBoundingSet')?.[0] ?? '').split(' ');
     const [execPort = 0, serverPort = 0] = await freePorts(2);
