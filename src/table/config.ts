@@ -508,17 +508,33 @@ function mode4(st: fs.Stats): string {
 }
 
 /**
- * Why `st` (an object on the path to the config file, named by `what`:
- * '' for the file itself) could have been written by someone other than
- * root, or null. A directory may be writable by others when it is root's
- * and sticky (/tmp): then only root can replace what root put in it, and
- * what is in it is checked in turn (sshd's StrictModes).
+ * Who besides the owner may write an object of mode `mode`, and the chmod(1)
+ * that stops it: `group and others` / `go-w`, `group` / `g-w`, `others` /
+ * `o-w`; null when neither may.
  */
-function untrusted(st: fs.Stats, what: string): string | null {
+export function writableBy(mode: number): { who: string; chmod: string } | null {
+  const group = (mode & 0o020) !== 0;
+  const others = (mode & 0o002) !== 0;
+  if (group && others) return { who: 'group and others', chmod: 'go-w' };
+  if (group) return { who: 'group', chmod: 'g-w' };
+  if (others) return { who: 'others', chmod: 'o-w' };
+  return null;
+}
+
+/**
+ * Why `st` (an object on the path to the config file, named by `what`:
+ * '' for the file itself; `where`: its name for the chmod of the fix)
+ * could have been written by someone other than root, or null. A directory
+ * may be writable by others when it is root's and sticky (/tmp): then only
+ * root can replace what root put in it, and what is in it is checked in
+ * turn (sshd's StrictModes).
+ */
+function untrusted(st: fs.Stats, what: string, where: string): string | null {
   if (st.uid !== 0) return `${what}is owned by uid ${st.uid}, not root: ${REFUSING}`;
   if (st.isSymbolicLink()) return null;
   if (st.isDirectory() && (st.mode & 0o1000) !== 0) return null;
-  if ((st.mode & 0o022) !== 0) return `${what}is writable by ${st.mode & 0o020 ? 'group' : 'others'} (mode ${mode4(st)}): ${REFUSING}`;
+  const w = writableBy(st.mode);
+  if (w !== null) return `${what}is writable by ${w.who} (mode ${mode4(st)}): ${REFUSING}: chmod ${w.chmod} ${where}`;
   return null;
 }
 
@@ -537,7 +553,7 @@ function resolveTrusted(file: string): { real: string; st: fs.Stats } {
   let dir = '/';
   let links = 0;
   const root = fs.lstatSync(dir);
-  const rootProblem = untrusted(root, 'directory / ');
+  const rootProblem = untrusted(root, 'directory / ', '/');
   if (rootProblem !== null) throw new Refused(rootProblem);
   for (;;) {
     const name = parts.shift();
@@ -553,7 +569,7 @@ function resolveTrusted(file: string): { real: string; st: fs.Stats } {
     const st = fs.lstatSync(here);
     const last = parts.length === 0;
     if (st.isSymbolicLink()) {
-      const problem = untrusted(st, `symbolic link ${here} `);
+      const problem = untrusted(st, `symbolic link ${here} `, here);
       if (problem !== null) throw new Refused(problem);
       if (++links > MAX_LINKS) throw Object.assign(new Error('too many symbolic links'), { code: 'ELOOP' });
       const target = fs.readlinkSync(here);
@@ -563,7 +579,7 @@ function resolveTrusted(file: string): { real: string; st: fs.Stats } {
     }
     if (last) return { real: here, st };
     if (!st.isDirectory()) throw Object.assign(new Error('not a directory'), { code: 'ENOTDIR' });
-    const problem = untrusted(st, `directory ${here} `);
+    const problem = untrusted(st, `directory ${here} `, here);
     if (problem !== null) throw new Refused(problem);
     dir = here;
   }
@@ -604,12 +620,16 @@ export function readConfigFile(file: string, trust: ConfigTrust): ConfigFileRead
     let name = file;
     let flags = O_RDONLY | O_NONBLOCK | O_NOCTTY;
     let checked: fs.Stats;
+    let what = '';
+    let where = file;
     if (trust === 'root') {
       const r = resolveTrusted(file);
       // Named through a link: what is wrong with the file is said of the link's target.
-      const what = r.real === path.resolve(file) ? '' : `target ${r.real} `;
+      what = r.real === path.resolve(file) ? '' : `target ${r.real} `;
       if (!r.st.isFile()) return fail(what === '' ? 'is not a regular file' : `${what}is not a regular file`);
-      const problem = untrusted(r.st, what);
+      // The chmod of the fix names the file as the caller did, or the link's target.
+      where = what === '' ? file : r.real;
+      const problem = untrusted(r.st, what, where);
       if (problem !== null) return unsafe(problem);
       name = r.real;
       flags |= O_NOFOLLOW;
@@ -624,7 +644,7 @@ export function readConfigFile(file: string, trust: ConfigTrust): ConfigFileRead
       if (!st.isFile()) return fail('is not a regular file');
       if (trust === 'root') {
         if (st.dev !== checked.dev || st.ino !== checked.ino) return unsafe(`was replaced while being checked: ${REFUSING}`);
-        const problem = untrusted(st, '');
+        const problem = untrusted(st, what, where);
         if (problem !== null) return unsafe(problem);
       }
       return { ok: true, text: readAll(fd).toString('utf8') };

@@ -64,21 +64,33 @@ describe('the config file as root: owner and mode of the file, its directories a
   test('a file owned by another uid, or writable by group or others, is refused', () => {
     const d = dir(0o755);
     expect(asRoot(file(d, 'other.conf', GOOD, 0o644, 4242))).toBe(`unsafe: is owned by uid 4242, not root: ${REFUSING}`);
-    expect(asRoot(file(d, 'group.conf', GOOD, 0o664))).toBe(`unsafe: is writable by group (mode 0664): ${REFUSING}`);
-    expect(asRoot(file(d, 'others.conf', GOOD, 0o646))).toBe(`unsafe: is writable by others (mode 0646): ${REFUSING}`);
+    const group = file(d, 'group.conf', GOOD, 0o664);
+    expect(asRoot(group)).toBe(`unsafe: is writable by group (mode 0664): ${REFUSING}: chmod g-w ${group}`);
+    const others = file(d, 'others.conf', GOOD, 0o646);
+    expect(asRoot(others)).toBe(`unsafe: is writable by others (mode 0646): ${REFUSING}: chmod o-w ${others}`);
+    const both = file(d, 'both.conf', GOOD, 0o666);
+    expect(asRoot(both)).toBe(`unsafe: is writable by group and others (mode 0666): ${REFUSING}: chmod go-w ${both}`);
+    // Named relative to the working directory: the chmod names it the same way.
+    const cwd = process.cwd();
+    try {
+      process.chdir(d);
+      expect(asRoot('both.conf')).toBe(`unsafe: is writable by group and others (mode 0666): ${REFUSING}: chmod go-w both.conf`);
+    } finally {
+      process.chdir(cwd);
+    }
   });
 
   test('a directory above it owned by another uid, or writable by group or others without the sticky bit, is refused', () => {
     const owned = dir(0o755, 4242);
     expect(asRoot(file(owned, 'a.conf', GOOD))).toBe(`unsafe: directory ${owned} is owned by uid 4242, not root: ${REFUSING}`);
     const group = dir(0o775);
-    expect(asRoot(file(group, 'b.conf', GOOD))).toBe(`unsafe: directory ${group} is writable by group (mode 0775): ${REFUSING}`);
+    expect(asRoot(file(group, 'b.conf', GOOD))).toBe(`unsafe: directory ${group} is writable by group (mode 0775): ${REFUSING}: chmod g-w ${group}`);
     const others = dir(0o757);
-    expect(asRoot(file(others, 'c.conf', GOOD))).toBe(`unsafe: directory ${others} is writable by others (mode 0757): ${REFUSING}`);
+    expect(asRoot(file(others, 'c.conf', GOOD))).toBe(`unsafe: directory ${others} is writable by others (mode 0757): ${REFUSING}: chmod o-w ${others}`);
     // Not only the file's own directory: every one on the way, from / down.
     const deeper = path.join(group, 'sub');
     fs.mkdirSync(deeper, { mode: 0o755 });
-    expect(asRoot(file(deeper, 'd.conf', GOOD))).toBe(`unsafe: directory ${group} is writable by group (mode 0775): ${REFUSING}`);
+    expect(asRoot(file(deeper, 'd.conf', GOOD))).toBe(`unsafe: directory ${group} is writable by group (mode 0775): ${REFUSING}: chmod g-w ${group}`);
   });
 
   test('a sticky root directory (like /tmp) is allowed; an attacker\'s file or directory in it is not', () => {
@@ -112,10 +124,13 @@ describe('the config file as root: owner and mode of the file, its directories a
     fs.chownSync(target, 4242, 0);
     expect(asRoot(link)).toBe(`unsafe: target ${target} is owned by uid 4242, not root: ${REFUSING}`);
     fs.chownSync(target, 0, 0);
+    fs.chmodSync(target, 0o666);
+    expect(asRoot(link)).toBe(`unsafe: target ${target} is writable by group and others (mode 0666): ${REFUSING}: chmod go-w ${target}`);
+    fs.chmodSync(target, 0o644);
     const open = dir(0o757);
     const link2 = path.join(etc, 'open.conf');
     fs.symlinkSync(file(open, 'x.conf', GOOD), link2);
-    expect(asRoot(link2)).toBe(`unsafe: directory ${open} is writable by others (mode 0757): ${REFUSING}`);
+    expect(asRoot(link2)).toBe(`unsafe: directory ${open} is writable by others (mode 0757): ${REFUSING}: chmod o-w ${open}`);
   });
 
   test('a symbolic link owned by another uid, or in a directory others can write, is refused', () => {
@@ -128,7 +143,7 @@ describe('the config file as root: owner and mode of the file, its directories a
     const group = dir(0o775);
     const link2 = path.join(group, 'tcpproxy.conf');
     fs.symlinkSync(target, link2);
-    expect(asRoot(link2)).toBe(`unsafe: directory ${group} is writable by group (mode 0775): ${REFUSING}`);
+    expect(asRoot(link2)).toBe(`unsafe: directory ${group} is writable by group (mode 0775): ${REFUSING}: chmod g-w ${group}`);
   });
 
   test('a missing file, a loop of links, a FIFO and a directory are errors, not accepted', async () => {
@@ -151,7 +166,7 @@ describe('the config file as root: owner and mode of the file, its directories a
     expect(await runCli(['-z', '-f', f])).toMatchObject({
       code: 2,
       stdout: '',
-      stderr: `tcpproxy:${f}: directory ${group} is writable by group (mode 0775): ${REFUSING}\n`,
+      stderr: `tcpproxy:${f}: directory ${group} is writable by group (mode 0775): ${REFUSING}: chmod g-w ${group}\n`,
     });
   });
 });

@@ -112,10 +112,14 @@ const asRoot = process.getuid?.() === 0;
   fs.chmodSync(f, 0o666);
   const r = await runCli(['-z', '-f', f]);
   expect(r).toMatchObject({ code: 2, stdout: '' });
-  expect(r.stderr).toBe(`tcpproxy:${f}: is writable by group (mode 0666): refusing it when started as root\n`);
+  expect(r.stderr).toBe(`tcpproxy:${f}: is writable by group and others (mode 0666): refusing it when started as root: chmod go-w ${f}\n`);
   fs.chmodSync(f, 0o602);
   expect((await runCli(['-z', '-f', f])).stderr).toBe(
-    `tcpproxy:${f}: is writable by others (mode 0602): refusing it when started as root\n`,
+    `tcpproxy:${f}: is writable by others (mode 0602): refusing it when started as root: chmod o-w ${f}\n`,
+  );
+  fs.chmodSync(f, 0o624);
+  expect((await runCli(['-z', '-f', f])).stderr).toBe(
+    `tcpproxy:${f}: is writable by group (mode 0624): refusing it when started as root: chmod g-w ${f}\n`,
   );
   fs.chmodSync(f, 0o644);
   fs.chownSync(f, 4242, 0);

@@ -185,13 +185,14 @@ describe('man/tcpproxy.1: content', () => {
     const prefix = 'tcpproxy:/etc/tcpproxy.conf: ';
     const documented = examples(section('CONFIGURATION FILE'))
       .flatMap((b) => b.split('\n'))
-      .filter((l) => l.startsWith(prefix) && l.endsWith('when started as root'))
+      .filter((l) => l.startsWith(prefix) && l.includes(': refusing it when started as root'))
       .map((l) => l.slice(prefix.length));
     expect(documented).toEqual([
       'is owned by uid 1000, not root: refusing it when started as root',
-      'is writable by group (mode 0664): refusing it when started as root',
-      'is writable by others (mode 0646): refusing it when started as root',
-      'directory /etc is writable by group (mode 0775): refusing it when started as root',
+      'is writable by group (mode 0664): refusing it when started as root: chmod g-w /etc/tcpproxy.conf',
+      'is writable by others (mode 0646): refusing it when started as root: chmod o-w /etc/tcpproxy.conf',
+      'is writable by group and others (mode 0666): refusing it when started as root: chmod go-w /etc/tcpproxy.conf',
+      'directory /etc is writable by group (mode 0775): refusing it when started as root: chmod g-w /etc',
       'symbolic link /etc/tcpproxy.conf is owned by uid 1000, not root: refusing it when started as root',
     ]);
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-manpage-'));
@@ -201,7 +202,7 @@ describe('man/tcpproxy.1: content', () => {
         (problem ?? '').replaceAll(dir, '/etc').replace(/^is owned by uid [0-9]+,/, 'is owned by uid 1000,');
       const file = path.join(dir, 'tcpproxy.conf');
       fs.writeFileSync(file, 'port 7\n    server 127.0.0.1:7\n');
-      for (const mode of [0o664, 0o646]) {
+      for (const mode of [0o664, 0o646, 0o666]) {
         fs.chmodSync(file, mode);
         // Owned by root (tests as root): the mode message; otherwise the owner message.
         expect(documented).toContain(asEtc(configFileProblem(file)));
