@@ -25,7 +25,19 @@ export interface Config {
   readonly services: readonly Service[];
 }
 
-export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: ConfigError[] };
+/**
+ * A program a line of the file names (`exec`, `acp`): with the syntax
+ * errors, so that a file with errors has its programs checked in the same
+ * run (see loadServices).
+ */
+export interface ProgramLine {
+  readonly line: number;
+  /** The command line's words; the first is the program. */
+  readonly argv: readonly string[];
+  readonly acp: boolean;
+}
+
+export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: ConfigError[]; programs: ProgramLine[] };
 
 /**
  * Values from the command line (-t, -a, -v, -w): they replace the file's
@@ -170,6 +182,8 @@ function proxying(pick: <K extends keyof Settings>(key: K) => Settings[K] | unde
 /** One pass over a file's lines, collecting the structure and every error (see parseConfig). */
 class Parser {
   readonly errors: ConfigError[] = [];
+  /** Every `exec` and `acp` line with a command, in file order. */
+  private readonly programs: ProgramLine[] = [];
   private readonly global = newScope();
   private readonly fileSeen = new Map<string, number>();
   private standalone: boolean | null = null;
@@ -252,6 +266,7 @@ class Parser {
         if (d.rest && value === '') this.error(lineNo, `${quote(name)} needs an argument`);
         const arg = d.rest ? (value === '' ? null : value) : this.oneArg(lineNo, name, value);
         if (arg === null) return;
+        if (name === 'acp') this.programs.push({ line: lineNo, argv: splitCommand(arg), acp: true });
         const r = d.parse(arg);
         if (!r.ok) this.error(lineNo, r.error);
         else if (fresh) Object.assign(scope.values, r.value);
@@ -349,7 +364,11 @@ class Parser {
       this.error(lineNo, `${quote(kind)} needs an argument`);
       return null;
     }
-    if (kind === 'exec') return { kind: 'exec', argv: splitCommand(value) };
+    if (kind === 'exec') {
+      const argv = splitCommand(value);
+      this.programs.push({ line: lineNo, argv, acp: false });
+      return { kind: 'exec', argv };
+    }
     const parsed = parseTargetWords(value.split(BLANKS), this.resolve);
     if (parsed.ok) return parsed.value;
     for (const e of parsed.errors) this.error(lineNo, e);
@@ -386,7 +405,7 @@ class Parser {
     if (this.portLines === 0) this.error(0, 'no service defined (add a "port" block)');
     if (this.errors.length > 0) {
       // Array.prototype.sort is stable: errors of one line keep their order.
-      return { ok: false, errors: this.errors.sort((a, b) => a.line - b.line) };
+      return { ok: false, errors: this.errors.sort((a, b) => a.line - b.line), programs: this.programs };
     }
     const file = this.file;
     const services = this.entries.flatMap((e): Service[] => {
@@ -664,7 +683,7 @@ export function readConfigFile(file: string, trust: ConfigTrust): ConfigFileRead
  */
 export function readConfig(file: string, resolve: PortResolver, cli?: CommandLineDefaults, trust: ConfigTrust = 'caller'): ConfigResult {
   const r = readConfigFile(file, trust);
-  if (!r.ok) return { ok: false, errors: [{ file, line: 0, message: r.message }] };
+  if (!r.ok) return { ok: false, errors: [{ file, line: 0, message: r.message }], programs: [] };
   return parseConfig(r.text, file, resolve, cli);
 }
 

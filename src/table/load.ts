@@ -3,13 +3,16 @@
  * from the config file, checked, with program paths resolved. Reads the
  * config file and /etc/services, nothing else.
  */
-import { formatConfigError } from '../sys/errors';
+import { formatConfigError, type ConfigError } from '../sys/errors';
 import { DEFAULT_CONFIG, type CliOptions } from './cli';
 import { parseConfig, readConfigFile, type Config } from './config';
 import { cliDefaults } from './directives';
-import { PROGRAM_PATH, resolvePrograms } from './programs';
-import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from './service';
+import { checkProgramLines, PROGRAM_PATH, resolvePrograms } from './programs';
+import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, splitCommand, type Service } from './service';
 import { etcServices } from './services-db';
+
+/** The origin of what the command line gives: `tcpproxy:command line: ...` in messages. */
+const COMMAND_LINE = 'command line';
 
 /** The one service of `[-b [iface:]port] server`; without -b (inetd mode) port 0 until the socket tells. */
 function commandLineService(o: CliOptions): Service {
@@ -28,7 +31,7 @@ function commandLineService(o: CliOptions): Service {
     sandbox: DEFAULT_SANDBOX,
     bounds: DEFAULT_BOUNDS,
     proxy: DEFAULT_PROXYING,
-    origin: { file: 'command line', line: 0 },
+    origin: { file: COMMAND_LINE, line: 0 },
   };
 }
 
@@ -53,15 +56,26 @@ export function loadServices(o: CliOptions, asRoot: boolean, cwd: string): Loade
     // Read once, from the descriptor that was checked: the text parsed is the text checked.
     const read = readConfigFile(file, asRoot ? 'root' : 'caller');
     if (!read.ok && read.unsafe) return { ok: false, errors: [`tcpproxy:${file}: ${read.message}`] };
-    const r = read.ok ? parseConfig(read.text, file, etcServices, cliDefaults(o)) : { ok: false as const, errors: [{ file, line: 0, message: read.message }] };
+    const r = read.ok ? parseConfig(read.text, file, etcServices, cliDefaults(o)) : { ok: false as const, errors: [{ file, line: 0, message: read.message }], programs: [] };
     if (!r.ok) {
-      const n = r.errors.length;
-      return { ok: false, errors: [...r.errors.map(formatConfigError), `tcpproxy:${file}: ${n} error${n === 1 ? '' : 's'}`] };
+      // The programs too, in the same run: the -a program first (the command line), then by line.
+      const cliAcp = o.acp === null ? [] : checkProgramLines([{ line: 0, argv: splitCommand(o.acp), acp: true }], COMMAND_LINE, cwd, PROGRAM_PATH);
+      const inFile = [...r.errors, ...checkProgramLines(r.programs, file, cwd, PROGRAM_PATH)].sort((a, b) => a.line - b.line);
+      return { ok: false, errors: summarized(file, [...cliAcp, ...inFile]) };
     }
     config = r.config;
     services = config.services;
   }
   const programs = resolvePrograms(services, cwd, PROGRAM_PATH);
-  if (programs.errors.length > 0) return { ok: false, errors: programs.errors.map(formatConfigError) };
+  if (programs.errors.length > 0) {
+    const errors = programs.errors.map(formatConfigError);
+    return { ok: false, errors: config === null ? errors : summarized(config.file, programs.errors) };
+  }
   return { ok: true, services: programs.services, config };
+}
+
+/** The errors as printed, then the count: `tcpproxy:FILE: N errors`. */
+function summarized(file: string, errors: readonly ConfigError[]): string[] {
+  const n = errors.length;
+  return [...errors.map(formatConfigError), `tcpproxy:${file}: ${n} error${n === 1 ? '' : 's'}`];
 }

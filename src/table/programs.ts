@@ -41,6 +41,36 @@ export function resolveProgram(name: string, cwd: string, searchPath: string): {
   return { error: `program ${quote(name)} not found in ${searchPath}` };
 }
 
+/** One message per program and line, however many services or lines share it. */
+function dedupe(errors: readonly ConfigError[]): ConfigError[] {
+  const seen = new Set<string>();
+  return errors.filter((e) => {
+    const k = `${e.file} ${e.line} ${e.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+/**
+ * The errors of the programs the lines of `file` name (`exec`, `acp`), as
+ * resolvePrograms gives them; for a file with syntax errors, which has no
+ * services to resolve, so that both kinds are reported in one run.
+ */
+export function checkProgramLines(
+  lines: readonly { readonly line: number; readonly argv: readonly string[]; readonly acp: boolean }[],
+  file: string,
+  cwd: string,
+  searchPath: string,
+): ConfigError[] {
+  const errors: ConfigError[] = [];
+  for (const l of lines) {
+    const r = resolveProgram(l.argv[0] ?? '', cwd, searchPath);
+    if ('error' in r) errors.push({ file, line: l.line, message: l.acp ? `acp: ${r.error}` : r.error });
+  }
+  return dedupe(errors);
+}
+
 /** The services with absolute program paths, or the errors found. */
 export function resolvePrograms(
   services: readonly Service[],
@@ -67,15 +97,5 @@ export function resolvePrograms(
     }
     return next;
   });
-  // One message per program and line, however many services share it.
-  const seen = new Set<string>();
-  return {
-    services: out,
-    errors: errors.filter((e) => {
-      const k = `${e.line} ${e.message}`;
-      if (seen.has(k)) return false;
-      seen.add(k);
-      return true;
-    }),
-  };
+  return { services: out, errors: dedupe(errors) };
 }

@@ -161,8 +161,14 @@ function checkShape(text: string, r: ConfigResult): void {
     }
     return;
   }
-  expect(Object.keys(r).sort()).toEqual(['errors', 'ok']);
+  expect(Object.keys(r).sort()).toEqual(['errors', 'ok', 'programs']);
   expect(r.errors.length).toBeGreaterThan(0);
+  let lastProgram = 0;
+  for (const p of r.programs) {
+    expect(p.line).toBeGreaterThanOrEqual(Math.max(1, lastProgram)); // in file order
+    expect(p.line).toBeLessThanOrEqual(lineCount(text));
+    lastProgram = p.line;
+  }
   let last = 0;
   for (const e of r.errors) {
     expect(Object.keys(e).sort()).toEqual(['file', 'line', 'message']);

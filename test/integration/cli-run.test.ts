@@ -66,7 +66,7 @@ test('bare program names are searched for in a fixed PATH, never in the caller\'
   expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
     code: 2,
     stdout: '',
-    stderr: `tcpproxy:${missing}:2: program "tcpproxy-planted" not found in /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n`,
+    stderr: `tcpproxy:${missing}:2: program "tcpproxy-planted" not found in /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\ntcpproxy:${missing}: 1 error\n`,
   });
 });
 
@@ -97,7 +97,34 @@ test('a handler program that does not exist is a config error at its line', asyn
   const f = conf('exec.conf', 'port 7000\n  exec /nonexistent/handler arg\n');
   const r = await runCli(['-s', '-f', f]);
   expect(r.code).toBe(2);
-  expect(r.stderr).toBe(`tcpproxy:${f}:2: program "/nonexistent/handler" does not exist\n`);
+  expect(r.stderr).toBe(`tcpproxy:${f}:2: program "/nonexistent/handler" does not exist\ntcpproxy:${f}: 1 error\n`);
+});
+
+test('programs that are missing or not executable are reported with the syntax errors, in line order, under one count', async () => {
+  const notExec = path.join(dir.path, 'not-executable');
+  fs.writeFileSync(notExec, '#!/bin/sh\n', { mode: 0o644 });
+  const f = conf(
+    'mixed.conf',
+    ['acp /nonexistent/acp', 'port 7000', '  exec /nonexistent/handler arg', '  timeout soon', `port 7001`, `  exec ${notExec}`, 'port 99999', '  exec tcpproxy-no-such-program', ''].join('\n'),
+  );
+  const r = await runCli(['-z', '-f', f]);
+  expect({ code: r.code, stdout: r.stdout }).toEqual({ code: 2, stdout: '' });
+  expect(r.stderr).toBe(
+    [
+      `tcpproxy:${f}:1: acp: program "/nonexistent/acp" does not exist`,
+      `tcpproxy:${f}:3: program "/nonexistent/handler" does not exist`,
+      `tcpproxy:${f}:4: invalid timeout "soon": expected a number of seconds`,
+      `tcpproxy:${f}:6: program "${notExec}" is not executable`,
+      `tcpproxy:${f}:7: port 99999 is out of range (1-65535)`,
+      `tcpproxy:${f}:8: program "tcpproxy-no-such-program" not found in /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+      `tcpproxy:${f}: 6 errors`,
+      '',
+    ].join('\n'),
+  );
+  // With -a: the command line's program first.
+  const a = await runCli(['-z', '-a', '/nonexistent/cli-acp', '-f', f]);
+  expect(a.stderr.split('\n').slice(0, 2)).toEqual([`tcpproxy:command line: acp: program "/nonexistent/cli-acp" does not exist`, `tcpproxy:${f}:1: acp: program "/nonexistent/acp" does not exist`]);
+  expect(a.stderr).toContain(`tcpproxy:${f}: 7 errors\n`);
 });
 
 test('without -s/-b and with stdin not a connection, a server argument is refused', async () => {

@@ -196,7 +196,7 @@ describeAsRoot('request handlers (root)', () => {
     expect({ code: r.code, stdout: r.stdout, stderr: r.stderr }).toEqual({
       code: 2,
       stdout: '',
-      stderr: `tcpproxy:${conf}:3: program "./no-such-handler" does not exist\n`,
+      stderr: `tcpproxy:${conf}:3: program "./no-such-handler" does not exist\ntcpproxy:${conf}: 1 error\n`,
     });
   });
 

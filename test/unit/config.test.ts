@@ -10,6 +10,7 @@ import {
   type ConfigResult,
 } from '../../src/table/config';
 import { formatConfigError } from '../../src/sys/errors';
+import { checkProgramLines } from '../../src/table/programs';
 import { etcServices } from '../../src/table/services-db';
 import { checkAccess, formatPrefix } from '../../src/table/access';
 import { DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Access, type Prefix, type Service, type Target } from '../../src/table/service';
@@ -1031,6 +1032,37 @@ describe('error collection', () => {
     expect(r.ok ? [] : r.errors).toEqual([
       { file: FILE, line: 0, message: 'no service defined (add a "port" block)' },
       { file: FILE, line: 1, message: 'unknown directive "sever" (did you mean "server"?)' },
+    ]);
+  });
+
+  it('gives the programs of the exec and acp lines with the errors, for their checks in the same run', () => {
+    const r = parse(conf('acp /bin/judge -v', 'port 25', '  exec /bin/a b  c', '  timeout x', 'port 26', '  exec', '  acp  ./local', '  acp /dup'));
+    expect(r.ok).toBe(false);
+    expect(r.ok ? [] : r.programs).toEqual([
+      { line: 1, argv: ['/bin/judge', '-v'], acp: true },
+      { line: 3, argv: ['/bin/a', 'b', 'c'], acp: false },
+      { line: 7, argv: ['./local'], acp: true },
+      { line: 8, argv: ['/dup'], acp: true },
+    ]);
+  });
+
+  const tmp = useTempDir('tcpproxy-programs-');
+  it('checks those programs as resolvePrograms does: a missing one, one not executable, one not in the path; each line once', () => {
+    const dir = tmp.path;
+    fs.writeFileSync(path.join(dir, 'plain'), '', { mode: 0o644 });
+    fs.writeFileSync(path.join(dir, 'run'), '#!/bin/sh\n', { mode: 0o755 });
+    const lines = [
+      { line: 2, argv: ['./run'], acp: false },
+      { line: 3, argv: ['/nonexistent/x'], acp: false },
+      { line: 4, argv: ['./plain'], acp: true },
+      { line: 5, argv: ['nosuchprog'], acp: false },
+      { line: 5, argv: ['nosuchprog'], acp: false },
+    ];
+    expect(checkProgramLines(lines, FILE, dir, dir).map(formatConfigError)).toEqual([
+      'tcpproxy:test.conf:3: program "/nonexistent/x" does not exist',
+      // No execute bit at all: not executable for root either.
+      'tcpproxy:test.conf:4: acp: program "./plain" is not executable',
+      `tcpproxy:test.conf:5: program "nosuchprog" not found in ${dir}`,
     ]);
   });
 
