@@ -6,6 +6,7 @@
  * fds: it never polls or accepts on them; its workers do. Holding them keeps
  * the backlog alive while a worker restarts.
  */
+import * as fs from 'node:fs';
 import { listenKey, type Service } from '../table/service';
 import { formatConfigError, StartError, SysError } from '../sys/errors';
 import { native } from '../sys/native';
@@ -59,8 +60,25 @@ function describeCode(code: string): string {
   }
 }
 
+/** The lowest port anyone may bind (the sysctl net.ipv4.ip_unprivileged_port_start, for IPv6 too); 1024 when unreadable. */
+export function unprivilegedPortStart(): number {
+  try {
+    const n = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_unprivileged_port_start', 'latin1').trim());
+    return Number.isInteger(n) && n >= 0 ? n : 1024;
+  } catch {
+    return 1024;
+  }
+}
+
+/** `cannot listen on ADDR: CODE (text)`, and for EACCES on a privileged port what lets one bind it. */
+export function cannotListenMessage(addr: ListenAddress, code: string, portStart = unprivilegedPortStart()): string {
+  const text = `cannot listen on ${listenKey(addr)}: ${code} (${describeCode(code)})`;
+  if (code === 'EACCES' && addr.port > 0 && addr.port < portStart) return `${text}: ports below ${portStart} need root or CAP_NET_BIND_SERVICE`;
+  return text;
+}
+
 function cannotListen(addr: ListenAddress, code: string): StartError {
-  return new StartError(`cannot listen on ${listenKey(addr)}: ${code} (${describeCode(code)})`);
+  return new StartError(cannotListenMessage(addr, code));
 }
 
 /**

@@ -30,7 +30,8 @@ const slice = Number(process.env['JEST_WORKER_ID'] ?? '0') % SLICES;
 const sliceStart = FIRST_PORT + slice * sliceSize;
 let cursor = Math.floor(Math.random() * sliceSize);
 
-function canBind(host: string, port: number): Promise<boolean> {
+/** Whether `port` on `host` can be bound now (exclusively) by this process. */
+export function canBind(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const server = net.createServer();
     server.once('error', () => resolve(false));
