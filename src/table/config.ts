@@ -516,7 +516,7 @@ export type ConfigTrust = 'root' | 'caller';
 /** What reading the config file gave: its text, or why not (`unsafe`: refused by the trust rules). */
 export type ConfigFileRead =
   | { readonly ok: true; readonly text: string }
-  | { readonly ok: false; readonly unsafe: boolean; readonly message: string };
+  | { readonly ok: false; readonly unsafe: boolean; readonly message: string; readonly code?: string };
 
 const REFUSING = 'refusing it when started as root';
 /** Symbolic links followed in one path at most, as the kernel's limit (ELOOP). */
@@ -672,7 +672,8 @@ export function readConfigFile(file: string, trust: ConfigTrust): ConfigFileRead
     }
   } catch (err) {
     if (err instanceof Refused) return unsafe(err.message);
-    return fail(readFailure(err));
+    const code = typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+    return typeof code === 'string' ? { ok: false, unsafe: false, message: readFailure(err), code } : fail(readFailure(err));
   }
 }
 

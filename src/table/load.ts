@@ -3,6 +3,8 @@
  * from the config file, checked, with program paths resolved. Reads the
  * config file and /etc/services, nothing else.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { formatConfigError, type ConfigError } from '../sys/errors';
 import { DEFAULT_CONFIG, type CliOptions } from './cli';
 import { parseConfig, readConfigFile, type Config } from './config';
@@ -56,7 +58,9 @@ export function loadServices(o: CliOptions, asRoot: boolean, cwd: string): Loade
     // Read once, from the descriptor that was checked: the text parsed is the text checked.
     const read = readConfigFile(file, asRoot ? 'root' : 'caller');
     if (!read.ok && read.unsafe) return { ok: false, errors: [`tcpproxy:${file}: ${read.message}`] };
-    const r = read.ok ? parseConfig(read.text, file, etcServices, cliDefaults(o)) : { ok: false as const, errors: [{ file, line: 0, message: read.message }], programs: [] };
+    // No -f and no /etc/tcpproxy.conf: most likely a first run, so say what to do instead.
+    const message = !read.ok && o.configFile === null && read.code === 'ENOENT' ? `${read.message}: ${noDefaultConfigHint()}` : read.ok ? '' : read.message;
+    const r = read.ok ? parseConfig(read.text, file, etcServices, cliDefaults(o)) : { ok: false as const, errors: [{ file, line: 0, message }], programs: [] };
     if (!r.ok) {
       // The programs too, in the same run: the -a program first (the command line), then by line.
       const cliAcp = o.acp === null ? [] : checkProgramLines([{ line: 0, argv: splitCommand(o.acp), acp: true }], COMMAND_LINE, cwd, PROGRAM_PATH);
@@ -72,6 +76,21 @@ export function loadServices(o: CliOptions, asRoot: boolean, cwd: string): Loade
     return { ok: false, errors: config === null ? errors : summarized(config.file, programs.errors) };
   }
   return { ok: true, services: programs.services, config };
+}
+
+/**
+ * The sample configuration shipped in the package (examples/tcpproxy.conf),
+ * by its absolute path where it is installed, else by its name there.
+ */
+export function exampleConfig(): string {
+  // src/table/load.ts (ts-jest) sits two levels below the package root, dist/src/table/load.js three.
+  const files = [path.join(__dirname, '..', '..'), path.join(__dirname, '..', '..', '..')].map((r) => path.join(r, 'examples', 'tcpproxy.conf'));
+  return files.find((f) => fs.existsSync(f)) ?? 'examples/tcpproxy.conf';
+}
+
+/** What to do when there is no config file at the default path and none was named. */
+export function noDefaultConfigHint(): string {
+  return `give a config with -f FILE, forward one port with -b PORT SERVER, or start from ${exampleConfig()}`;
 }
 
 /** The errors as printed, then the count: `tcpproxy:FILE: N errors`. */
