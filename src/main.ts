@@ -107,6 +107,8 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
     // Sockets passed by a service manager are ours only in this process (LISTEN_PID): no detaching.
     const activated = Number(process.env['LISTEN_PID']) === process.pid;
     if (!o.foreground && !activated && readyFd === null) return detach(argv, io.stderr);
+    // What `ps` shows (node's own argv otherwise): libuv rewrites the argv area, so at most that long.
+    process.title = o.server !== null ? 'tcpproxy: master' : `tcpproxy: master -f ${o.configFile ?? DEFAULT_CONFIG}`;
     return standalone({
       services,
       logname,

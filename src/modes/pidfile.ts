@@ -43,7 +43,8 @@ function running(pid: number): boolean {
   }
   try {
     const args = fs.readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0').slice(0, 2);
-    return args.some((a) => /(^|\/)tcpproxy(\.js)?$/.test(a));
+    // A running master shows its process title (`tcpproxy: master ...`); one still starting, its argv.
+    return (args[0] ?? '').startsWith('tcpproxy: master') || args.some((a) => /(^|\/)tcpproxy(\.js)?$/.test(a));
   } catch {
     return true;
   }

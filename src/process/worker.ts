@@ -501,6 +501,8 @@ export function runWorker(): void {
           log.error(`worker cannot make itself non-dumpable: ${undumpable}: refusing to serve`);
           process.exit(1);
         }
+        const ids = currentIds();
+        process.title = `tcpproxy: worker uid ${ids.uid} gid ${ids.gid}`;
         // The limits region is mapped (its fd closed) before anything can be accepted.
         native().limitsAttach(msg.limits.fd, msg.limits.worker);
         // The listeners (and the IPC channel) must not reach handlers or ACPs.

@@ -230,6 +230,24 @@ export function findProcesses(token: string, argv0?: string): number[] {
   return out;
 }
 
+/**
+ * Pids of the live tcpproxy processes (their process title starts with
+ * `tcpproxy: `, or `token` is among their arguments, for one that has not
+ * set its title yet) whose working directory is `cwd`.
+ */
+export function tcpproxyProcessesIn(cwd: string, token: string): number[] {
+  const out = new Set(findProcesses(token));
+  for (const pid of allPids()) {
+    if (pid === process.pid) continue;
+    try {
+      if (cmdline(pid).startsWith('tcpproxy: ') && fs.readlinkSync(`/proc/${pid}/cwd`) === cwd) out.add(pid);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return [...out];
+}
+
 /** Waits for exactly one process with `token` (and argv[0] basename `argv0`) and returns its pid. */
 export async function waitProcess(token: string, argv0?: string, timeoutMs = 10000): Promise<number> {
   let pids: number[] = [];

@@ -15,7 +15,7 @@ import { assertBuilt, CLI, launch, type Ran, ROOT, runToExit, startProxy } from 
 import { writeConfig } from '../helpers/fixtures';
 import { killTree } from '../helpers/kill';
 import { freePort, tryConnect } from '../helpers/ports';
-import { alive, cmdline, descendants, findProcesses, readStat } from '../helpers/proc';
+import { alive, cmdline, descendants, readStat, tcpproxyProcessesIn } from '../helpers/proc';
 import { IN_CI, IS_ROOT } from '../helpers/root';
 import { echoServer, payload, sha256 } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
@@ -156,7 +156,7 @@ describe('detaching (standalone without -D)', () => {
     });
     expect(fs.existsSync(pidfile)).toBe(false);
     expect(await tryConnect(free)).toBe('ECONNREFUSED');
-    await until(() => findProcesses(pidfile).length === 0, 'the failed daemon to exit', 5000);
+    await until(() => tcpproxyProcessesIn(fs.realpathSync(dir), pidfile).length === 0, 'the failed daemon to exit', 5000);
 
     // The same from the command line.
     const r2 = await run(['-pp', pidfile, '-b', `127.0.0.1:${busy}`, '127.0.0.1:1'], dir);
@@ -167,7 +167,7 @@ describe('detaching (standalone without -D)', () => {
       stderr: `tcpproxy: cannot listen on 127.0.0.1:${busy}: EADDRINUSE (address already in use)\n`,
     });
     expect(fs.existsSync(pidfile)).toBe(false);
-    await until(() => findProcesses(pidfile).length === 0, 'the failed daemon to exit', 5000);
+    await until(() => tcpproxyProcessesIn(fs.realpathSync(dir), pidfile).length === 0, 'the failed daemon to exit', 5000);
   });
 });
 
