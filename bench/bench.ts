@@ -46,7 +46,7 @@ import type { UpstreamMsg } from './upstream';
 import { ACL_PREFIXES, ACL_VARIANTS, HANDLER_VARIANTS, Instance, PROXY_VARIANTS, VARIANT_LABELS, type InstanceKind, type VariantName } from './variants';
 
 const GIB = 1024 ** 3;
-const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat', 'inetd', 'acl'];
+const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat', 'inetd', 'acl', 'sendproxy', 'acceptproxy'];
 
 interface Options {
   readonly quick: boolean;
@@ -436,6 +436,7 @@ class Bench {
         concurrency: handler ? this.opts.handlerConcurrency : this.opts.concurrency,
         warmupMs: this.opts.connWarmupMs,
         halfClose: handler,
+        proxyHeader: v === 'acceptproxy',
       };
       load.send(cmd);
       await nextMessage(load, 'ready', this.opts.connWarmupMs + 60_000);
@@ -552,18 +553,34 @@ class Bench {
   }
 }
 
-/** The cost of an access list: the acl variant's connection rate against plain splice, measured in the same rounds (target: at most 5 % less). */
-function aclLines(med: ReturnType<typeof computeMedians>, variants: readonly VariantName[]): string[] {
-  if (!variants.includes('acl') || !variants.includes('splice')) return [];
-  const a = med.acl?.connPerSec?.value ?? null;
+/**
+ * The cost of an access list and of the PROXY protocol: the connection rate
+ * of the acl, sendproxy and acceptproxy variants against plain splice,
+ * measured in the same rounds (target for each: at most 5 % less).
+ */
+function costLines(med: ReturnType<typeof computeMedians>, variants: readonly VariantName[]): string[] {
+  if (!variants.includes('splice')) return [];
   const s = med.splice?.connPerSec?.value ?? null;
-  if (a === null || s === null || s === 0) return ['Access list cost: not measured (a run failed).', ''];
-  const ratio = a / s;
-  return [
-    `Access list cost: tcpproxy splice with a ${ACL_PREFIXES}-prefix allow list (the client's prefix last) ${a.toFixed(0)} conn/s, ` +
-      `without ${s.toFixed(0)} conn/s: ${ratio.toFixed(3)}× (target ≥ 0.95×: ${ratio >= 0.95 ? 'met' : '**missed**'}).`,
-    '',
-  ];
+  const what: Record<string, string> = {
+    acl: `Access list cost: tcpproxy splice with a ${ACL_PREFIXES}-prefix allow list (the client's prefix last)`,
+    sendproxy: 'PROXY protocol cost: tcpproxy splice writing a send-proxy v2 header to the upstream',
+    acceptproxy: 'PROXY protocol cost: tcpproxy splice reading an accept-proxy v2 header from the client',
+  };
+  const out: string[] = [];
+  for (const v of ACL_VARIANTS) {
+    if (!variants.includes(v)) continue;
+    const a = med[v]?.connPerSec?.value ?? null;
+    if (a === null || s === null || s === 0) {
+      out.push(`${what[v] ?? v}: not measured (a run failed).`);
+      continue;
+    }
+    const ratio = a / s;
+    out.push(
+      `${what[v] ?? v}: ${a.toFixed(0)} conn/s, plain ${s.toFixed(0)} conn/s: ${ratio.toFixed(3)}× ` +
+        `(target ≥ 0.95×: ${ratio >= 0.95 ? 'met' : '**missed**'}).`,
+    );
+  }
+  return out.length > 0 ? [...out, ''] : [];
 }
 
 function rotate<T>(xs: readonly T[], by: number): T[] {
@@ -650,7 +667,8 @@ async function main(): Promise<number> {
 
   for (const [key, paths] of Object.entries(bench.forwardPaths)) {
     const [engine, kind] = key.split('/');
-    const usual = kind === 'handler' ? 'handler exit 0' : engine;
+    // The acl and PROXY variants run the splice engine.
+    const usual = kind === 'handler' ? 'handler exit 0' : ACL_VARIANTS.includes(engine as VariantName) ? 'splice' : engine;
     const other = Object.entries(paths).filter(([p]) => p !== usual);
     if (other.length === 0) continue;
     const list = other.map(([p, n]) => `${n} ${kind === 'handler' ? `ended ${p}` : `on ${p}`}`).join(', ');
@@ -672,7 +690,7 @@ async function main(): Promise<number> {
     '',
     table,
     '',
-    ...aclLines(medians, variants),
+    ...costLines(medians, variants),
   ];
   if (bench.notes.length > 0) {
     out.push('Notes:', '');

@@ -7,7 +7,9 @@
  *   for `go`, so the parent can sample the proxy's CPU around the measured
  *   part only. With `halfClose` (a handler such as /bin/cat, which echoes
  *   until EOF): the write side is shut right after the 64 B, and the loop
- *   reads the echo up to the peer's EOF.
+ *   reads the echo up to the peer's EOF. With `proxyHeader` (the
+ *   accept-proxy variant) each connection's 64 B go after a PROXY v2 header,
+ *   in the same write, as a load balancer in front would send them.
  * - `rtt`: one connection, 64-byte ping-pong, `rounds` timed round trips
  *   after `warmup` untimed ones → p50 / p99 in µs.
  * - `open`: opens `n` more idle connections (each does one 64 B echo so the
@@ -16,7 +18,7 @@
 import * as net from 'node:net';
 
 export type LoadCmd =
-  | { type: 'connrate'; port: number; durationMs: number; concurrency: number; warmupMs: number; halfClose?: boolean }
+  | { type: 'connrate'; port: number; durationMs: number; concurrency: number; warmupMs: number; halfClose?: boolean; proxyHeader?: boolean }
   | { type: 'rtt'; port: number; rounds: number; warmup: number }
   | { type: 'open'; port: number; n: number; concurrency: number }
   | { type: 'close' }
@@ -32,6 +34,22 @@ export type LoadMsg =
 const HOST = '127.0.0.1';
 const PAYLOAD = Buffer.alloc(64, 0x61);
 const TIMEOUT_MS = 10_000;
+
+/**
+ * A PROXY protocol v2 header (PROXY command, TCP over IPv4) naming
+ * 127.0.0.1:`srcPort` → 127.0.0.1:`dstPort`: 16 bytes, then 12 of addresses and ports.
+ */
+export function proxyV2Header(srcPort: number, dstPort: number): Buffer {
+  const b = Buffer.alloc(28);
+  Buffer.from('0d0a0d0a000d0a515549540a', 'hex').copy(b, 0);
+  b[12] = 0x21;
+  b[13] = 0x11;
+  b.writeUInt16BE(12, 14);
+  b.set([127, 0, 0, 1, 127, 0, 0, 1], 16);
+  b.writeUInt16BE(srcPort, 24);
+  b.writeUInt16BE(dstPort, 26);
+  return b;
+}
 
 function send(m: LoadMsg): void {
   process.send?.(m);
@@ -49,7 +67,22 @@ function waitGo(): Promise<void> {
  * text. `halfClose`: shut the write side with the 64 B (the peer echoes until
  * EOF, then closes); else close once the echo is in.
  */
-function oneConnection(port: number, halfClose: boolean): Promise<string | null> {
+/**
+ * The header and the 64 B, built once per port: every connection sends the
+ * same header (a made-up source port, 40000), so that the load does no more
+ * work per connection than without one and the rate measures the proxy.
+ */
+const proxied = new Map<number, Buffer>();
+function proxiedPayload(port: number): Buffer {
+  let b = proxied.get(port);
+  if (b === undefined) {
+    b = Buffer.concat([proxyV2Header(40000, port), PAYLOAD]);
+    proxied.set(port, b);
+  }
+  return b;
+}
+
+function oneConnection(port: number, halfClose: boolean, proxyHeader: boolean): Promise<string | null> {
   return new Promise((resolve) => {
     let got = 0;
     let err: string | null = null;
@@ -59,7 +92,11 @@ function oneConnection(port: number, halfClose: boolean): Promise<string | null>
       err ??= 'timeout';
       s.destroy();
     });
-    s.on('connect', () => (halfClose ? s.end(PAYLOAD) : s.write(PAYLOAD)));
+    s.on('connect', () => {
+      const out = proxyHeader ? proxiedPayload(port) : PAYLOAD;
+      if (halfClose) s.end(out);
+      else s.write(out);
+    });
     s.on('data', (d) => {
       got += d.length;
       if (got >= PAYLOAD.length && !halfClose) s.end();
@@ -80,7 +117,7 @@ async function connrate(c: Extract<LoadCmd, { type: 'connrate' }>): Promise<void
     const deadline = Date.now() + ms;
     const loop = async (): Promise<void> => {
       while (Date.now() < deadline) {
-        const e = await oneConnection(c.port, c.halfClose === true);
+        const e = await oneConnection(c.port, c.halfClose === true, c.proxyHeader === true);
         if (e === null) done++;
         else {
           errors++;

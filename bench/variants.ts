@@ -16,7 +16,7 @@ import { alive, isListening, listensOn } from '../test/helpers/proc';
 import { until } from '../test/helpers/until';
 import { killTree, pinned } from './children';
 
-export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat' | 'inetd' | 'acl';
+export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat' | 'inetd' | 'acl' | 'sendproxy' | 'acceptproxy';
 
 export const VARIANT_LABELS: Record<VariantName, string> = {
   direct: 'direct',
@@ -26,12 +26,19 @@ export const VARIANT_LABELS: Record<VariantName, string> = {
   socat: 'socat',
   inetd: 'openbsd-inetd',
   acl: 'tcpproxy splice, 100-prefix allow list',
+  sendproxy: 'tcpproxy splice, send-proxy v2',
+  acceptproxy: 'tcpproxy splice, accept-proxy',
 };
 
 /** The variants in front of the echo and iperf3 upstreams. */
 export const PROXY_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat'];
-/** The variants measured for the cost of an access list (connection rate only, against splice). */
-export const ACL_VARIANTS: readonly VariantName[] = ['acl'];
+/**
+ * The variants measured for a cost against plain splice, connection rate
+ * only: an access list, a PROXY v2 header written to the upstream (the echo
+ * upstream drops it), a PROXY v2 header read from the client (the load
+ * sends it).
+ */
+export const ACL_VARIANTS: readonly VariantName[] = ['acl', 'sendproxy', 'acceptproxy'];
 /** Prefixes in the acl variant's allow list: 99 that never match the client, then the one that admits it. */
 export const ACL_PREFIXES = 100;
 
@@ -145,6 +152,8 @@ export class Instance {
     try {
       if (this.variant === 'splice' || this.variant === 'js') await this.startTcpproxy(ctx, logFd);
       else if (this.variant === 'acl') await this.startTcpproxyAcl(ctx, tag, logFd);
+      else if (this.variant === 'sendproxy') await this.startTcpproxyConf(ctx, tag, logFd, ['  send-proxy v2']);
+      else if (this.variant === 'acceptproxy') await this.startTcpproxyConf(ctx, tag, logFd, ['  accept-proxy 127.0.0.1/32']);
       else if (this.variant === 'haproxy') await this.startHaproxy(ctx, tag, logFd);
       else if (this.variant === 'inetd') await this.startInetd(ctx, tag, logFd);
       else await this.startSocat(ctx, logFd);
@@ -188,12 +197,18 @@ export class Instance {
 
   /** tcpproxy splice from a config file whose service has an allow list of ACL_PREFIXES prefixes, the client's last. */
   private async startTcpproxyAcl(ctx: StartContext, tag: string, logFd: number): Promise<void> {
-    this.port = await freePort();
     const misses = Array.from({ length: ACL_PREFIXES - 1 }, (_, i) => `10.${i >> 4}.${(i & 15) * 16}.0/20`);
-    const conf = path.join(ctx.tmpDir, `${tag}.conf`);
-    const lines = [`port ${this.port}`, '  interface 127.0.0.1', `  server 127.0.0.1:${this.upstreamPort}`];
+    const lines: string[] = [];
     for (let i = 0; i < misses.length; i += 10) lines.push(`  allow ${misses.slice(i, i + 10).join(' ')}`);
     lines.push('  allow 127.0.0.1/32');
+    await this.startTcpproxyConf(ctx, tag, logFd, lines);
+  }
+
+  /** tcpproxy splice from a config file: one service on 127.0.0.1 to the upstream, with `extra` lines in it. */
+  private async startTcpproxyConf(ctx: StartContext, tag: string, logFd: number, extra: readonly string[]): Promise<void> {
+    this.port = await freePort();
+    const conf = path.join(ctx.tmpDir, `${tag}.conf`);
+    const lines = [`port ${this.port}`, '  interface 127.0.0.1', `  server 127.0.0.1:${this.upstreamPort}`, ...extra];
     fs.writeFileSync(conf, `${lines.join('\n')}\n`, { mode: 0o600 });
     this.child = pinned(ctx.proxyCpu, process.execPath, [ctx.tcpproxy, '-D', '-f', conf], {
       stdio: ['ignore', 'ignore', logFd],
