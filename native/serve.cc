@@ -743,11 +743,23 @@ void OnHeaderTimeout(uv_timer_t* t) {
 // Reads the PROXY header of an admitted client (it holds its maxconn place and rate token).
 void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
   ServeState* st = l->st;
+  // The header is usually in by now, with the first segment: read it at
+  // once, and set up a poll and a timer only when it is not (or not all).
+  ProxyReader reader;
+  ProxyHeader header;
+  std::string why;
+  switch (reader.Step(fd, &header, &why)) {
+    case ProxyParse::kNeedMore: break;
+    case ProxyParse::kInvalid: Refuse(l, fd, peer, why, kRefusedProxy); return Leave(st, adm);
+    case ProxyParse::kOk:
+      return AfterHeader(l, fd, header.local ? nullptr : &peer, header.local ? peer : header.source, adm);
+  }
   auto* r = new HeaderRead();
   r->st = st;
   r->fd = fd;
   r->peer = peer;
   r->adm = adm;
+  r->reader = std::move(reader);
   int err = uv_poll_init(st->loop, &r->poll, fd);
   if (err < 0) {
     delete r;
@@ -764,8 +776,6 @@ void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admiss
   st->reading.insert(r);
   uv_poll_start(&r->poll, UV_READABLE, OnHeaderPoll);
   uv_timer_start(&r->timer, OnHeaderTimeout, kProxyHeaderTimeoutMs, 0);
-  // The header may be there already (it usually is, with the first segment).
-  HeaderStep(r);
 }
 
 void Hold(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
