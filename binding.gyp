@@ -20,7 +20,8 @@
         "native/sandbox.cc",
         "native/serve.cc",
         "native/spawn.cc",
-        "native/syslog.cc"
+        "native/syslog.cc",
+        "native/users.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

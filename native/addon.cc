@@ -30,6 +30,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   InitSpawn(env, exports);
   InitProxy(env, exports);
   InitNotify(env, exports);
+  InitUsers(env, exports);
   InitLimits(env, exports);
   InitAccess(env, exports);
   return exports;

@@ -12,7 +12,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 9;
+constexpr int kAbiVersion = 10;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
@@ -101,5 +101,6 @@ void InitServe(Napi::Env env, Napi::Object exports);
 void InitSpawn(Napi::Env env, Napi::Object exports);
 void InitProxy(Napi::Env env, Napi::Object exports);
 void InitNotify(Napi::Env env, Napi::Object exports);
+void InitUsers(Napi::Env env, Napi::Object exports);
 
 }  // namespace tcpproxy

@@ -187,6 +187,14 @@ export interface Addon {
    * go out.
    */
   sdNotify(path: string, text: string): void;
+  /**
+   * The user `name` in the system's user database (getpwnam_r, through
+   * nsswitch): its uid and primary gid; null when there is no such user; a
+   * SysError when the database cannot be read.
+   */
+  userByName(name: string): { uid: number; gid: number } | null;
+  /** The group `name` in the system's group database (getgrnam_r): its gid, or null; a SysError as userByName. */
+  groupByName(name: string): number | null;
   /** TCP keepalive with tcpproxy's timing (native/addon.h: about 7 minutes to declare a peer dead). */
   setKeepalive(fd: number): void;
   /**
@@ -276,7 +284,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 9;
+const ABI_VERSION = 10;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

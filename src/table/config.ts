@@ -438,8 +438,9 @@ class Parser {
           prefix: pick('prefix') ?? DEFAULT_PREFIX,
           writefile: pick('writefile') ?? null,
           // uid and gid have no command-line option: the cli layer never holds them.
+          // A gid of any scope wins over the primary group of a named uid.
           uid: pick('uid') ?? null,
-          gid: pick('gid') ?? null,
+          gid: pick('gid') ?? pick('uidGroup') ?? null,
           access,
           sandbox: {
             noNewPrivs: pick('noNewPrivs') ?? DEFAULT_SANDBOX.noNewPrivs,

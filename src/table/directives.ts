@@ -3,8 +3,10 @@
  * it may stand, how its value is checked, and which command-line option
  * gives the same setting as a default. The config parser dispatches on it,
  * the command line takes its limits from it, and the man-page drift test
- * checks the page against it. Pure.
+ * checks the page against it. Pure, but for `uid NAME` and `gid NAME`, which
+ * ask the system's user and group databases (native getpwnam_r, getgrnam_r).
  */
+import { native } from '../sys/native';
 import { quote } from '../sys/text';
 import { parsePrefix as parseAccessPrefix } from './access';
 import { normalizeIp, type Parsed } from './address';
@@ -22,6 +24,8 @@ export interface Settings {
   prefix?: string;
   writefile?: string;
   uid?: number;
+  /** With `uid NAME`: that user's primary group, the gid when no scope sets one; null with a numeric uid. */
+  uidGroup?: number | null;
   gid?: number;
   maxconn?: number;
   perSource?: number;
@@ -105,12 +109,44 @@ export function parsePrefix(text: string): Parsed<string> {
   return /^[A-Za-z_][A-Za-z0-9_]*$/.test(text) ? { ok: true, value: text } : { ok: false, error: `invalid variable prefix ${quote(text)}` };
 }
 
-function parseId(name: 'uid' | 'gid', text: string): Parsed<number> {
-  if (!/^[0-9]+$/.test(text)) return { ok: false, error: `invalid ${name} ${quote(text)}: expected a number` };
-  const n = Number(text);
-  if (n === 0) return { ok: false, error: `${name} ${text} is not allowed: tcpproxy never serves requests as root` };
-  if (n > MAX_ID) return { ok: false, error: `${name} ${text} is out of range (1-${MAX_ID})` };
-  return { ok: true, value: n };
+/** A user or group name as useradd(8) and groupadd(8) take them (and Samba's trailing '$'). */
+const ID_NAME = /^[A-Za-z_][A-Za-z0-9_.-]*\$?$/;
+
+/**
+ * `uid N|NAME`, `gid N|NAME`: a number, or a name looked up in the system's
+ * user or group database (the master reads the config at start and on
+ * SIGHUP, so a name follows the database). Root is refused either way.
+ */
+function parseId(name: 'uid' | 'gid', text: string): Parsed<{ id: number; group: number | null }> {
+  if (/^[0-9]+$/.test(text)) {
+    const n = Number(text);
+    if (n === 0) return { ok: false, error: `${name} ${text} is not allowed: tcpproxy never serves requests as root` };
+    if (n > MAX_ID) return { ok: false, error: `${name} ${text} is out of range (1-${MAX_ID})` };
+    return { ok: true, value: { id: n, group: null } };
+  }
+  const what = name === 'uid' ? 'user' : 'group';
+  if (!ID_NAME.test(text) || text.length > 256) return { ok: false, error: `invalid ${name} ${quote(text)}: expected a number or a ${what} name` };
+  let found: { uid: number; gid: number } | number | null;
+  try {
+    found = name === 'uid' ? native().userByName(text) : native().groupByName(text);
+  } catch (err) {
+    return { ok: false, error: `cannot look up ${what} ${quote(text)}: ${(err as Error).message}` };
+  }
+  if (found === null) return { ok: false, error: `unknown ${what} ${quote(text)} (${name} takes a number or a name from ${name === 'uid' ? '/etc/passwd' : '/etc/group'} or nsswitch)` };
+  const id = typeof found === 'number' ? found : found.uid;
+  if (id === 0) return { ok: false, error: `${name} ${text} is ${name} 0, which is not allowed: tcpproxy never serves requests as root` };
+  if (id > MAX_ID) return { ok: false, error: `${name} ${text} is ${name} ${id}, out of range (1-${MAX_ID})` };
+  return { ok: true, value: { id, group: typeof found === 'number' ? null : found.gid } };
+}
+
+function uidSetting(text: string): Parsed<Settings> {
+  const r = parseId('uid', text);
+  return r.ok ? { ok: true, value: { uid: r.value.id, uidGroup: r.value.group } } : r;
+}
+
+function gidSetting(text: string): Parsed<Settings> {
+  const r = parseId('gid', text);
+  return r.ok ? { ok: true, value: { gid: r.value.id } } : r;
 }
 
 const BALANCES: readonly Balance[] = ['first', 'roundrobin', 'source'];
@@ -195,8 +231,8 @@ export type CliSetting = 'acp' | 'timeoutSec' | 'prefix' | 'writefile';
 
 export const DIRECTIVE_TABLE: readonly Directive[] = [
   { name: 'standalone', kind: 'file' },
-  { name: 'uid', kind: 'setting', key: 'uid', rest: false, parse: (v) => setting('uid', parseId('uid', v)) },
-  { name: 'gid', kind: 'setting', key: 'gid', rest: false, parse: (v) => setting('gid', parseId('gid', v)) },
+  { name: 'uid', kind: 'setting', key: 'uid', rest: false, parse: uidSetting },
+  { name: 'gid', kind: 'setting', key: 'gid', rest: false, parse: gidSetting },
   { name: 'port', kind: 'port' },
   { name: 'interface', kind: 'interface' },
   { name: 'server', kind: 'target' },

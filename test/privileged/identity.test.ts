@@ -72,6 +72,21 @@ describeAsRoot('service identities (root)', () => {
     await waitLog(p.stderr, new RegExp(`^connection 1: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${portNo}: exec .*, uid 4242 gid 4343$`));
   });
 
+  test('uid and gid by name: a user alone brings its primary group, a named gid replaces it', async () => {
+    const [a, b] = [await freePort(), await freePort()];
+    const conf = writeConfig(
+      tmp.path,
+      'names.conf',
+      `port ${a}\n  interface 127.0.0.1\n  uid daemon\n  exec ${handler('ids.sh')}\n` +
+        `port ${b}\n  interface 127.0.0.1\n  uid www-data\n  gid nogroup\n  exec ${handler('ids.sh')}\n`,
+    );
+    const p = await startProxy(['-s', '-f', conf], undefined, 2);
+    // daemon is 1:1 and www-data 33:33, nogroup 65534, on every Debian system (base-passwd).
+    expect(parseIds((await readAll(a)).text)).toEqual(expectedIds(1, 1));
+    expect(parseIds((await readAll(b)).text)).toEqual(expectedIds(33, 65534));
+    await waitLog(p.stderr, new RegExp(`^connection \\d+: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${b}: exec .*, uid 33 gid 65534$`));
+  });
+
   test('the worker process runs with all four uids and gids of its service, no groups, no capabilities', async () => {
     const [a, b] = [await freePort(), await freePort()];
     const conf = writeConfig(

@@ -566,6 +566,9 @@ describe('settings', () => {
     ['setenv my_Proxy_1_', { prefix: 'my_Proxy_1_' }],
     ['uid 1', { uid: 1 }],
     ['gid 100', { gid: 100 }],
+    ['uid daemon', { uid: 1, gid: 1 }],
+    ['uid nobody', { uid: 65534, gid: 65534 }],
+    ['gid users', { gid: 100 }],
     ['writefile trace', { writefile: 'trace' }],
     ['acp ./acp', { acp: './acp' }],
   ])('%s', (line, fields) => {
@@ -582,8 +585,13 @@ describe('settings', () => {
     ['uid 0', 'uid 0 is not allowed: tcpproxy never serves requests as root'],
     ['uid 000', 'uid 000 is not allowed: tcpproxy never serves requests as root'],
     ['gid 0', 'gid 0 is not allowed: tcpproxy never serves requests as root'],
-    ['uid nobody', 'invalid uid "nobody": expected a number'],
-    ['gid -2', 'invalid gid "-2": expected a number'],
+    ['uid 5x', 'invalid uid "5x": expected a number or a user name'],
+    ['gid -2', 'invalid gid "-2": expected a number or a group name'],
+    ['uid a/b', 'invalid uid "a/b": expected a number or a user name'],
+    ['uid root', 'uid root is uid 0, which is not allowed: tcpproxy never serves requests as root'],
+    ['gid root', 'gid root is gid 0, which is not allowed: tcpproxy never serves requests as root'],
+    ['uid no-such-user-x', 'unknown user "no-such-user-x" (uid takes a number or a name from /etc/passwd or nsswitch)'],
+    ['gid no-such-group-x', 'unknown group "no-such-group-x" (gid takes a number or a name from /etc/group or nsswitch)'],
     ['uid 4294967295', 'uid 4294967295 is out of range (1-4294967294)'],
     ['gid 99999999999', 'gid 99999999999 is out of range (1-4294967294)'],
     ['uid 1 2', '"uid" takes one argument'],
@@ -645,6 +653,19 @@ describe('scoping and precedence', () => {
     expect(a).toMatchObject({ iface: '127.0.0.2', timeoutSec: 30, acp: '/global/acp', prefix: 'P_', writefile: '/global/w', uid: 2000, gid: 3000 });
     expect(b).toMatchObject({ iface: '127.0.0.3', timeoutSec: 20, acp: '/global/acp', prefix: 'P_', writefile: '/global/w', uid: 2000, gid: 1000 });
     expect(c).toMatchObject({ iface: null, timeoutSec: 10, acp: '/global/acp', prefix: 'G_', writefile: '/global/w', uid: 1000, gid: 1000 });
+  });
+
+  it('takes the primary group of a named uid only where no scope sets a gid', () => {
+    const ids = (text: string): Array<[number | null, number | null]> => configOf(text).services.map((s) => [s.uid, s.gid]);
+    expect(ids(conf('gid users', 'port 25', '  uid daemon', '  server a', 'port 26', '  server b', 'port 27', '  uid nobody', '  gid daemon', '  server c'))).toEqual([
+      [1, 100],
+      [null, 100],
+      [65534, 1],
+    ]);
+    expect(ids(conf('uid daemon', 'port 25', '  uid 4242', '  server a', 'port 26', '  server b'))).toEqual([
+      [4242, null],
+      [1, 1],
+    ]);
   });
 
   it('lets command-line values replace the global defaults only', () => {
