@@ -1,7 +1,7 @@
 /**
  * The package as users get it: `npm pack` of a copy of the source tree
- * (which runs `prepare`, the TypeScript build) and `npm install -g --prefix` of the tarball (which
- * compiles the addon with node-gyp against the headers in /usr). The
+ * (which runs `prepack`, the TypeScript build) and `npm install -g --prefix` of the tarball (whose
+ * install script compiles the addon with node-gyp against the headers in /usr). The
  * installed command must serve a forward on the splice engine, and the man
  * page must be installed. Needs the npm registry for node-addon-api.
  */
@@ -32,7 +32,7 @@ async function run(
 
 /**
  * A copy of the source tree, as a checkout has it (without the build
- * outputs; node_modules linked). `npm pack` runs `prepare`, which rewrites
+ * outputs; node_modules linked). `npm pack` runs `prepack`, which rewrites
  * dist/: in the working tree that would race with the other test files
  * starting the CLI from it at the same time.
  */
@@ -66,6 +66,43 @@ test('package.json: linux only, an engines range, a files list', () => {
   expect(pkg.man).toEqual(['man/tcpproxy.1']);
 });
 
+describe('the install script without the build tools', () => {
+  /** A PATH of one directory holding `node` and the named tools (links to the real ones). */
+  function pathWith(...tools: string[]): string {
+    const dir = fs.mkdtempSync(path.join(tmp.path, 'bin-'));
+    fs.symlinkSync(process.execPath, path.join(dir, 'node'));
+    for (const t of tools) {
+      const real = ['/usr/bin', '/bin'].map((d) => path.join(d, t)).find((f) => fs.existsSync(f));
+      if (real === undefined) throw new Error(`no ${t} on this machine`);
+      fs.symlinkSync(real, path.join(dir, t));
+    }
+    return dir;
+  }
+  const script = path.join(ROOT, 'scripts', 'install.mjs');
+
+  test.each([
+    [[], 'g++, make, python3; on Debian: apt-get install -y g++ make python3'],
+    [['make', 'python3'], 'g++; on Debian: apt-get install -y g++'],
+    [['g++', 'python3'], 'make; on Debian: apt-get install -y make'],
+    [['g++', 'make'], 'python3; on Debian: apt-get install -y python3'],
+  ])('with only %j: one line naming what to install, exit 1, nothing built', async (tools, missing) => {
+    const r = await runToExit([process.execPath, script], { cwd: tmp.path, env: { PATH: pathWith(...tools) }, timeoutMs: 20000 });
+    expect(r).toEqual({
+      code: 1,
+      signal: null,
+      stdout: '',
+      stderr: `tcpproxy: building the native addon needs a C++ compiler, make and python3; not on PATH: ${missing}\n`,
+    });
+    expect(fs.existsSync(path.join(tmp.path, 'build'))).toBe(false);
+  });
+
+  test('CXX names another compiler: it is the one looked for, with no Debian package guessed', async () => {
+    const r = await runToExit([process.execPath, script], { cwd: tmp.path, env: { PATH: pathWith('make', 'python3'), CXX: 'clang++-99 -O2' }, timeoutMs: 20000 });
+    expect(r.stderr).toBe('tcpproxy: building the native addon needs a C++ compiler, make and python3; not on PATH: clang++-99\n');
+    expect(r.code).toBe(1);
+  });
+});
+
 test(
   'npm pack + npm install -g --prefix: bin/tcpproxy serves a forward (splice), share/man/man1/tcpproxy.1 is installed',
   async () => {
@@ -85,12 +122,16 @@ test(
     expect({ code: pack.code, output: pack.output }).toEqual({ code: 0, output: expect.any(String) });
     const tarballs = fs.readdirSync(packDir).filter((n) => /^tcpproxy-.*\.tgz$/.test(n));
     expect(tarballs).toHaveLength(1);
-    // `prepare` built the JavaScript.
+    // `prepack` built the JavaScript.
     expect(fs.existsSync(path.join(tree, 'dist', 'src', 'tcpproxy.js'))).toBe(true);
     const tgz = path.join(packDir, tarballs[0] ?? '');
 
-    const install = await run('npm', ['install', '-g', '--prefix', prefix, tgz], tmp.path, env, 3 * MINUTE);
+    // As the README installs it: --allow-scripts names the tarball whose install script may run.
+    const install = await run('npm', ['install', '-g', `--allow-scripts=${tgz}`, '--prefix', prefix, tgz], tmp.path, env, 3 * MINUTE);
     expect({ code: install.code, output: install.output }).toEqual({ code: 0, output: expect.any(String) });
+    // npm says nothing about unreviewed install scripts (npm 11 warns, npm 12 would skip the addon build).
+    expect(install.output).not.toMatch(/install-scripts|allowScripts|allow-scripts/);
+    expect(install.output).not.toMatch(/\bwarn\b/i);
 
     const bin = path.join(prefix, 'bin', 'tcpproxy');
     expect(fs.existsSync(bin)).toBe(true);
