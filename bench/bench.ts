@@ -43,6 +43,7 @@ import {
   type Samples,
 } from './report';
 import type { UpstreamMsg } from './upstream';
+import { measureStartup, startupLines, summarizeStartup, type StartupRound } from './startup';
 import { ACL_PREFIXES, ACL_VARIANTS, HANDLER_VARIANTS, Instance, PROXY_VARIANTS, VARIANT_LABELS, type InstanceKind, type VariantName } from './variants';
 
 const GIB = 1024 ** 3;
@@ -65,6 +66,8 @@ interface Options {
   readonly proxyCpu: number;
   readonly loadCpu: number;
   readonly keepTmp: boolean;
+  /** inetd start-up samples per command per round (bench/startup.ts); 0: none. */
+  readonly startup: number;
 }
 
 const USAGE = `usage: npm run bench [-- options]
@@ -76,6 +79,7 @@ const USAGE = `usage: npm run bench [-- options]
   --proxy-cpu N      CPU for the proxies (default 0)
   --load-cpu N       CPU for upstreams and load (default 1)
   --keep-tmp         keep the temp dir (proxy logs, haproxy and inetd configs)
+  --startup N        inetd start-up samples per command and round (default 30, --quick 10; 0: none)
 `;
 
 function parseOptions(argv: string[]): Options {
@@ -90,6 +94,7 @@ function parseOptions(argv: string[]): Options {
       'proxy-cpu': { type: 'string' },
       'load-cpu': { type: 'string' },
       'keep-tmp': { type: 'boolean', default: false },
+      startup: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -128,6 +133,7 @@ function parseOptions(argv: string[]): Options {
     proxyCpu: int(values['proxy-cpu'], 0, 'proxy-cpu'),
     loadCpu: int(values['load-cpu'], cpus > 1 ? 1 : 0, 'load-cpu'),
     keepTmp: values['keep-tmp'] === true,
+    startup: int(values.startup, quick ? 10 : 30, 'startup'),
   };
 }
 
@@ -602,13 +608,13 @@ async function main(): Promise<number> {
     process.stderr.write(`bench: ${(err as Error).message}\n${USAGE}`);
     return 2;
   }
-  const command = `cd ${ROOT} && npx tsc -p tsconfig.build.json && npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
+  const command = `cd ${ROOT} && npm run bench${argv.length ? ` -- ${argv.join(' ')}` : ''}`;
   const startedAt = new Date();
   const loadStart = loadAverage();
   log(`reproduce: ${command}`);
   log(`load average at start: ${loadStart}`);
   if (!fs.existsSync(TCPPROXY)) {
-    log(`${TCPPROXY} missing: build first (npx tsc -p tsconfig.build.json)`);
+    log(`${TCPPROXY} missing: build first (npm run compile)`);
     return 1;
   }
   const cpus = os.cpus().length;
@@ -637,6 +643,7 @@ async function main(): Promise<number> {
   const bench = new Bench(opts, variants, tools['iperf3'] === true);
   if (!opts.keepTmp) tmpDirToRemove = bench.tmpDir;
   const defs = metricDefs(opts.idle, opts.concurrency, opts.handlerConcurrency);
+  const startup: StartupRound[] = [];
   try {
     await bench.startEcho();
     if (bench.hasIperf) await bench.ensureIperfServer();
@@ -657,6 +664,10 @@ async function main(): Promise<number> {
         for (const v of order.filter((x) => ACL_VARIANTS.includes(x))) await bench.connRate(v, round);
         for (const v of handlers) await bench.connRate(v, round, true);
         for (const v of forwarding) await bench.rtt(v, round);
+        if (opts.startup > 0) {
+          log(`inetd start-up: ${opts.startup} samples each of node -e 0 and tcpproxy`);
+          startup.push(await measureStartup({ tcpproxy: TCPPROXY, echoPort: bench.echoPort, cpu: opts.proxyCpu, samples: opts.startup }));
+        }
       } finally {
         await bench.stopInstances();
       }
@@ -674,6 +685,7 @@ async function main(): Promise<number> {
     const list = other.map(([p, n]) => `${n} ${kind === 'handler' ? `ended ${p}` : `on ${p}`}`).join(', ');
     bench.note(kind === 'handler' ? `${key}: handler connections that did not end with exit 0: ${list}` : `${key}: connections not forwarded by ${engine}: ${list}`);
   }
+  const startupSummary = startup.length > 0 ? summarizeStartup(startup) : null;
   const medians = computeMedians(bench.samples, variants, defs);
   const targets = evaluateTargets(defs, medians, variants);
   const table = markdownTable(defs, medians, variants, targets, opts.rounds);
@@ -691,6 +703,7 @@ async function main(): Promise<number> {
     table,
     '',
     ...costLines(medians, variants),
+    ...(startupSummary === null ? [] : startupLines(startupSummary)),
   ];
   if (bench.notes.length > 0) {
     out.push('Notes:', '');
@@ -736,6 +749,7 @@ async function main(): Promise<number> {
     notes: bench.notes,
     proxyLogs: bench.proxyLogs,
     forwardPaths: bench.forwardPaths,
+    startup: startupSummary === null ? null : { summary: startupSummary, rounds: startup },
     table,
   };
   fs.writeFileSync(file, `${JSON.stringify(json, null, 2)}\n`);

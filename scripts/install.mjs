@@ -8,6 +8,7 @@
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** The first executable called `name` on PATH, or null. */
 function onPath(name) {
@@ -54,4 +55,13 @@ if (r.error !== undefined) {
   process.stderr.write(`tcpproxy: cannot run node-gyp: ${r.error.message}\n`);
   process.exit(1);
 }
-process.exit(r.status ?? 1);
+if (r.status !== 0) process.exit(r.status ?? 1);
+
+// An installed package (the tarball carries the bundled command): the V8
+// code cache of the command, for this Node (scripts/bundle.mjs). A checkout
+// has no dist/ yet; `npm run compile` writes it there.
+const here = path.dirname(fileURLToPath(import.meta.url));
+if (fs.existsSync(path.join(here, '..', 'dist', 'src', 'bin', 'main.js'))) {
+  const c = spawnSync(process.execPath, [path.join(here, 'bundle.mjs'), '--cache-only'], { stdio: 'inherit' });
+  if (c.status !== 0) process.exit(c.status ?? 1);
+}

@@ -4,13 +4,13 @@
  * only src/tcpproxy.ts touches process.exit.
  */
 import { availableParallelism } from 'node:os';
-import { spawnSync } from 'node:child_process';
+import type * as ChildProcess from 'node:child_process';
 import * as fs from 'node:fs';
-import { detach, report, takeReadyFd } from './modes/daemon';
+import type * as DaemonMode from './modes/daemon';
+import type * as ListMode from './modes/list';
+import type * as Listeners from './modes/listener';
+import type * as StandaloneMode from './modes/standalone';
 import { inetdSafeIo, serveInetd, stdinIsConnection } from './modes/inetd';
-import { listing } from './modes/list';
-import { sourceProblems } from './modes/listener';
-import { standalone } from './modes/standalone';
 import { mixedIds, runningAsRoot } from './process/privilege';
 import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from './sys/exit-codes';
 import { processIo, type Io } from './sys/io';
@@ -32,10 +32,23 @@ function noAddon(err: NativeLoadError, io: Io): number {
   } catch {
     // fd 0 closed: not inetd.
   }
-  if (inetd) spawnSync('logger', ['-t', 'tcpproxy', '-p', 'daemon.err', '--', err.message], { stdio: 'ignore' });
+  if (inetd) childProcess().spawnSync('logger', ['-t', 'tcpproxy', '-p', 'daemon.err', '--', err.message], { stdio: 'ignore' });
   else io.stderr(`tcpproxy: ${err.message}\n`);
   return EXIT_SOFTWARE;
 }
+
+/*
+ * Loaded when their mode runs, not at start: in inetd mode every connection
+ * starts a process, which should compile only what serves it (and not
+ * node:child_process, node:crypto and the daemon's whole process model).
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+const daemonMode = (): typeof DaemonMode => require('./modes/daemon') as typeof DaemonMode;
+const standaloneMode = (): typeof StandaloneMode => require('./modes/standalone') as typeof StandaloneMode;
+const listMode = (): typeof ListMode => require('./modes/list') as typeof ListMode;
+const listeners = (): typeof Listeners => require('./modes/listener') as typeof Listeners;
+const childProcess = (): typeof ChildProcess => require('node:child_process') as typeof ChildProcess;
+/* eslint-enable @typescript-eslint/no-require-imports */
 
 function load(o: CliOptions): ReturnType<typeof loadServices> {
   return loadServices(o, runningAsRoot(), process.cwd());
@@ -82,7 +95,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
   const { services, config } = loaded;
 
   if (o.list > 0) {
-    io.stdout(listing(services, o.list === 1 ? 1 : 2, workerCount(config?.workers ?? null)));
+    io.stdout(listMode().listing(services, o.list === 1 ? 1 : 2, workerCount(config?.workers ?? null)));
     return EXIT_OK;
   }
 
@@ -95,6 +108,8 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
     return serveInetd(inetdServices, { logname, clearEnv: o.clearEnv });
   }
   if (o.standalone || (config !== null && config.standalone !== false)) {
+    const { detach, report, takeReadyFd } = daemonMode();
+    const { sourceProblems } = listeners();
     const readyFd = takeReadyFd();
     // A `source` address this machine does not have fails the start, before
     // detaching or binding anything, in the form of a config error (exit 1).
@@ -109,7 +124,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
     if (!o.foreground && !activated && readyFd === null) return detach(argv, io.stderr);
     // What `ps` shows (node's own argv otherwise): libuv rewrites the argv area, so at most that long.
     process.title = o.server !== null ? 'tcpproxy: master' : `tcpproxy: master -f ${o.configFile ?? DEFAULT_CONFIG}`;
-    return standalone({
+    return standaloneMode().standalone({
       services,
       logname,
       clearEnv: o.clearEnv,

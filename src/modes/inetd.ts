@@ -9,7 +9,7 @@ import { selectEngine } from '../forward/engine';
 import type { Endpoints } from '../forward/types';
 import { isTrustedSource, readProxyHeader, UNTRUSTED } from '../session/proxy';
 import { currentIds, dropPrivileges, runningAsRoot, serviceIdentity } from '../process/privilege';
-import { runSession } from '../session/session';
+import { preloadFor, runSession } from '../session/session';
 import { EXIT_FAILURE, EXIT_OK } from '../sys/exit-codes';
 import type { Io } from '../sys/io';
 import { createLogger } from '../sys/log';
@@ -84,6 +84,9 @@ export async function serveInetd(
   if (ignored.length > 0) {
     log.warn(`service ${key}: ${ignored.join(', ')} ignored in inetd mode (each connection is its own process): use inetd's own limits`);
   }
+  // Chosen, and the code the session runs loaded, while the files are still readable as root.
+  const engine = selectEngine((m) => log.warn(m));
+  preloadFor(service);
   // The ids drop first: nothing the client sent (a PROXY header) is read as root.
   if (runningAsRoot()) {
     const id = serviceIdentity(service, true);
@@ -117,7 +120,6 @@ export async function serveInetd(
     log.warn(`service ${key}: refused ${formatHostPort(endpoints.clientAddress, endpoints.clientPort)}: ${rule}`);
     return EXIT_OK;
   }
-  const engine = selectEngine((m) => log.warn(m));
   let client;
   if (service.target.kind === 'exec') {
     // The handler takes fds 0 and 1 as they are; the session only borrows them.

@@ -26,6 +26,16 @@ import { native } from '../sys/native';
 import { HEARTBEAT_MS, parseToMaster, type DrainMessage, type IdBlock, type IdsMessage, type InitMessage, type ListenerFd, type ReadyMessage, type ServicesMessage } from './protocol';
 import { listenKey, type Service } from '../table/service';
 
+/**
+ * The worker's program, dist/src/process/worker.js: beside this module, or,
+ * from the bundled command in dist/src/bin/ (scripts/bundle.mjs), one
+ * directory over.
+ */
+const WORKER = ((): string => {
+  const here = path.join(__dirname, 'worker.js');
+  return fs.existsSync(here) ? here : path.join(__dirname, '..', 'process', 'worker.js');
+})();
+
 const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 10_000;
 /** A worker that lived this long is healthy again: its next restart is quick. */
@@ -178,7 +188,7 @@ class Worker {
     // may enter (root's home, a private checkout). Its listeners arrive as
     // fds 4, 5, … of the fork, the limits region after them.
     const index = this.limits.takeWorker();
-    const child = fork(path.join(__dirname, 'worker.js'), [], {
+    const child = fork(WORKER, [], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...this.listeners.map((l) => l.fd), this.limits.fd],
       execArgv: [],
     });

@@ -22,6 +22,12 @@ import { listenKey, maxconnOf, type Service } from '../table/service';
 import { fastService } from '../forward/fast';
 import { checkAccess } from '../table/access';
 import { GRACE_MS } from './grace';
+// What the session code loads on first use (for inetd mode's one-connection
+// processes), loaded here at start: the worker drops to its ids on the init
+// message, and a SIGHUP may bring a handler or a transcript later.
+import '../forward/js';
+import '../session/handler';
+import '../session/transcript';
 import { currentIds, dropPrivileges, nonDumpable } from './privilege';
 import { HEARTBEAT_MS, type IdBlock, type InitMessage, type ToMaster, type ToWorker } from './protocol';
 

@@ -6,7 +6,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { forwardJs } from '../forward/js';
+import type * as JsForward from '../forward/js';
 import { keepAlive, restoreNonblocking, socketFd } from '../forward/socket';
 import type { Endpoints, Engine, ForwardResult, HeldClient } from '../forward/types';
 import { errorText } from '../sys/errors';
@@ -15,9 +15,33 @@ import { native } from '../sys/native';
 import { formatHostPort } from '../table/address';
 import { DEFAULT_TIMEOUT_SEC, describeTarget, listenKey, type Sandbox, type Service } from '../table/service';
 import { clientName } from './clientname';
-import { handlerEnv, runAcp, runHandler } from './handler';
-import { openTranscript, type Transcript } from './transcript';
+import type * as Handlers from './handler';
+import type * as Transcripts from './transcript';
+import type { Transcript } from './transcript';
 import { connectGroup } from './upstream';
+
+/*
+ * Loaded on first use: in inetd mode a process serves one connection, and a
+ * forward needs neither the handler code nor transcripts nor the JS pump.
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+const handlers = (): typeof Handlers => require('./handler') as typeof Handlers;
+const transcripts = (): typeof Transcripts => require('./transcript') as typeof Transcripts;
+const jsForward = (): typeof JsForward => require('../forward/js') as typeof JsForward;
+/* eslint-enable @typescript-eslint/no-require-imports */
+
+/**
+ * Loads now the code that serving `service` will run, for a process about to
+ * drop its privileges: below a directory only root may enter (a private
+ * checkout, root's home) the service's ids could not load it later.
+ */
+export function preloadFor(service: Service): void {
+  if (service.acp !== null || service.target.kind === 'exec') handlers();
+  if (service.writefile !== null) {
+    transcripts();
+    jsForward();
+  }
+}
 
 export interface SessionContext {
   /** Connection number, unique in this daemon; shown in every line of the connection. */
@@ -113,7 +137,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   if (service.bounds.keepalive) keepAlive(client);
   const needEnv = service.acp !== null || service.target.kind === 'exec';
   const env = needEnv
-    ? handlerEnv({
+    ? handlers().handlerEnv({
         prefix: service.prefix,
         endpoints: e,
         clientName: await clientName(e.clientAddress),
@@ -125,7 +149,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   if (service.acp !== null) {
     // An ACP is always bounded: with `timeout 0` (no idle timeout) it gets the default.
     const acpMs = (service.timeoutSec > 0 ? service.timeoutSec : DEFAULT_TIMEOUT_SEC) * 1000;
-    const v = await runAcp(service.acp, client, env, acpMs, service.sandbox, ctx.signal);
+    const v = await handlers().runAcp(service.acp, client, env, acpMs, service.sandbox, ctx.signal);
     restoreNonblocking(client);
     const text = `${tag}: acp ${service.acp}: ${v.granted ? 'granted' : 'denied'} (${v.status})${v.message ? `: ${v.message}` : ''}`;
     if (v.granted) log.info(text);
@@ -149,7 +173,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
       }
     }
     const started = Date.now();
-    const exit = await runHandler(argv, client, env, service.sandbox, ctx.signal, {
+    const exit = await handlers().runHandler(argv, client, env, service.sandbox, ctx.signal, {
       stderr: (line) => log.info(`${tag}: ${argv[0] ?? ''}: ${line}`),
       // The handler holds the connection now; our copy must not keep it open.
       spawned: () => hold.release(),
@@ -188,7 +212,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   let transcript: Transcript | null = null;
   if (service.writefile !== null) {
     try {
-      transcript = openTranscript(service.writefile, id, service.bounds.writefileMax);
+      transcript = transcripts().openTranscript(service.writefile, id, service.bounds.writefileMax);
       log.info(`${tag}: transcript ${transcript.path}`);
     } catch (err) {
       log.error(`${tag}: transcript ${service.writefile}.${id}.log: ${(err as Error).message}`);
@@ -207,7 +231,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     try {
       // A transcribed connection goes through the copying JS path; the others keep the engine's.
       const f = transcript
-        ? forwardJs(socketOf(client), server, service.timeoutSec * 1000, finish, (d, chunk) => transcript.write(d, chunk))
+        ? jsForward().forwardJs(socketOf(client), server, service.timeoutSec * 1000, finish, (d, chunk) => transcript.write(d, chunk))
         : engine.forward(client, server, service.timeoutSec * 1000, finish);
       hold.handOver();
       if (ctx.signal?.aborted) f.abort();

@@ -1,6 +1,6 @@
 /**
  * The one launcher of the tests and bench/: every process they start (the
- * built CLI, package.json bin: dist/src/tcpproxy.js, or inetd, a launcher,
+ * built CLI, package.json bin: dist/src/bin/tcpproxy.js, the bundle, or inetd, a launcher,
  * a command run to its end) goes through launch(), which records its output
  * and exit and tracks it until it has exited; killLaunched() (part of
  * helpers/setup cleanUpAfterEach) ends what still runs, with its process
@@ -33,12 +33,12 @@ export const ROOT = ((): string => {
 })();
 
 /**
- * The built command: package.json's `bin.tcpproxy` (dist/src/tcpproxy.js).
+ * The built command: package.json's `bin.tcpproxy` (dist/src/bin/tcpproxy.js, one file: scripts/bundle.mjs).
  * Not dist/src/table/cli.js, which is the pure argv parser and runs nothing.
  */
 export const CLI = ((): string => {
   const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { bin?: Record<string, string> };
-  return path.join(ROOT, pkg.bin?.['tcpproxy'] ?? 'dist/src/tcpproxy.js');
+  return path.join(ROOT, pkg.bin?.['tcpproxy'] ?? 'dist/src/bin/tcpproxy.js');
 })();
 
 /** The forwarding engines; the proxy picks one from TCPPROXY_ENGINE. */

@@ -155,6 +155,46 @@ const asRoot = process.getuid?.() === 0;
   expect(await runCli(['-z', '-f', f])).toMatchObject({ code: 0, stdout: '7001\n' });
 });
 
+describe('the V8 code cache of the command (scripts/bundle.mjs)', () => {
+  /** A copy of the built command and addon, with its cache as `cache` says. */
+  function copyWith(cache: 'none' | 'garbage' | 'stale'): string {
+    const pkg = fs.mkdtempSync(path.join(dir.path, `cache-${cache}-`));
+    fs.cpSync(path.join(ROOT, 'dist', 'src'), path.join(pkg, 'dist', 'src'), { recursive: true });
+    fs.cpSync(path.join(ROOT, 'build', 'Release', 'tcpproxy.node'), path.join(pkg, 'build', 'Release', 'tcpproxy.node'));
+    const main = path.join(pkg, 'dist', 'src', 'bin', 'main.js');
+    if (cache === 'none') fs.rmSync(`${main}.v8cache`);
+    if (cache === 'garbage') fs.writeFileSync(`${main}.v8cache`, 'not a code cache\n'.repeat(64));
+    // The source changed after the cache was written (an edit, a partial upgrade).
+    if (cache === 'stale') fs.appendFileSync(main, '\n// changed\n');
+    return path.join(pkg, 'dist', 'src', 'bin', 'tcpproxy.js');
+  }
+
+  test('the built command has one, and V8 accepts it', async () => {
+    const main = path.join(ROOT, 'dist', 'src', 'bin', 'main.js');
+    const r = await runToExit(
+      [
+        process.execPath,
+        '-e',
+        `const vm = require('vm'), fs = require('fs'), M = require('module'); const f = ${JSON.stringify(main)};` +
+          "const s = new vm.Script(M.wrap(fs.readFileSync(f, 'utf8')), { filename: f, cachedData: fs.readFileSync(f + '.v8cache') });" +
+          'console.log(s.cachedDataRejected)',
+      ],
+      { timeoutMs: 20000 },
+    );
+    expect(r).toEqual({ code: 0, signal: null, stdout: 'false\n', stderr: '' });
+  });
+
+  test.each(['none', 'garbage', 'stale'] as const)('cache %s: the command runs all the same, and writes nothing', async (cache) => {
+    const bin = copyWith(cache);
+    const before = fs.readdirSync(path.dirname(bin)).sort();
+    const r = await runToExit([process.execPath, bin, '--version'], { timeoutMs: 20000 });
+    expect(r).toEqual({ code: 0, signal: null, stdout: `tcpproxy ${VERSION}\n`, stderr: '' });
+    const z = await runToExit([process.execPath, bin, '-z', '-b', '127.0.0.1:7', '127.0.0.1:9'], { timeoutMs: 20000 });
+    expect(z).toMatchObject({ code: 0, stderr: '' });
+    expect(fs.readdirSync(path.dirname(bin)).sort()).toEqual(before);
+  });
+});
+
 describe('without a working native addon', () => {
   /** A copy of the built package without build/: what an install whose addon build failed looks like. */
   function packageWithout(addon: 'missing' | 'corrupt'): { bin: string; file: string } {
@@ -165,7 +205,7 @@ describe('without a working native addon', () => {
       fs.mkdirSync(path.dirname(file), { recursive: true });
       fs.writeFileSync(file, 'not an ELF object\n'.repeat(256));
     }
-    return { bin: path.join(pkg, 'dist', 'src', 'tcpproxy.js'), file };
+    return { bin: path.join(pkg, 'dist', 'src', 'bin', 'tcpproxy.js'), file };
   }
   const rebuild = 'rebuild it with "npm rebuild tcpproxy" (needs g++, make and python3)';
 

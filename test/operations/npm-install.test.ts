@@ -65,7 +65,7 @@ test('package.json: linux only, an engines range, a files list', () => {
   expect(pkg.os).toEqual(['linux']);
   expect(pkg.engines?.node).toMatch(/^>=\s*20/);
   expect(pkg.files).toEqual(expect.arrayContaining(['dist/src/', 'native/', 'binding.gyp', 'man/']));
-  expect(pkg.bin).toEqual({ tcpproxy: 'dist/src/tcpproxy.js' });
+  expect(pkg.bin).toEqual({ tcpproxy: 'dist/src/bin/tcpproxy.js' });
   expect(pkg.man).toEqual(['man/tcpproxy.1']);
 });
 
@@ -128,8 +128,8 @@ describe('npm pack + npm install -g --prefix, as the README installs it', () => 
     expect({ code: pack.code, output: pack.output }).toEqual({ code: 0, output: expect.any(String) });
     const tarballs = fs.readdirSync(packDir).filter((n) => /^tcpproxy-.*\.tgz$/.test(n));
     expect(tarballs).toHaveLength(1);
-    // `prepack` built the JavaScript.
-    expect(fs.existsSync(path.join(tree, 'dist', 'src', 'tcpproxy.js'))).toBe(true);
+    // `prepack` built the JavaScript and the bundled command.
+    expect(fs.existsSync(path.join(tree, 'dist', 'src', 'bin', 'tcpproxy.js'))).toBe(true);
     const tgz = path.join(packDir, tarballs[0] ?? '');
 
     // As the README installs it: --allow-scripts names the tarball whose install script may run.
@@ -150,6 +150,20 @@ describe('npm pack + npm install -g --prefix, as the README installs it', () => 
     expect(fs.existsSync(path.join(installed(), 'test'))).toBe(false);
     expect(fs.existsSync(path.join(installed(), 'src'))).toBe(false);
     expect(fs.readdirSync(path.join(installed(), 'dist'))).toEqual(['src']);
+
+    // The install script wrote the V8 code cache of the bundled command for this Node, and V8 takes it.
+    const main = path.join(installed(), 'dist', 'src', 'bin', 'main.js');
+    const check = await runToExit(
+      [
+        process.execPath,
+        '-e',
+        `const vm = require('vm'), fs = require('fs'), M = require('module'); const f = ${JSON.stringify(main)};` +
+          "const s = new vm.Script(M.wrap(fs.readFileSync(f, 'utf8')), { filename: f, cachedData: fs.readFileSync(f + '.v8cache') });" +
+          'console.log(s.cachedDataRejected)',
+      ],
+      { timeoutMs: 20000 },
+    );
+    expect(check).toEqual({ code: 0, signal: null, stdout: 'false\n', stderr: '' });
 
     // The installed command, run through its bin link (shebang), forwards.
     const up = await echoServer();

@@ -27,7 +27,7 @@ describeAsRoot('config file permissions (root)', () => {
     const readable = path.join(tmp.path, 'open.conf');
     fs.writeFileSync(readable, 'port 25\n    server 127.0.0.1\n', { mode: 0o644 });
     const run = (f: string): ReturnType<typeof runToExit> =>
-      runToExit([process.execPath, path.join(pkg, 'dist', 'src', 'tcpproxy.js'), '-z', '-f', f], {
+      runToExit([process.execPath, path.join(pkg, 'dist', 'src', 'bin', 'tcpproxy.js'), '-z', '-f', f], {
         cwd: tmp.path,
         uid: NOBODY,
         gid: NOBODY,

@@ -38,7 +38,7 @@ describeAsRoot('a privileged port as another user (root)', () => {
     fs.cpSync(path.join(ROOT, 'build', 'Release', 'tcpproxy.node'), path.join(pkg, 'build', 'Release', 'tcpproxy.node'));
     fs.chmodSync(pkg, 0o755);
     const port = await freeLowPort();
-    const r = await runToExit([process.execPath, path.join(pkg, 'dist', 'src', 'tcpproxy.js'), '-D', '-b', `127.0.0.1:${port}`, '127.0.0.1:1'], {
+    const r = await runToExit([process.execPath, path.join(pkg, 'dist', 'src', 'bin', 'tcpproxy.js'), '-D', '-b', `127.0.0.1:${port}`, '127.0.0.1:1'], {
       cwd: tmp.path,
       uid: NOBODY,
       gid: NOBODY,
