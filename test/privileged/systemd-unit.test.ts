@@ -41,7 +41,7 @@ cleanUpAfterEach();
 describeAsRoot('examples/systemd (root)', () => {
   test('every unit passes systemd-analyze verify without a word', async () => {
     for (const u of UNITS) {
-      const text = fs.readFileSync(unitFile(u), 'utf8').replace(/\/usr\/local\/bin\/tcpproxy/g, `${process.execPath} ${CLI}`);
+      const text = fs.readFileSync(unitFile(u), 'utf8').replace(/\/usr\/bin\/tcpproxy/g, `${process.execPath} ${CLI}`);
       fs.writeFileSync(path.join(tmp.path, u), text);
     }
     const r = await runToExit([which('systemd-analyze'), 'verify', '--man=no', ...UNITS.map((u) => path.join(tmp.path, u))], { cwd: tmp.path, timeoutMs: 30000 });
