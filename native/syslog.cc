@@ -142,12 +142,32 @@ Napi::Value SyslogDropped(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(g_log.dropped));
 }
 
+// syslogProbe() -> 0 when /dev/log takes a connection now, else the errno
+// of the attempt (ENOENT: no socket there; ECONNREFUSED: nobody reads it).
+// Leaves the log's own connection alone.
+Napi::Value SyslogProbe(const Napi::CallbackInfo& info) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  strncpy(addr.sun_path, _PATH_LOG, sizeof addr.sun_path - 1);
+  int last = 0;
+  for (int type : {SOCK_DGRAM, SOCK_STREAM}) {
+    int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return Napi::Number::New(info.Env(), errno);
+    int r = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    last = r == 0 ? 0 : errno;
+    close(fd);
+    if (last != EPROTOTYPE) break;
+  }
+  return Napi::Number::New(info.Env(), last);
+}
+
 }  // namespace
 
 void InitSyslog(Napi::Env env, Napi::Object exports) {
   exports.Set("openLog", Napi::Function::New(env, OpenLog, "openLog"));
   exports.Set("syslog", Napi::Function::New(env, Syslog, "syslog"));
   exports.Set("syslogDropped", Napi::Function::New(env, SyslogDropped, "syslogDropped"));
+  exports.Set("syslogProbe", Napi::Function::New(env, SyslogProbe, "syslogProbe"));
 }
 
 }  // namespace tcpproxy

@@ -13,6 +13,7 @@ import type * as StandaloneMode from './modes/standalone';
 import { inetdSafeIo, serveInetd, stdinIsConnection } from './modes/inetd';
 import { mixedIds, runningAsRoot } from './process/privilege';
 import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from './sys/exit-codes';
+import { errnoName } from './sys/errors';
 import { processIo, type Io } from './sys/io';
 import { native, NativeLoadError } from './sys/native';
 import { VERSION } from './sys/version';
@@ -121,7 +122,11 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
     }
     // Sockets passed by a service manager are ours only in this process (LISTEN_PID): no detaching.
     const activated = Number(process.env['LISTEN_PID']) === process.pid;
-    if (!o.foreground && !activated && readyFd === null) return detach(argv, io.stderr);
+    if (!o.foreground && !activated && readyFd === null) {
+      const warning = syslogWarning();
+      if (warning !== null) io.stderr(`${warning}\n`);
+      return detach(argv, io.stderr);
+    }
     // What `ps` shows (node's own argv otherwise): libuv rewrites the argv area, so at most that long.
     process.title = o.server !== null ? 'tcpproxy: master' : `tcpproxy: master -f ${o.configFile ?? DEFAULT_CONFIG}`;
     return standaloneMode().standalone({
@@ -149,6 +154,22 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
       : `tcpproxy:${config?.file ?? DEFAULT_CONFIG}: "standalone no" and standard input is not a connection: use -s\n`,
   );
   return EXIT_USAGE;
+}
+
+/**
+ * Detached, the daemon logs to syslog only: when /dev/log takes no
+ * connection and a person is watching (stderr is a terminal), say so
+ * before detaching. The daemon still starts; its lines are dropped until a
+ * syslog daemon appears (native/syslog.cc retries).
+ */
+function syslogWarning(): string | null {
+  if (!process.stderr.isTTY) return null;
+  const errno = native().syslogProbe();
+  if (errno === 0) return null;
+  return (
+    `tcpproxy: warning: no syslog at /dev/log (connect ${errnoName(errno)}): detached, tcpproxy logs nothing until one listens there; ` +
+    'start a syslog daemon (rsyslog, systemd-journald) or run tcpproxy in the foreground with -D'
+  );
 }
 
 /** `workers` as a number: `auto` is one per CPU the process may use. */

@@ -1,8 +1,11 @@
 /**
  * Logging: syslog(3) through the addon (facility daemon, LOG_PID), and in the
- * foreground the same lines on stderr as `tcpproxy: message`. In inetd mode
- * stderr is the client socket, so it is never written there.
+ * foreground the same lines on stderr as `TIME tcpproxy: message`, TIME in
+ * ISO 8601 (UTC, milliseconds), left out when stderr is the journal, which
+ * stamps each line itself. In inetd mode stderr is the client socket, so it
+ * is never written there.
  */
+import * as fs from 'node:fs';
 import { native } from './native';
 
 const LOG_DAEMON = 3 << 3;
@@ -42,13 +45,41 @@ export function escapeControls(line: string): string {
   return line.replace(CONTROLS, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
+/**
+ * True when fd 2 is the journal's stream: systemd names it in JOURNAL_STREAM
+ * (`DEVICE:INODE`), and a program that passes its stderr on keeps the
+ * variable but not always the stream, hence the comparison.
+ */
+export function stderrIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
+  const m = /^(\d+):(\d+)$/.exec(env['JOURNAL_STREAM'] ?? '');
+  if (m === null) return false;
+  try {
+    const st = fs.fstatSync(2, { bigint: true });
+    return st.dev === BigInt(m[1] ?? '') && st.ino === BigInt(m[2] ?? '');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * A message as syslog gets it and as stderr shows it. A message that is
+ * itself in the `tcpproxy:FILE:LINE: text` form (a config error on reload)
+ * keeps one `tcpproxy`: syslog's ident already says it.
+ */
+function forms(message: string): { syslog: string; stderr: string } {
+  if (message.startsWith('tcpproxy:')) return { syslog: message.slice('tcpproxy:'.length).trimStart(), stderr: message };
+  return { syslog: message, stderr: `tcpproxy: ${message}` };
+}
+
 export function createLogger(opts: LogOptions): Logger {
   const addon = opts.syslog ? native() : null;
   addon?.openLog(opts.ident, LOG_DAEMON);
+  const stamped = opts.stderr && !stderrIsJournal();
+  const prefix = (): string => (stamped ? `${new Date().toISOString()} ` : '');
   const emit = (priority: number, raw: string): void => {
-    const message = escapeControls(raw);
-    addon?.syslog(priority, message);
-    if (opts.stderr) process.stderr.write(`tcpproxy: ${message}\n`);
+    const f = forms(escapeControls(raw));
+    addon?.syslog(priority, f.syslog);
+    if (opts.stderr) process.stderr.write(`${prefix()}${f.stderr}\n`);
   };
   return {
     info: (m) => emit(LOG_INFO, m),
@@ -56,10 +87,11 @@ export function createLogger(opts: LogOptions): Logger {
     error: (m) => emit(LOG_ERR, m),
     many: (lines) => {
       let text = '';
+      const p = prefix();
       for (const l of lines) {
-        const message = escapeControls(l.slice(1));
-        addon?.syslog(Number(l[0]), message);
-        if (opts.stderr) text += `tcpproxy: ${message}\n`;
+        const f = forms(escapeControls(l.slice(1)));
+        addon?.syslog(Number(l[0]), f.syslog);
+        if (opts.stderr) text += `${p}${f.stderr}\n`;
       }
       if (text !== '') process.stderr.write(text);
     },

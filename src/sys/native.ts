@@ -181,6 +181,8 @@ export interface Addon {
   /** Never blocks: a line syslog does not take at once is dropped and counted (and reported with the next one that goes out). */
   syslog(priority: number, line: string): void;
   syslogDropped(): number;
+  /** 0 when /dev/log takes a connection now, else the errno of the attempt. */
+  syslogProbe(): number;
   /**
    * One sd_notify(3) datagram to `path` ($NOTIFY_SOCKET: a path, or '@' and
    * an abstract name), never blocking; a SysError (sendto) when it could not
@@ -284,7 +286,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 10;
+const ABI_VERSION = 11;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

@@ -66,7 +66,7 @@ describeAsRoot('bounds (root)', () => {
     expect(c.data().toString()).toBe('ok\n');
     await until(() => /: end: handler /.test(p.stderr()), 'the end line');
     const line = p.stderr().split('\n').find((l) => l.includes('forged')) ?? '';
-    expect(line).toMatch(/^tcpproxy: connection \d+: \S*stderr-controls\.sh: forged\\x1b\[2Jline\\x0dover\\x07 end$/);
+    expect(line).toMatch(/^\S+Z tcpproxy: connection \d+: \S*stderr-controls\.sh: forged\\x1b\[2Jline\\x0dover\\x07 end$/);
     // eslint-disable-next-line no-control-regex
     expect(p.stderr()).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f]/);
   });

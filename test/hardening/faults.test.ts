@@ -233,7 +233,7 @@ describe.each(ENGINES)('forwarding faults (%s engine)', (engine) => {
       sock.write(payload(64 * KiB, `up-${i}`));
       // The session ends (its record is logged), or the client got a FIN: then the
       // session waits for the client's half, which never comes.
-      const endRe = new RegExp(`^tcpproxy: connection ${i}: end: \\d+ bytes up, \\d+ down, \\d+ ms, (.*)$`, 'm');
+      const endRe = new RegExp(`^\\S+Z tcpproxy: connection ${i}: end: \\d+ bytes up, \\d+ down, \\d+ ms, (.*)$`, 'm');
       const local = sock.localPort ?? 0;
       await until(() => endRe.test(p.stderr()) || tcpStateOf(local, port) === 'CLOSE_WAIT', `connection ${i} to end`, 10000);
       const state = tcpStateOf(local, port);

@@ -185,7 +185,7 @@ describe.each(ENGINES)('load (%s engine)', (engine) => {
       expect(workerPids(p)).toEqual([worker]);
       expect(p.exit()).toBeNull();
       // Every session logged its end record (written after its sockets closed: poll).
-      const endLines = (): string[] => p.stderr().match(/^tcpproxy: connection \d+: end: .*$/gm) ?? [];
+      const endLines = (): string[] => p.stderr().match(/^\S+Z tcpproxy: connection \d+: end: .*$/gm) ?? [];
       await until(() => endLines().length >= CONNECTIONS + 100, () => `${CONNECTIONS + 100} end records (have ${endLines().length})`, 20000);
       const ends = endLines();
       expect(ends).toHaveLength(CONNECTIONS + 100);

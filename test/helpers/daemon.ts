@@ -327,7 +327,7 @@ export function parseListenAddress(text: string): ListenAddress {
 
 /** The addresses of tcpproxy's `listening on` lines, in order. */
 function listeningLines(stderr: string): string[] {
-  return [...stderr.matchAll(/^tcpproxy: listening on (\S+)\s*$/gm)].map((m) => m[1] ?? '');
+  return [...stderr.matchAll(/^\S+Z tcpproxy: listening on (\S+)\s*$/gm)].map((m) => m[1] ?? '');
 }
 
 export const DEV_LOG = '/dev/log';
@@ -536,7 +536,7 @@ export interface ReadyWorker {
 
 /** The `worker uid U gid G ready, pid P` lines of tcpproxy's stderr, in order. */
 export function readyWorkers(stderr: string): ReadyWorker[] {
-  return [...stderr.matchAll(/^tcpproxy: worker uid (\d+) gid (\d+) ready, pid (\d+)$/gm)].map((m) => ({
+  return [...stderr.matchAll(/^\S+Z tcpproxy: worker uid (\d+) gid (\d+) ready, pid (\d+)$/gm)].map((m) => ({
     uid: Number(m[1]),
     gid: Number(m[2]),
     pid: Number(m[3]),
@@ -554,12 +554,19 @@ export async function waitWorkers(stderr: () => string, uid: number, gid: number
   return mine();
 }
 
-/** tcpproxy's stderr lines (without the `tcpproxy: ` prefix). */
+/**
+ * The start of a log line on stderr (-D): the ISO 8601 time, then
+ * `tcpproxy: `, or `tcpproxy:` alone before a message of the
+ * `tcpproxy:FILE:LINE:` form (kept whole).
+ */
+export const LOG_STAMP = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (?:tcpproxy: |(?=tcpproxy:\S))/;
+
+/** tcpproxy's log lines on stderr, without the time and the `tcpproxy: ` prefix. */
 export function logLines(stderr: string): string[] {
-  return stderr
-    .split('\n')
-    .filter((l) => l.startsWith('tcpproxy: '))
-    .map((l) => l.slice('tcpproxy: '.length));
+  return stderr.split('\n').flatMap((l) => {
+    const m = LOG_STAMP.exec(l);
+    return m === null ? [] : [l.slice(m[0].length)];
+  });
 }
 
 /** Waits for a log line matching `re` and returns its match. */

@@ -35,7 +35,7 @@ const activationLine = (host: string, port: number, fd = 3): string =>
 
 /** Waits for `n` `listening on` lines; fails with the daemon's output if it exits first. */
 async function waitStarted(d: Launched, n = 1, timeoutMs = 10000): Promise<void> {
-  const count = (): number => [...d.stderr().matchAll(/^tcpproxy: listening on /gm)].length;
+  const count = (): number => [...d.stderr().matchAll(/^\S+Z tcpproxy: listening on /gm)].length;
   await until(
     () => count() >= n || d.exit() !== null,
     () => `${n} "listening on" line(s); stderr:\n${d.stderr()}`,

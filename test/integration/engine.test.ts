@@ -131,7 +131,7 @@ describe.each(ENGINES)('%s engine', (engine) => {
     c.socket.end('ping');
     await c.waitBytes(4);
     await until(() => /connection 1: end: /.test(proxy.stderr()), 'the end line');
-    const line = /^tcpproxy: connection 1: end: (.*)$/m.exec(proxy.stderr())?.[1] ?? '';
+    const line = /^\S+Z tcpproxy: connection 1: end: (.*)$/m.exec(proxy.stderr())?.[1] ?? '';
     expect(line).toMatch(new RegExp(`^4 bytes up, 4 down, \\d+ ms, eof, ${engine}$`));
   });
 });

@@ -11,14 +11,15 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { assertBuilt, CLI, launch, type Ran, ROOT, runToExit, startProxy } from '../helpers/daemon';
+import { assertBuilt, CLI, DEV_LOG, launch, logLines, type Ran, ROOT, runToExit, startProxy, tcpproxyArgv } from '../helpers/daemon';
 import { writeConfig } from '../helpers/fixtures';
 import { killTree } from '../helpers/kill';
 import { freePort, tryConnect } from '../helpers/ports';
 import { alive, cmdline, descendants, readStat, tcpproxyProcessesIn } from '../helpers/proc';
-import { IN_CI, IS_ROOT } from '../helpers/root';
+import { describeAsRoot, IN_CI, IS_ROOT } from '../helpers/root';
 import { echoServer, payload, sha256 } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
+import { SyslogSink, takeSyslogLock } from '../helpers/syslog';
 import { until } from '../helpers/until';
 
 const FIXTURES = path.join(ROOT, 'test', 'fixtures', 'operations');
@@ -284,7 +285,7 @@ describe('pidfile', () => {
     // In the foreground: the same line, exit 1.
     const fg = await run(['-D', '-pp', pidfile, '-b', `127.0.0.1:${pb}`, `127.0.0.1:${up.port}`], dir);
     expect(fg).toMatchObject({ code: 1, signal: null, stdout: '' });
-    expect(fg.stderr.split('\n')).toContain(`tcpproxy: pidfile ${pidfile}: tcpproxy is already running as pid ${pid}`);
+    expect(logLines(fg.stderr)).toContain(`pidfile ${pidfile}: tcpproxy is already running as pid ${pid}`);
     expect(fg.stderr).not.toMatch(/listening on/);
     expect(fs.readFileSync(pidfile, 'utf8')).toBe(`${pid}\n`);
 
@@ -292,5 +293,72 @@ describe('pidfile', () => {
     await echoes(pa, 'live');
     await stopDaemon(pidfile);
     expect(await tryConnect(pa)).toBe('ECONNREFUSED');
+  });
+});
+
+describeAsRoot('detaching without a syslog (root: the test takes /dev/log in hand)', () => {
+  /** argv as one sh word list, for script(1)'s -c. */
+  const shell = (argv: readonly string[]): string => argv.map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  /** Runs argv on a pseudo-terminal (script(1)): what it wrote there, with the terminal's \r\n as \n. */
+  async function onTerminal(argv: readonly string[]): Promise<{ code: number | null; output: string }> {
+    const r = await runToExit(['script', '-qec', shell(argv), '/dev/null'], { cwd: tmp.path, timeoutMs: 20000 });
+    return { code: r.code, output: r.stdout.replace(/\r\n/g, '\n') };
+  }
+  async function serves(port: number): Promise<void> {
+    const data = payload(64 * 1024, 'no-syslog');
+    const c = await Client.connect('127.0.0.1', port);
+    c.socket.end(data);
+    await c.waitClosed(10000);
+    expect(c.digest()).toEqual({ bytes: data.length, sha256: sha256(data) });
+  }
+
+  test('on a terminal, with nothing at /dev/log: one warning before it detaches, and the daemon serves all the same', async () => {
+    const release = await takeSyslogLock(120000);
+    try {
+      const up = await echoServer();
+      const port = await freePort();
+      const pidfile = path.join(tmp.path, 'no-syslog.pid');
+      const cmd = [process.execPath, CLI, '-p', '-p', pidfile, '-b', `127.0.0.1:${port}`, `127.0.0.1:${up.port}`];
+      // With a syslog daemon on this machine, /dev/log is hidden in a private mount namespace.
+      const present = fs.existsSync(DEV_LOG);
+      const argv = present ? ['unshare', '-m', '--propagation', 'private', '--', '/bin/sh', '-c', `mount --bind /dev/null ${DEV_LOG} && exec "$@"`, 'sh', ...cmd] : cmd;
+      const r = await onTerminal(argv);
+      expect(r).toEqual({
+        code: 0,
+        output:
+          `tcpproxy: warning: no syslog at /dev/log (connect ${present ? 'ECONNREFUSED' : 'ENOENT'}): detached, tcpproxy logs nothing until one listens there; ` +
+          'start a syslog daemon (rsyslog, systemd-journald) or run tcpproxy in the foreground with -D\n',
+      });
+      daemonOf(pidfile);
+      await serves(port);
+      await stopDaemon(pidfile);
+    } finally {
+      release();
+    }
+  });
+
+  test('with a syslog at /dev/log, or with stderr not a terminal, nothing is printed', async () => {
+    const sink = await SyslogSink.open('auto', 120000);
+    try {
+      const up = await echoServer();
+      const port = await freePort();
+      const pidfile = path.join(tmp.path, 'syslog.pid');
+      const args = ['-p', '-p', pidfile, '-b', `127.0.0.1:${port}`, `127.0.0.1:${up.port}`];
+      const r = await onTerminal(tcpproxyArgv(args, sink.mode === 'bind-mount' ? sink : undefined));
+      expect(r).toEqual({ code: 0, output: '' });
+      const pid = daemonOf(pidfile);
+      await sink.waitFor((rec) => rec.pid === pid && /^listening on /.test(rec.message), 'the daemon\'s "listening on" in syslog');
+      await serves(port);
+      await stopDaemon(pidfile);
+    } finally {
+      await sink.close();
+    }
+    // No terminal: no warning either way (here with no syslog at all, or the machine's).
+    const pidfile = path.join(tmp.path, 'pipe.pid');
+    const port = await freePort();
+    const ran = await run(['-p', '-p', pidfile, '-b', `127.0.0.1:${port}`, '127.0.0.1:9'], tmp.path);
+    expect({ code: ran.code, stdout: ran.stdout, stderr: ran.stderr }).toEqual({ code: 0, stdout: '', stderr: '' });
+    daemonOf(pidfile);
+    await stopDaemon(pidfile);
   });
 });

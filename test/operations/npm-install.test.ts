@@ -176,8 +176,8 @@ describe('npm pack + npm install -g --prefix, as the README installs it', () => 
     });
     const err = child.stderr;
     const exited = (): number | null | undefined => (child.exit() === null ? undefined : child.exit()?.code);
-    await until(() => /^tcpproxy: listening on \S+$/m.test(err()) || exited() !== undefined, () => `"listening on" from ${bin()}; stderr:\n${err()}`, 15000);
-    const m = /^tcpproxy: listening on (\S+)$/m.exec(err());
+    await until(() => /^\S+Z tcpproxy: listening on \S+$/m.test(err()) || exited() !== undefined, () => `"listening on" from ${bin()}; stderr:\n${err()}`, 15000);
+    const m = /^\S+Z tcpproxy: listening on (\S+)$/m.exec(err());
     if (m === null) throw new Error(`${bin()} exited (${exited()}) before listening:\n${err()}`);
     const { port } = parseListenAddress(m[1] ?? '');
 
@@ -186,8 +186,8 @@ describe('npm pack + npm install -g --prefix, as the README installs it', () => 
     c.socket.end(data);
     await c.waitClosed(20000);
     expect({ got: c.digest(), end: c.describeEnd() }).toEqual({ got: { bytes: data.length, sha256: sha256(data) }, end: ' (clean end)' });
-    await until(() => /^tcpproxy: connection 1: end: /m.test(err()), 'the end line of connection 1', 5000);
-    expect(err()).toMatch(new RegExp(`^tcpproxy: connection 1: end: ${data.length} bytes up, ${data.length} down, \\d+ ms, eof, splice$`, 'm'));
+    await until(() => /^\S+Z tcpproxy: connection 1: end: /m.test(err()), 'the end line of connection 1', 5000);
+    expect(err()).toMatch(new RegExp(`^\\S+Z tcpproxy: connection 1: end: ${data.length} bytes up, ${data.length} down, \\d+ ms, eof, splice$`, 'm'));
     expect(err()).not.toMatch(/warning/);
 
     child.child.kill('SIGTERM');

@@ -361,7 +361,7 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
       const d = launch([process.execPath, CLI, '-D', '-pp', pidfile, ...args], {
         stdio: ['ignore', 'ignore', 'pipe'],
         onStderr: (_chunk, err, child) => {
-          if (trigger === 'the first "listening on" line' && /^tcpproxy: listening on /m.test(err) && child.pid !== undefined) once(child.pid);
+          if (trigger === 'the first "listening on" line' && /^\S+Z tcpproxy: listening on /m.test(err) && child.pid !== undefined) once(child.pid);
         },
       });
       await until(() => fired || d.exit() !== null, () => `${trigger}; stderr:\n${d.stderr()}`, 10000);
@@ -382,13 +382,13 @@ describeAsRoot('signals sent the moment the daemon says it is ready (root)', () 
       process.kill(pid, 'SIGHUP');
     });
     await until(
-      () => d.exit() !== null || /^tcpproxy: SIGHUP: configuration reloaded/m.test(d.stderr()),
+      () => d.exit() !== null || /^\S+Z tcpproxy: SIGHUP: configuration reloaded/m.test(d.stderr()),
       () => `the reload or the exit; stderr:\n${d.stderr()}`,
       10000,
     );
     expect({ exit: d.exit(), stderr: d.stderr() }).toEqual({
       exit: null,
-      stderr: expect.stringMatching(/^tcpproxy: SIGHUP: configuration reloaded, serving 2 service\(s\)$/m),
+      stderr: expect.stringMatching(/^\S+Z tcpproxy: SIGHUP: configuration reloaded, serving 2 service\(s\)$/m),
     });
     expect(await roundTrip(added, 'added')).toBe('added');
     expect(await roundTrip(port, 'kept')).toBe('kept');
@@ -449,7 +449,7 @@ async function serving(p: Proxy): Promise<void> {
 /** How many `ready` lines each identity has. */
 function readyCount(p: Proxy): Record<string, number> {
   const out: Record<string, number> = {};
-  for (const m of p.stderr().matchAll(/^tcpproxy: worker uid (\d+) gid (\d+) ready, pid \d+$/gm)) {
+  for (const m of p.stderr().matchAll(/^\S+Z tcpproxy: worker uid (\d+) gid (\d+) ready, pid \d+$/gm)) {
     const k = `${m[1]}:${m[2]}`;
     out[k] = (out[k] ?? 0) + 1;
   }

@@ -109,6 +109,32 @@ describeAsRoot(`syslog (root; via ${fs.existsSync(DEV_LOG) ? 'a bind mount over 
     expect(fromSyslog.every((r) => r.facility === 3)).toBe(true);
   });
 
+  test('stderr lines start with the ISO 8601 time; a config error on SIGHUP carries "tcpproxy" once, in syslog and on stderr', async () => {
+    const s = theSink();
+    const port = await freePort();
+    const conf = writeConfig(tmp.path, 'reload.conf', `port ${port}\n  interface 127.0.0.1\n  server 127.0.0.1:9\n`);
+    const before = Date.now();
+    const d = await launch(['-f', conf]);
+    const stamped = d.stderr().split('\n').filter((l) => l !== '');
+    expect(stamped.length).toBeGreaterThan(0);
+    for (const l of stamped) {
+      const m = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) tcpproxy: \S/.exec(l);
+      expect({ line: l, stamped: m !== null }).toEqual({ line: l, stamped: true });
+      const t = Date.parse(m?.[1] ?? '');
+      expect(t).toBeGreaterThanOrEqual(before - 1000);
+      expect(t).toBeLessThanOrEqual(Date.now() + 1000);
+    }
+    fs.writeFileSync(conf, `port ${port}\n  interface 127.0.0.1\n  sever 127.0.0.1:9\n`);
+    process.kill(d.pid, 'SIGHUP');
+    const err = await record(s, d.pid, /configuration has errors/, 'the reload failure', d);
+    expect(err.priority).toBe(ERR);
+    const line = await record(s, d.pid, /unknown directive/, 'the config error in syslog', d);
+    expect(shape(line)).toEqual({ priority: ERR, ident: 'tcpproxy', pid: d.pid, message: `${conf}:3: unknown directive "sever" (did you mean "server"?)` });
+    await waitLog(d.stderr, /^SIGHUP: configuration has errors: keeping the running one$/);
+    expect(d.stderr()).toMatch(new RegExp(`^\\S+Z tcpproxy:${re(conf)}:3: unknown directive "sever" \\(did you mean "server"\\?\\)$`, 'm'));
+    expect(d.stderr()).not.toMatch(/tcpproxy: tcpproxy:/);
+  });
+
   test('warnings (denied ACP) and errors (refused upstream, killed worker) have severities warning and err; ident from "logname"', async () => {
     const s = theSink();
     const up = await startServer((sock) => sock.destroy());
@@ -198,7 +224,7 @@ describeAsRoot(`syslog (root; via ${fs.existsSync(DEV_LOG) ? 'a bind mount over 
       env: testEnv(),
       ...(s.mode === 'bind-mount' ? { syslog: s } : {}),
       onStderr: (_chunk, text, child) => {
-        if (!signalled && /^tcpproxy: listening on /m.test(text)) {
+        if (!signalled && /^\S+Z tcpproxy: listening on /m.test(text)) {
           signalled = true;
           child.kill('SIGTERM');
         }
@@ -234,7 +260,7 @@ describeAsRoot(`syslog (root; via ${fs.existsSync(DEV_LOG) ? 'a bind mount over 
       const end = await record(inner, worker.pid, /^connection 1: end: /, 'worker line through the bind mount');
       expect(end.ident).toBe('nsident');
       // Nothing of this daemon went to the socket outside the namespace.
-      await until(() => /^tcpproxy: connection 1: end: /m.test(d.stderr()), 'the end line on stderr', 5000);
+      await until(() => /^\S+Z tcpproxy: connection 1: end: /m.test(d.stderr()), 'the end line on stderr', 5000);
       expect(outer.records().filter((r) => r.pid === d.pid || r.pid === worker.pid)).toEqual([]);
       const after = fs.statSync(DEV_LOG);
       expect({ ino: after.ino, dev: after.dev }).toEqual({ ino: before.ino, dev: before.dev });

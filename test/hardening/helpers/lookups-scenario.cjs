@@ -101,7 +101,7 @@ async function main() {
   proxy.stderr.setEncoding('utf8').on('data', (s) => (stderr += s));
   const result = { queries: 0, upstream: null, exec: null, stderr: '' };
   try {
-    const ready = await until(() => (stderr.match(/^tcpproxy: listening on /gm) || []).length >= 2 && /worker .* ready/.test(stderr), 10000);
+    const ready = await until(() => (stderr.match(/^\S+Z tcpproxy: listening on /gm) || []).length >= 2 && /worker .* ready/.test(stderr), 10000);
     if (!ready) throw new Error('tcpproxy did not start');
 
     const t0 = Date.now();
