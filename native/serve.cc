@@ -88,6 +88,7 @@ struct FastService {
   uint32_t per_source = 0;
   uint32_t rate = 0;
   bool keepalive = true;
+  int log_level = 1;  // `loglevel`: 0 quiet (warnings and errors only), 1 normal, 2 verbose
 };
 
 // What a session holds of the shared limits, given back when it ends.
@@ -393,6 +394,15 @@ void Connected(Conn* c) {
   ServeState* st = c->st;
   MarkUp(c);
   std::string tag = "connection " + IdText(c->id);
+  int level = c->service->log_level;
+  if (level >= 2) {
+    // Where the connection to the server comes from, to find it in the server's logs.
+    sockaddr_storage from{};
+    socklen_t flen = sizeof from;
+    std::string src =
+        getsockname(c->server, reinterpret_cast<sockaddr*>(&from), &flen) == 0 ? HostPort(from, true) : "?";
+    st->Log(kInfo, tag + ": connected to " + Current(c).bracket + " from " + src);
+  }
   if (c->service->send_proxy != 0) {
     std::string header = BuildProxyHeader(c->service->send_proxy, c->peer, c->local);
     // A fresh connection's send buffer takes a few hundred bytes whole.
@@ -421,7 +431,7 @@ void Connected(Conn* c) {
   auto pump_id = std::make_shared<uint64_t>(0);
   int err = StartPump(
       st->env, client, server, c->service->idle_ms, false,
-      [st, tag, pump_id, adm, adm_live](const PumpOutcome& o) {
+      [st, tag, pump_id, adm, adm_live, level](const PumpOutcome& o) {
         st->pumps.erase(*pump_id);
         if (adm_live) Leave(st, adm);
         // As describeEnd in src/session/session.ts words it.
@@ -433,9 +443,10 @@ void Connected(Conn* c) {
         } else if (o.side != nullptr) {
           why += " (" + std::string(o.side) + ")";
         }
-        st->Log(kInfo, tag + ": end: " + std::to_string(o.bytes_up) + " bytes up, " + std::to_string(o.bytes_down) +
-                           " down, " + std::to_string(static_cast<uint64_t>(o.duration_ms)) + " ms, " + why + ", " +
-                           (o.copy ? "copy" : "splice"));
+        if (level >= 1)
+          st->Log(kInfo, tag + ": end: " + std::to_string(o.bytes_up) + " bytes up, " + std::to_string(o.bytes_down) +
+                             " down, " + std::to_string(static_cast<uint64_t>(o.duration_ms)) + " ms, " + why + ", " +
+                             (o.copy ? "copy" : "splice"));
       },
       pump_id.get());
   if (err < 0) {
@@ -638,8 +649,9 @@ void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& a
   getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
   std::string from = HostPort(peer, true);
   if (via != nullptr) from += " via " + HostPort(*via, true);
-  st->Log(kInfo,
-          "connection " + IdText(id) + ": client " + from + " on " + HostPort(local, true) + l->service->accept_tail);
+  if (l->service->log_level >= 1)
+    st->Log(kInfo,
+            "connection " + IdText(id) + ": client " + from + " on " + HostPort(local, true) + l->service->accept_tail);
   StartConnect(st, id, fd, peer, local, l->service, l->group, adm);
 }
 
@@ -1028,6 +1040,9 @@ std::shared_ptr<const FastService> ParseService(Napi::Env env, Napi::Value v) {
   Napi::Value ka = o.Get("keepalive");
   if (!ka.IsBoolean()) ThrowType(env, "fast service: keepalive must be a boolean");
   s->keepalive = ka.As<Napi::Boolean>().Value();
+  double level = NumberProp(env, o, "logLevel");
+  if (!(level == 0 || level == 1 || level == 2)) ThrowType(env, "fast service: logLevel must be 0, 1 or 2");
+  s->log_level = static_cast<int>(level);
   return s;
 }
 
@@ -1157,7 +1172,8 @@ Napi::Value ServeAbortAll(const Napi::CallbackInfo& info) {
   }
   std::vector<Conn*> conns(st.connecting.begin(), st.connecting.end());
   for (Conn* c : conns) {
-    st.Log(kInfo, "connection " + IdText(c->id) + ": end: aborted while connecting to the server");
+    if (c->service->log_level >= 1)
+      st.Log(kInfo, "connection " + IdText(c->id) + ": end: aborted while connecting to the server");
     close(c->server);
     close(c->client);
     c->server = c->client = -1;

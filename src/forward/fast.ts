@@ -66,5 +66,6 @@ export function fastService(
     maxconn: s.access.maxconn ?? 0,
     perSource: s.access.perSource ?? 0,
     rate: s.access.rate ?? 0,
+    logLevel: s.loglevel === 'quiet' ? 0 : s.loglevel === 'normal' ? 1 : 2,
   };
 }

@@ -55,6 +55,7 @@ export function listing(services: readonly Service[], level: 1 | 2, workers = 1)
         `no-new-privs=${s.sandbox.noNewPrivs ? 'yes' : 'no'}`,
         `rlimits=${rlimitList(s.sandbox)}`,
         ...proxyFields(s.proxy),
+        `loglevel=${s.loglevel}`,
         `workers=${workers}`,
       ].join('\t') + '\n',
     )

@@ -127,9 +127,11 @@ interface Hold {
 async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   const { client, service, log, id, engine } = ctx;
   const tag = `connection ${id}`;
+  // `loglevel quiet`: a connection's informational lines are left out; its warnings and errors never.
+  const info = service.loglevel === 'quiet' ? (): void => {} : (m: string): void => log.info(m);
   const e = client.endpoints;
   const via = e.via === undefined ? '' : ` via ${formatHostPort(e.via.address, e.via.port)}`;
-  log.info(
+  info(
     `${tag}: client ${formatHostPort(e.clientAddress, e.clientPort)}${via} on ${formatHostPort(e.localAddress, e.localPort)}: ` +
       `${describeTarget(service.target)}, uid ${ctx.ids.uid} gid ${ctx.ids.gid}`,
   );
@@ -152,7 +154,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     const v = await handlers().runAcp(service.acp, client, env, acpMs, service.sandbox, ctx.signal);
     restoreNonblocking(client);
     const text = `${tag}: acp ${service.acp}: ${v.granted ? 'granted' : 'denied'} (${v.status})${v.message ? `: ${v.message}` : ''}`;
-    if (v.granted) log.info(text);
+    if (v.granted) info(text);
     else {
       log.warn(text);
       hold.release();
@@ -163,7 +165,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   if (service.target.kind === 'exec') {
     const argv = service.target.argv;
     if (ctx.execInPlace) {
-      log.info(`${tag}: exec ${argv.join(' ')}`);
+      info(`${tag}: exec ${argv.join(' ')}`);
       try {
         ctx.execInPlace(argv, env, service.sandbox);
       } catch (err) {
@@ -180,7 +182,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     }, service.bounds.handlerTimeoutSec);
     const text = `${tag}: end: handler ${argv[0] ?? ''} pid ${exit.pid ?? '-'} ${exit.status}, ${Date.now() - started} ms`;
     const handlerRan = !exit.status.startsWith('spawn');
-    if (handlerRan) log.info(text);
+    if (handlerRan) info(text);
     else log.error(text);
     return { result: null, ok: handlerRan };
   }
@@ -199,6 +201,10 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     return { result: null, ok: false };
   }
   const server = upstream.sock;
+  if (service.loglevel === 'verbose') {
+    const to = formatHostPort(server.remoteAddress ?? '?', server.remotePort ?? 0);
+    log.info(`${tag}: connected to ${to} from ${formatHostPort(server.localAddress ?? '?', server.localPort ?? 0)}`);
+  }
   if (service.bounds.keepalive) keepAlive(server);
   if (proxy.sendProxy !== null) {
     const problem = sendProxyHeader(server, proxy.sendProxy, e);
@@ -213,7 +219,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   if (service.writefile !== null) {
     try {
       transcript = transcripts().openTranscript(service.writefile, id, service.bounds.writefileMax);
-      log.info(`${tag}: transcript ${transcript.path}`);
+      info(`${tag}: transcript ${transcript.path}`);
     } catch (err) {
       log.error(`${tag}: transcript ${service.writefile}.${id}.log: ${(err as Error).message}`);
     }
@@ -224,7 +230,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
       const written = transcript ? transcript.close() : Promise.resolve();
       void written.then(() => {
         if (transcript?.failure) log.error(`${tag}: transcript ${transcript.path}: ${transcript.failure}: recording stopped`);
-        log.info(`${tag}: end: ${describeEnd(r)}`);
+        info(`${tag}: end: ${describeEnd(r)}`);
         resolve({ result: r, ok: true });
       });
     };

@@ -97,6 +97,8 @@ export interface FastService {
   readonly maxconn: number;
   readonly perSource: number;
   readonly rate: number;
+  /** `loglevel`: 0 quiet (no start and end lines), 1 normal, 2 verbose (also the line of the upstream connect). */
+  readonly logLevel: 0 | 1 | 2;
 }
 
 /** One upstream of a fast-path group. */
@@ -286,7 +288,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 11;
+const ABI_VERSION = 12;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

@@ -12,7 +12,7 @@ import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
 import { directive, DIRECTIVES, parseWorkers, type CliSetting, type Settings } from './directives';
-import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTargetWords, splitCommand, type Access, type Prefix, type Proxying, type Service, type Target } from './service';
+import { DEFAULT_BOUNDS, DEFAULT_LOGLEVEL, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTargetWords, splitCommand, type Access, type Prefix, type Proxying, type Service, type Target } from './service';
 
 export interface Config {
   readonly file: string;
@@ -455,6 +455,7 @@ class Parser {
             writefileMax: pick('writefileMax') ?? DEFAULT_BOUNDS.writefileMax,
           },
           proxy: proxying(pick),
+          loglevel: pick('loglevel') ?? DEFAULT_LOGLEVEL,
           origin: { file, line: e.line },
           targetOrigin: { file, line: e.execLine ?? e.serverLine ?? e.line },
           ...(acpScope === null

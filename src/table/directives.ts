@@ -10,7 +10,7 @@ import { native } from '../sys/native';
 import { quote } from '../sys/text';
 import { parsePrefix as parseAccessPrefix } from './access';
 import { normalizeIp, type Parsed } from './address';
-import type { Balance, Prefix } from './service';
+import { LOG_LEVELS, type Balance, type LogLevel, type Prefix } from './service';
 
 /** The largest timeout: seconds whose count of milliseconds still fits a signed 32-bit timer. */
 export const MAX_TIMEOUT_SEC = 2147483;
@@ -43,6 +43,7 @@ export interface Settings {
   /** Trusted senders of a PROXY header (empty: any); null: `accept-proxy none`. */
   acceptProxy?: readonly Prefix[] | null;
   balance?: Balance;
+  loglevel?: LogLevel;
   source?: string;
 }
 
@@ -147,6 +148,12 @@ function uidSetting(text: string): Parsed<Settings> {
 function gidSetting(text: string): Parsed<Settings> {
   const r = parseId('gid', text);
   return r.ok ? { ok: true, value: { gid: r.value.id } } : r;
+}
+
+/** `loglevel quiet|normal|verbose`, in any case. */
+function parseLogLevel(text: string): Parsed<LogLevel> {
+  const v = LOG_LEVELS.find((l) => l === text.toLowerCase());
+  return v !== undefined ? { ok: true, value: v } : { ok: false, error: `invalid loglevel ${quote(text)}: expected quiet, normal or verbose` };
 }
 
 const BALANCES: readonly Balance[] = ['first', 'roundrobin', 'source'];
@@ -276,6 +283,7 @@ export const DIRECTIVE_TABLE: readonly Directive[] = [
   { name: 'rlimit-cpu', kind: 'setting', key: 'rlimitCpu', rest: false, parse: (v) => setting('rlimitCpu', parseRlimit('rlimit-cpu', v, ' of seconds')) },
   { name: 'rlimit-nofile', kind: 'setting', key: 'rlimitNofile', rest: false, parse: (v) => setting('rlimitNofile', parseRlimit('rlimit-nofile', v, '')) },
   { name: 'balance', kind: 'setting', key: 'balance', rest: false, parse: (v) => setting('balance', parseBalance(v)) },
+  { name: 'loglevel', kind: 'setting', key: 'loglevel', rest: false, parse: (v) => setting('loglevel', parseLogLevel(v)) },
   { name: 'send-proxy', kind: 'setting', key: 'sendProxy', rest: false, parse: (v) => setting('sendProxy', parseSendProxy(v)) },
   { name: 'accept-proxy', kind: 'words', key: 'acceptProxy', parse: parseAcceptProxy },
   { name: 'source', kind: 'setting', key: 'source', rest: false, parse: (v) => setting('source', parseSource(v)) },

@@ -10,7 +10,7 @@ import { DEFAULT_CONFIG, type CliOptions } from './cli';
 import { parseConfig, readConfigFile, type Config } from './config';
 import { cliDefaults } from './directives';
 import { checkProgramLines, PROGRAM_PATH, resolvePrograms } from './programs';
-import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, splitCommand, type Service } from './service';
+import { DEFAULT_BOUNDS, DEFAULT_LOGLEVEL, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, splitCommand, type Service } from './service';
 import { etcServices } from './services-db';
 
 /** The origin of what the command line gives: `tcpproxy:command line: ...` in messages. */
@@ -33,6 +33,7 @@ function commandLineService(o: CliOptions): Service {
     sandbox: DEFAULT_SANDBOX,
     bounds: DEFAULT_BOUNDS,
     proxy: DEFAULT_PROXYING,
+    loglevel: DEFAULT_LOGLEVEL,
     origin: { file: COMMAND_LINE, line: 0 },
   };
 }

@@ -85,6 +85,16 @@ export function maxconnOf(s: Service): number | null {
   return s.target.kind === 'exec' || s.acp !== null ? DEFAULT_PROCESS_MAXCONN : null;
 }
 
+/**
+ * `loglevel`: `quiet` logs only the warnings and errors about a service's
+ * connections (refusals among them); `normal` the start and end of each
+ * connection as well; `verbose` also the upstream address each connection
+ * was connected to and the local address it was connected from.
+ */
+export type LogLevel = 'quiet' | 'normal' | 'verbose';
+export const LOG_LEVELS: readonly LogLevel[] = ['quiet', 'normal', 'verbose'];
+export const DEFAULT_LOGLEVEL: LogLevel = 'normal';
+
 /** The order a connection tries the servers of a group in (`balance`). */
 export type Balance = 'first' | 'roundrobin' | 'source';
 
@@ -126,6 +136,8 @@ export interface Service {
   readonly sandbox: Sandbox;
   readonly bounds: Bounds;
   readonly proxy: Proxying;
+  /** Which of the lines about its connections are logged (`loglevel`). */
+  readonly loglevel: LogLevel;
   readonly origin: Origin;
   /** Where the `server`/`exec` and the `acp` in force were written, when not at `origin`. */
   readonly targetOrigin?: Origin;

@@ -81,11 +81,11 @@ test('written well: -z accepts the file; -zz shows the lists and limits each ser
     stderr: '',
     lines: [
       // Its own allow: both lists its own (deny empty); maxconn its own, the rest the port's.
-      `port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:7\t${common}\tallow=::/0,0.0.0.0/0\tdeny=-\tmaxconn=1\tper-source=1\trate=1\t${bounds}\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1`,
+      `port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:7\t${common}\tallow=::/0,0.0.0.0/0\tdeny=-\tmaxconn=1\tper-source=1\trate=1\t${bounds}\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=1`,
       // The port's lists: its deny lines, and no allow (the global one is replaced).
-      `port=7000\tinterface=127.0.0.2\tserver=127.0.0.1:7\t${common}\tallow=-\tdeny=10.1.0.0/16,10.2.3.4/32\tmaxconn=1000000000\tper-source=1\trate=1\t${bounds}\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1`,
+      `port=7000\tinterface=127.0.0.2\tserver=127.0.0.1:7\t${common}\tallow=-\tdeny=10.1.0.0/16,10.2.3.4/32\tmaxconn=1000000000\tper-source=1\trate=1\t${bounds}\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=1`,
       // Nothing of its own: the global defaults.
-      `port=7001\tinterface=*\tserver=127.0.0.1:7\t${common}\tallow=10.0.0.0/8,2001:db8::/32\tdeny=-\tmaxconn=1000000000\tper-source=-\trate=-\t${bounds}\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1`,
+      `port=7001\tinterface=*\tserver=127.0.0.1:7\t${common}\tallow=10.0.0.0/8,2001:db8::/32\tdeny=-\tmaxconn=1000000000\tper-source=-\trate=-\t${bounds}\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=1`,
       '',
     ],
   });

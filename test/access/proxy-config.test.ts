@@ -93,9 +93,9 @@ test('-zz shows send-proxy=, accept-proxy=, balance= and source= of each service
     code: 0,
     stderr: '',
     lines: [
-      `port=7000\tinterface=*\tserver=127.0.0.1:9001 127.0.0.1:9002 [::1]:9003\t${head}\t${bounds}\tsend-proxy=v1\taccept-proxy=10.0.0.0/8,2001:db8::/32\tbalance=roundrobin\tsource=127.0.0.9\tworkers=1`,
-      `port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:7\t${head}\t${bounds}\tsend-proxy=v2\taccept-proxy=any\tbalance=source\tsource=127.0.0.9\tworkers=1`,
-      `port=7001\tinterface=*\texec=/bin/cat\t${head}\t${bounds}\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1`,
+      `port=7000\tinterface=*\tserver=127.0.0.1:9001 127.0.0.1:9002 [::1]:9003\t${head}\t${bounds}\tsend-proxy=v1\taccept-proxy=10.0.0.0/8,2001:db8::/32\tbalance=roundrobin\tsource=127.0.0.9\tloglevel=normal\tworkers=1`,
+      `port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:7\t${head}\t${bounds}\tsend-proxy=v2\taccept-proxy=any\tbalance=source\tsource=127.0.0.9\tloglevel=normal\tworkers=1`,
+      `port=7001\tinterface=*\texec=/bin/cat\t${head}\t${bounds}\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=1`,
       '',
     ],
   });

@@ -559,8 +559,8 @@ describe('bad files through the built CLI (-z -f FILE): exit 2, exact messages',
     expect(lf).toMatchObject({ code: 0, stderr: '' });
     expect(crlf).toMatchObject({ code: 0, stderr: '', stdout: lf.stdout });
     expect(lf.stdout).toBe(
-      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1\n' +
-        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1\n',
+      'port=7000\tinterface=127.0.0.1\tserver=127.0.0.1:25\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=1\n' +
+        'port=7001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=30\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=1\n',
     );
     const f = file('cr.conf', 'port 7000\r\r\n  server 127.0.0.1:25\r\n');
     const r = await runCli(['-z', '-f', f]);
@@ -670,6 +670,9 @@ const DIRECTIVE_CASES: readonly { name: string; text: string; at: number; messag
   { name: 'rlimit-cpu, malformed', text: 'port 7000\n exec /bin/cat\n rlimit-cpu 1s\n', at: 3, message: 'invalid rlimit-cpu "1s": expected a whole number of seconds from 1 to 1000000000' },
   { name: 'rlimit-nofile, extra', text: 'rlimit-nofile 64 128\nport 7000\n exec /bin/cat\n', at: 1, message: '"rlimit-nofile" takes one argument' },
   { name: 'rlimit-nofile, malformed', text: 'port 7000\n rlimit-nofile 64K\n exec /bin/cat\n', at: 2, message: 'invalid rlimit-nofile "64K": expected a whole number from 1 to 1000000000' },
+  { name: 'loglevel, missing', text: 'loglevel\nport 7000\n server h\n', at: 1, message: '"loglevel" needs an argument' },
+  { name: 'loglevel, extra', text: 'port 7000\n loglevel quiet verbose\n server h\n', at: 2, message: '"loglevel" takes one argument' },
+  { name: 'loglevel, malformed', text: 'port 7000\n interface 127.0.0.1\n  loglevel debug\n  server h\n', at: 3, message: 'invalid loglevel "debug": expected quiet, normal or verbose' },
   { name: 'balance, missing', text: 'balance\nport 7000\n server h i\n', at: 1, message: '"balance" needs an argument' },
   { name: 'balance, extra', text: 'port 7000\n server h i\n balance first source\n', at: 3, message: '"balance" takes one argument' },
   { name: 'balance, malformed', text: 'port 7000\n interface 127.0.0.1\n  balance random\n  server h i\n', at: 3, message: 'invalid balance "random": expected first, roundrobin or source' },

@@ -1,5 +1,5 @@
 /** Building expected Service records in the unit tests. */
-import { DEFAULT_BOUNDS, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from '../../src/table/service';
+import { DEFAULT_BOUNDS, DEFAULT_LOGLEVEL, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, NO_ACCESS_RULES, type Service } from '../../src/table/service';
 
 /** The fields of a Service that nothing set: the built-in defaults. */
 export const SERVICE_DEFAULTS = {
@@ -13,4 +13,5 @@ export const SERVICE_DEFAULTS = {
   sandbox: DEFAULT_SANDBOX,
   bounds: DEFAULT_BOUNDS,
   proxy: DEFAULT_PROXYING,
+  loglevel: DEFAULT_LOGLEVEL,
 } as const satisfies Partial<Service>;

@@ -10,7 +10,7 @@
  */
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { ENGINES, logLines, runCli, startProxy, waitLog, waitWorkers, type Proxy } from '../helpers/daemon';
+import { ENGINES, logLines, re, runCli, startProxy, waitLog, waitWorkers, type Proxy } from '../helpers/daemon';
 import { writeConfig } from '../helpers/fixtures';
 import { freePortOn } from '../helpers/ports';
 import { socketInodesOf, tcpSockets, TCP_LISTEN } from '../helpers/proc';
@@ -238,9 +238,10 @@ describeAsRoot('a port another program holds (root)', () => {
     );
     const r = await runCli(['-D', '-f', conf]);
     const where = wanted === null ? `*:${port}` : `${wanted}:${port}`;
+    // With -D the start error is a log line: the time, then the message.
     expect({ code: r.code, stderr: r.stderr }).toEqual({
       code: 1,
-      stderr: `tcpproxy: cannot listen on ${where}: EADDRINUSE (address already in use)\n`,
+      stderr: expect.stringMatching(new RegExp(`^\\S+Z tcpproxy: cannot listen on ${re(where)}: EADDRINUSE \\(address already in use\\)\n$`)),
     });
   });
 

@@ -48,7 +48,10 @@ describeAsRoot('a privileged port as another user (root)', () => {
       code: 1,
       signal: null,
       stdout: '',
-      stderr: `tcpproxy: cannot listen on 127.0.0.1:${port}: EACCES (permission denied): ports below 1024 need root or CAP_NET_BIND_SERVICE\n`,
+      // With -D the start error is a log line: the time, then the message.
+      stderr: expect.stringMatching(
+        new RegExp(`^\\S+Z tcpproxy: cannot listen on 127\\.0\\.0\\.1:${port}: EACCES \\(permission denied\\): ports below 1024 need root or CAP_NET_BIND_SERVICE\n$`),
+      ),
     });
   });
 });

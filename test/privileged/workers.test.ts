@@ -124,7 +124,7 @@ describeAsRoot('several workers per identity (root)', () => {
     const port = await freePort();
     const conf = writeConfig(tmp.path, `three-${engine}.conf`, `workers 3\nport ${port}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
     const zz = await runCli(['-zz', '-f', conf]);
-    expect(zz.stdout).toBe(`port=${port}\tinterface=127.0.0.1\tserver=127.0.0.1:${up.port}\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=3\n`);
+    expect(zz.stdout).toBe(`port=${port}\tinterface=127.0.0.1\tserver=127.0.0.1:${up.port}\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=3\n`);
     const p = await startProxy(['-f', conf], { TCPPROXY_ENGINE: engine });
     const three = await waitWorkers(p.stderr, 65535, 65534, 3);
     expect(new Set(three.map((w) => w.pid)).size).toBe(3);

@@ -30,17 +30,17 @@ describe('-zz listing', () => {
       '',
     ].join('\n');
     expect(listing(services(text), 2, 3).split('\n')).toEqual([
-      'port=8000\tinterface=*\tserver=127.0.0.1:80\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=10.1.0.0/16,2001:db8::/32,127.0.0.7/32\tdeny=10.1.99.0/24\tmaxconn=200\tper-source=4\trate=50\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=3',
-      'port=8000\tinterface=127.0.0.2\tserver=127.0.0.1:81\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=2001:db8:99::/48,::1/128\tmaxconn=200\tper-source=4\trate=50\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=3',
-      'port=8001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=192.0.2.0/24\tmaxconn=-\tper-source=-\trate=50\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=3',
-      'port=8002\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=::/0\tdeny=-\tmaxconn=-\tper-source=-\trate=50\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=3',
+      'port=8000\tinterface=*\tserver=127.0.0.1:80\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=10.1.0.0/16,2001:db8::/32,127.0.0.7/32\tdeny=10.1.99.0/24\tmaxconn=200\tper-source=4\trate=50\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=3',
+      'port=8000\tinterface=127.0.0.2\tserver=127.0.0.1:81\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=2001:db8:99::/48,::1/128\tmaxconn=200\tper-source=4\trate=50\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=3',
+      'port=8001\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=192.0.2.0/24\tmaxconn=-\tper-source=-\trate=50\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=3',
+      'port=8002\tinterface=*\texec=/bin/cat\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=::/0\tdeny=-\tmaxconn=-\tper-source=-\trate=50\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=3',
       '',
     ]);
   });
 
   it('shows - for every field of a service without lists or limits', () => {
     expect(listing(services('port 7\n  server h\n'), 2)).toBe(
-      'port=7\tinterface=*\tserver=h\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tworkers=1\n',
+      'port=7\tinterface=*\tserver=h\tuid=-\tgid=-\ttimeout=60\tacp=-\twritefile=-\tprefix=PROXY_\tallow=-\tdeny=-\tmaxconn=-\tper-source=-\trate=-\thandler-timeout=0\tkeepalive=yes\twritefile-max=104857600\tno-new-privs=yes\trlimits=-\tsend-proxy=none\taccept-proxy=none\tbalance=first\tsource=none\tloglevel=normal\tworkers=1\n',
     );
   });
 
@@ -92,9 +92,9 @@ describe('-zz listing', () => {
     ].join('\n');
     const lines = listing(services(text), 2).split('\n');
     expect(lines.map((l) => l.split('\t').slice(2, 3).concat(l.split('\t').slice(19)).join(' '))).toEqual([
-      'server=a:25 [::1]:26 c send-proxy=v1 accept-proxy=10.0.0.0/8,2001:db8::/32,127.0.0.1/32 balance=roundrobin source=2001:db8::9 workers=1',
-      'server=h send-proxy=v2 accept-proxy=any balance=source source=127.0.0.9 workers=1',
-      'server=h send-proxy=none accept-proxy=none balance=roundrobin source=2001:db8::9 workers=1',
+      'server=a:25 [::1]:26 c send-proxy=v1 accept-proxy=10.0.0.0/8,2001:db8::/32,127.0.0.1/32 balance=roundrobin source=2001:db8::9 loglevel=normal workers=1',
+      'server=h send-proxy=v2 accept-proxy=any balance=source source=127.0.0.9 loglevel=normal workers=1',
+      'server=h send-proxy=none accept-proxy=none balance=roundrobin source=2001:db8::9 loglevel=normal workers=1',
       '',
     ]);
   });
