@@ -395,14 +395,14 @@ void Connected(Conn* c) {
   MarkUp(c);
   std::string tag = "connection " + IdText(c->id);
   int level = c->service->log_level;
-  if (level >= 2) {
-    // Where the connection to the server comes from, to find it in the server's logs.
-    sockaddr_storage from{};
-    socklen_t flen = sizeof from;
-    std::string src =
-        getsockname(c->server, reinterpret_cast<sockaddr*>(&from), &flen) == 0 ? HostPort(from, true) : "?";
-    st->Log(kInfo, tag + ": connected to " + Current(c).bracket + " from " + src);
-  }
+  // Where the connection to the server comes from, to find it in the server's logs.
+  sockaddr_storage from{};
+  socklen_t flen = sizeof from;
+  std::string src = getsockname(c->server, reinterpret_cast<sockaddr*>(&from), &flen) == 0 ? HostPort(from, true) : "?";
+  if (level >= 2) st->Log(kInfo, tag + ": connected to " + Current(c).bracket + " from " + src);
+  // The end line's first words, as the session code words them.
+  std::string route = "client " + HostPort(c->peer, true) + " on " + HostPort(c->local, true) + ", server " +
+                      Current(c).bracket + " from " + src;
   if (c->service->send_proxy != 0) {
     std::string header = BuildProxyHeader(c->service->send_proxy, c->peer, c->local);
     // A fresh connection's send buffer takes a few hundred bytes whole.
@@ -431,7 +431,7 @@ void Connected(Conn* c) {
   auto pump_id = std::make_shared<uint64_t>(0);
   int err = StartPump(
       st->env, client, server, c->service->idle_ms, false,
-      [st, tag, pump_id, adm, adm_live, level](const PumpOutcome& o) {
+      [st, tag, route, pump_id, adm, adm_live, level](const PumpOutcome& o) {
         st->pumps.erase(*pump_id);
         if (adm_live) Leave(st, adm);
         // As describeEnd in src/session/session.ts words it.
@@ -444,8 +444,9 @@ void Connected(Conn* c) {
           why += " (" + std::string(o.side) + ")";
         }
         if (level >= 1)
-          st->Log(kInfo, tag + ": end: " + std::to_string(o.bytes_up) + " bytes up, " + std::to_string(o.bytes_down) +
-                             " down, " + std::to_string(static_cast<uint64_t>(o.duration_ms)) + " ms, " + why + ", " +
+          st->Log(kInfo, tag + ": end: " + route + ", " + std::to_string(o.bytes_up) + " bytes up, " +
+                             std::to_string(o.bytes_down) + " down, " +
+                             std::to_string(static_cast<uint64_t>(o.duration_ms)) + " ms, " + why + ", " +
                              (o.copy ? "copy" : "splice"));
       },
       pump_id.get());

@@ -14,9 +14,12 @@
 // path) and the addon (loaded by a computed path) stay files of their own.
 //
 // `node scripts/bundle.mjs --cache-only` writes the cache alone.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import { Buffer } from 'node:buffer';
+import net from 'node:net';
 import path from 'node:path';
+import { clearTimeout, setTimeout } from 'node:timers';
 import { fileURLToPath } from 'node:url';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -49,7 +52,12 @@ try {
 const script = new vm.Script(Module.wrap(fs.readFileSync(file, 'utf8')), { filename: file, cachedData });
 if (process.env.TCPPROXY_WRITE_CODE_CACHE === cacheFile) {
   delete process.env.TCPPROXY_WRITE_CODE_CACHE;
-  process.once('exit', () => fs.writeFileSync(cacheFile, script.createCachedData(), { mode: 0o644 }));
+  // Opened now: in inetd mode the process gives up root before it exits.
+  const out = fs.openSync(cacheFile + '.new', 'w', 0o644);
+  process.once('exit', () => {
+    fs.writeSync(out, script.createCachedData());
+    fs.closeSync(out);
+  });
 }
 const mod = new Module(file, module);
 mod.filename = file;
@@ -85,21 +93,60 @@ async function bundle() {
 }
 
 /**
- * Runs the command once (--version) to have the cache written. Best effort:
- * without the addon (not built yet) it exits 70 and there is no cache,
- * which only costs start-up time.
+ * Runs the command once to have the cache written, with every function
+ * compiled by its exit in it: as inetd runs it, forwarding one connection on
+ * loopback to an echo server of ours, so that the path each inetd
+ * connection takes is in the cache (with --version instead if that fails).
+ * Best effort: without the addon (not built yet) there is no cache, which
+ * only costs start-up time.
  */
-function writeCache() {
+async function writeCache() {
   fs.rmSync(cache, { force: true });
-  const r = spawnSync(process.execPath, [path.join(binDir, 'tcpproxy.js'), '--version'], {
-    env: { ...process.env, TCPPROXY_WRITE_CODE_CACHE: cache },
-    stdio: ['ignore', 'ignore', 'pipe'],
-    encoding: 'utf8',
-  });
-  if (r.status !== 0 || !fs.existsSync(cache)) {
-    process.stderr.write(`tcpproxy: no V8 code cache for ${main} (the command exited ${r.status ?? r.signal}${r.stderr ? `: ${r.stderr.trim()}` : ''}); it runs without one\n`);
+  const fresh = `${cache}.new`;
+  fs.rmSync(fresh, { force: true });
+  const env = { ...process.env, TCPPROXY_WRITE_CODE_CACHE: cache };
+  let why = await inetdRun(env).catch((err) => String(err instanceof Error ? err.message : err));
+  if (why !== null) {
+    const r = spawnSync(process.execPath, [path.join(binDir, 'tcpproxy.js'), '--version'], { env, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+    why = r.status === 0 ? null : `the command exited ${r.status ?? r.signal}${r.stderr ? `: ${r.stderr.trim()}` : ''}`;
+  }
+  if (why === null && fs.existsSync(fresh)) fs.renameSync(fresh, cache);
+  else {
+    fs.rmSync(fresh, { force: true });
+    process.stderr.write(`tcpproxy: no V8 code cache for ${main} (${why ?? 'none written'}); it runs without one\n`);
   }
 }
 
+/** One inetd-mode connection through the command (64 bytes echoed): null, or what went wrong. */
+function inetdRun(env) {
+  return new Promise((resolve) => {
+    const done = [];
+    const finish = (why) => {
+      for (const d of done) d();
+      resolve(why);
+    };
+    const timer = setTimeout(() => finish('an inetd-mode run took over 20 s'), 20000);
+    done.push(() => clearTimeout(timer));
+    const echo = net.createServer((s) => s.pipe(s));
+    done.push(() => echo.close());
+    echo.listen(0, '127.0.0.1', () => {
+      const front = net.createServer({ pauseOnConnect: true }, (accepted) => {
+        const child = spawn(process.execPath, [path.join(binDir, 'tcpproxy.js'), `127.0.0.1:${echo.address().port}`], { env, stdio: [accepted, accepted, 'ignore'] });
+        accepted.destroy();
+        child.on('error', (err) => finish(err.message));
+        child.on('exit', (code, signal) => finish(code === 0 && got === 64 ? null : `an inetd-mode run ended with ${code ?? signal} after ${got} of 64 bytes`));
+      });
+      done.push(() => front.close());
+      let got = 0;
+      front.listen(0, '127.0.0.1', () => {
+        const client = net.connect(front.address().port, '127.0.0.1', () => client.end(Buffer.alloc(64, 120)));
+        client.on('data', (d) => (got += d.length));
+        client.on('error', () => {});
+        done.push(() => client.destroy());
+      });
+    });
+  });
+}
+
 if (!process.argv.includes('--cache-only')) await bundle();
-writeCache();
+await writeCache();

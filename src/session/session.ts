@@ -201,10 +201,11 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     return { result: null, ok: false };
   }
   const server = upstream.sock;
-  if (service.loglevel === 'verbose') {
-    const to = formatHostPort(server.remoteAddress ?? '?', server.remotePort ?? 0);
-    log.info(`${tag}: connected to ${to} from ${formatHostPort(server.localAddress ?? '?', server.localPort ?? 0)}`);
-  }
+  // Read now: a socket that has closed no longer knows its addresses.
+  const to = formatHostPort(server.remoteAddress ?? '?', server.remotePort ?? 0);
+  const from = formatHostPort(server.localAddress ?? '?', server.localPort ?? 0);
+  const route = `client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}, server ${to} from ${from}`;
+  if (service.loglevel === 'verbose') log.info(`${tag}: connected to ${to} from ${from}`);
   if (service.bounds.keepalive) keepAlive(server);
   if (proxy.sendProxy !== null) {
     const problem = sendProxyHeader(server, proxy.sendProxy, e);
@@ -230,7 +231,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
       const written = transcript ? transcript.close() : Promise.resolve();
       void written.then(() => {
         if (transcript?.failure) log.error(`${tag}: transcript ${transcript.path}: ${transcript.failure}: recording stopped`);
-        info(`${tag}: end: ${describeEnd(r)}`);
+        info(`${tag}: end: ${route}, ${describeEnd(r)}`);
         resolve({ result: r, ok: true });
       });
     };

@@ -17,9 +17,10 @@ import { until } from '../helpers/until';
 const tmp = useTempDir('tcpproxy-loglevel-');
 cleanUpAfterEach();
 
-/** Sends `data` through 127.0.0.1:port (from `from`), half-closes, reads the echo to its end. */
-async function echo(port: number, data: Buffer, from = '127.0.0.1'): Promise<{ bytes: number; sha256: string }> {
+/** Sends `data` through 127.0.0.1:port (from `from`), half-closes, reads the echo to its end; `ports` gets the client's port. */
+async function echo(port: number, data: Buffer, from = '127.0.0.1', ports: number[] = []): Promise<{ bytes: number; sha256: string }> {
   const c = await Client.connect('127.0.0.1', port, { localAddress: from, keep: false });
+  ports.push(c.local.port);
   c.socket.end(data);
   await c.waitClosed(15000);
   return c.digest();
@@ -64,19 +65,20 @@ describe.each(ENGINES)('%s engine', (engine) => {
       const about = logLines(p.stderr()).filter((l) => /^connection \d+: /.test(l));
       expect(about).toEqual([
         expect.stringMatching(new RegExp(`^connection \\d+: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${normal}: server 127\\.0\\.0\\.1:${up.port}, uid \\d+ gid \\d+$`)),
-        expect.stringMatching(/^connection \d+: end: 1024 bytes up, 1024 down, \d+ ms, eof, (splice|js)$/),
+        expect.stringMatching(/^connection \d+: end: client 127\.0\.0\.1:\d+ on 127\.0\.0\.1:\d+, server 127\.0\.0\.1:\d+ from 127\.0\.0\.1:\d+, 1024 bytes up, 1024 down, \d+ ms, eof, (splice|js)$/),
       ]);
     });
   });
 
-  it('verbose: each connection names the server it was connected to and the local port it came from, the port the server saw', async () => {
+  it('verbose: each connection names the server it was connected to and the local port it came from, the port the server saw; the end line names client, service, server and that port', async () => {
     const up = await echoServer();
     const port = await freePort();
     const conf = tmp.config([`port ${port}`, '  interface 127.0.0.1', '  loglevel verbose', `  server 127.0.0.1:${up.port}`]);
     await withProxy(['-s', '-f', conf], { env }, async (p) => {
+      const clients: number[] = [];
       for (let i = 0; i < 3; i++) {
         const data = payload(4096, `verbose-${engine}-${i}`);
-        expect(await echo(port, data)).toEqual({ bytes: data.length, sha256: sha256(data) });
+        expect(await echo(port, data, '127.0.0.1', clients)).toEqual({ bytes: data.length, sha256: sha256(data) });
       }
       await until(() => logLines(p.stderr()).filter((l) => /: end: /.test(l)).length === 3, 'three end lines', 5000);
       const seen = up.sockets.map((s) => s.remotePort ?? 0);
@@ -86,6 +88,17 @@ describe.each(ENGINES)('%s engine', (engine) => {
         return m === null ? [] : [Number(m[2])];
       });
       expect(connected).toEqual(seen);
+      const ends = logLines(p.stderr()).flatMap((l) => /^connection \d+: end: (.*)$/.exec(l)?.[1] ?? []);
+      expect(ends).toEqual(
+        clients.map((cp, i) =>
+          expect.stringMatching(
+            new RegExp(
+              `^client 127\\.0\\.0\\.1:${cp} on 127\\.0\\.0\\.1:${port}, server 127\\.0\\.0\\.1:${up.port} from 127\\.0\\.0\\.1:${seen[i]}, ` +
+                `4096 bytes up, 4096 down, \\d+ ms, eof, ${engine}$`,
+            ),
+          ),
+        ),
+      );
       // Between the accept line and the end line of its connection.
       const ids = logLines(p.stderr()).flatMap((l) => /^connection (\d+): (client|connected|end)/.exec(l)?.slice(1, 3).join(' ') ?? []);
       const order = ids.reduce<Record<string, string[]>>((acc, e) => {

@@ -199,7 +199,7 @@ describe.each(ENGINES)('forwarding faults (%s engine)', (engine) => {
     await c.waitClosed(5000);
     expect(c.error?.code).toBe('ECONNRESET');
     expect(c.ended).toBe(false);
-    await waitLog(p.stderr, /^connection 1: end: \d+ bytes up, 16384 down, \d+ ms, reset \(server: [a-z_]+ (ECONNRESET|EPIPE)\), (splice|copy|js)$/);
+    await waitLog(p.stderr, /^connection 1: end: client \S+ on \S+, server \S+ from \S+, \d+ bytes up, 16384 down, \d+ ms, reset \(server: [a-z_]+ (ECONNRESET|EPIPE)\), (splice|copy|js)$/);
     await answers(portOf(p));
     expect(readyWorkers(p.stderr())).toHaveLength(1);
   });
@@ -233,7 +233,7 @@ describe.each(ENGINES)('forwarding faults (%s engine)', (engine) => {
       sock.write(payload(64 * KiB, `up-${i}`));
       // The session ends (its record is logged), or the client got a FIN: then the
       // session waits for the client's half, which never comes.
-      const endRe = new RegExp(`^\\S+Z tcpproxy: connection ${i}: end: \\d+ bytes up, \\d+ down, \\d+ ms, (.*)$`, 'm');
+      const endRe = new RegExp(`^\\S+Z tcpproxy: connection ${i}: end: client \\S+ on \\S+, server \\S+ from \\S+, \\d+ bytes up, \\d+ down, \\d+ ms, (.*)$`, 'm');
       const local = sock.localPort ?? 0;
       await until(() => endRe.test(p.stderr()) || tcpStateOf(local, port) === 'CLOSE_WAIT', `connection ${i} to end`, 10000);
       const state = tcpStateOf(local, port);
@@ -265,7 +265,7 @@ describe.each(ENGINES)('forwarding faults (%s engine)', (engine) => {
     if (victim === undefined) throw new Error('no upstream socket');
     await until(() => victim.destroyed, 'the upstream socket to close', 5000);
     expect(up.errors.map((e) => (e as NodeJS.ErrnoException).code)).toEqual(['ECONNRESET']);
-    await waitLog(p.stderr, /^connection 1: end: 65536 bytes up, 0 down, \d+ ms, reset \(client: [a-z_]+ ECONNRESET\), (splice|copy|js)$/);
+    await waitLog(p.stderr, /^connection 1: end: client \S+ on \S+, server \S+ from \S+, 65536 bytes up, 0 down, \d+ ms, reset \(client: [a-z_]+ ECONNRESET\), (splice|copy|js)$/);
     await answers(portOf(p));
   });
 
@@ -286,7 +286,7 @@ describe.each(ENGINES)('forwarding faults (%s engine)', (engine) => {
     // Not a clean end: the proxy resets both sides.
     expect(c.error?.code).toBe('ECONNRESET');
     expect(up.errors.map((e) => (e as NodeJS.ErrnoException).code)).toEqual(['ECONNRESET']);
-    await waitLog(p.stderr, /^connection 1: end: 0 bytes up, 0 down, \d+ ms, idle-timeout, (splice|copy|js)$/);
+    await waitLog(p.stderr, /^connection 1: end: client \S+ on \S+, server \S+ from \S+, 0 bytes up, 0 down, \d+ ms, idle-timeout, (splice|copy|js)$/);
     await answers(portOf(p));
   });
 });

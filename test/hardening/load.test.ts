@@ -189,7 +189,7 @@ describe.each(ENGINES)('load (%s engine)', (engine) => {
       await until(() => endLines().length >= CONNECTIONS + 100, () => `${CONNECTIONS + 100} end records (have ${endLines().length})`, 20000);
       const ends = endLines();
       expect(ends).toHaveLength(CONNECTIONS + 100);
-      const unclean = ends.filter((l) => !new RegExp(`: end: ${PAYLOAD} bytes up, ${PAYLOAD} down, \\d+ ms, eof, (splice|copy|js)$`).test(l));
+      const unclean = ends.filter((l) => !new RegExp(`: end: client \\S+ on \\S+, server \\S+ from \\S+, ${PAYLOAD} bytes up, ${PAYLOAD} down, \\d+ ms, eof, (splice|copy|js)$`).test(l));
       expect(unclean.slice(0, 10)).toEqual([]);
       await p.stop();
     },

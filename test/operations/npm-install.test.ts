@@ -187,7 +187,7 @@ describe('npm pack + npm install -g --prefix, as the README installs it', () => 
     await c.waitClosed(20000);
     expect({ got: c.digest(), end: c.describeEnd() }).toEqual({ got: { bytes: data.length, sha256: sha256(data) }, end: ' (clean end)' });
     await until(() => /^\S+Z tcpproxy: connection 1: end: /m.test(err()), 'the end line of connection 1', 5000);
-    expect(err()).toMatch(new RegExp(`^\\S+Z tcpproxy: connection 1: end: ${data.length} bytes up, ${data.length} down, \\d+ ms, eof, splice$`, 'm'));
+    expect(err()).toMatch(new RegExp(`^\\S+Z tcpproxy: connection 1: end: client \\S+ on \\S+, server \\S+ from \\S+, ${data.length} bytes up, ${data.length} down, \\d+ ms, eof, splice$`, 'm'));
     expect(err()).not.toMatch(/warning/);
 
     child.child.kill('SIGTERM');

@@ -131,7 +131,7 @@ async function drains(sig: 'SIGTERM' | 'SIGINT', chunks: number, engine: string,
   expect(exit()).toMatchObject({ code: 0, signal: null });
   const lines = logLines(stderr());
   expect(lines.filter((l) => /^connection 1: end: /.test(l))).toEqual([
-    expect.stringMatching(new RegExp(`^connection 1: end: ${64 * KiB} bytes up, ${chunks * 10 * KiB} down, \\d+ ms, eof, `)),
+    expect.stringMatching(new RegExp(`^connection 1: end: client \\S+ on \\S+, server \\S+ from \\S+, ${64 * KiB} bytes up, ${chunks * 10 * KiB} down, \\d+ ms, eof, `)),
   ]);
   expect(lines[lines.length - 1]).toBe('terminated');
   expect(workers.filter(alive)).toEqual([]);

@@ -53,7 +53,7 @@ describeAsRoot('access control programs (root)', () => {
         p.stderr,
         new RegExp(`^connection 1: acp ${re(acp)}: granted \\(exit 0\\): acp uid=65535 gid=65534 stdin=/dev/null client=127\\.0\\.0\\.1 port=${port}$`),
       );
-      await waitLog(p.stderr, new RegExp(`^connection 1: end: ${MiB} bytes up, ${MiB} down, \\d+ ms, eof, `));
+      await waitLog(p.stderr, new RegExp(`^connection 1: end: client \\S+ on \\S+, server \\S+ from \\S+, ${MiB} bytes up, ${MiB} down, \\d+ ms, eof, `));
     });
 
     test('"acp" in a port block with uid/gid: the ACP runs as that identity', async () => {

@@ -89,7 +89,7 @@ describeAsRoot('worker supervision (root)', () => {
       await until(() => stream.ended || stream.closed, 'the end of the stream', 10000);
       expect({ ended: stream.ended, error: stream.error?.code ?? null }).toEqual({ ended: true, error: null });
       expect(stream.digest()).toEqual(sent.digest());
-      await waitLog(p.stderr, new RegExp(`^connection ${streamId ?? '?'}: end: ${sent.bytes} bytes up, ${sent.bytes} down, \\d+ ms, eof, `));
+      await waitLog(p.stderr, new RegExp(`^connection ${streamId ?? '?'}: end: client \\S+ on \\S+, server \\S+ from \\S+, ${sent.bytes} bytes up, ${sent.bytes} down, \\d+ ms, eof, `));
     },
   );
 
