@@ -32,13 +32,14 @@ function isExecutable(file) {
 // node-gyp's own choices: $CXX (first word) for the compiler, make, and
 // $PYTHON or python3 for gyp. Each with its Debian package.
 const cxx = (process.env.CXX ?? '').trim().split(/\s+/)[0] || 'g++';
-const python = process.env.PYTHON || 'python3';
+// node-gyp takes --python / npm_config_python, then $PYTHON, then python3, then python.
+const named = process.env.npm_config_python || process.env.PYTHON || null;
 const tools = [
-  { name: cxx, pkg: cxx === 'g++' ? 'g++' : null },
-  { name: 'make', pkg: 'make' },
-  { name: python, pkg: python === 'python3' ? 'python3' : null },
+  { names: [cxx], pkg: cxx === 'g++' ? 'g++' : null },
+  { names: ['make'], pkg: 'make' },
+  { names: named === null ? ['python3', 'python'] : [named], pkg: named === null ? 'python3' : null },
 ];
-const missing = tools.filter((t) => onPath(t.name) === null);
+const missing = tools.filter((t) => t.names.every((n) => onPath(n) === null)).map((t) => ({ name: t.names[0], pkg: t.pkg }));
 if (missing.length > 0) {
   const names = missing.map((t) => t.name).join(', ');
   const pkgs = missing.map((t) => t.pkg).filter((p) => p !== null);

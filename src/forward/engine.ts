@@ -7,6 +7,16 @@ import type * as Js from './js';
 import { spliceEngine } from './splice';
 import type { Engine } from './types';
 
+/**
+ * Loads both engines now: the JS engine is required on first use (inetd
+ * mode's one-connection processes seldom need it), and a process about to
+ * drop its privileges may not be able to read it later.
+ */
+export function preloadEngines(): void {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  require('./js');
+}
+
 /** The engine for this process; `warn` is told about a TCPPROXY_ENGINE value that names neither. */
 export function selectEngine(warn: (message: string) => void): Engine {
   const wanted = process.env['TCPPROXY_ENGINE'];

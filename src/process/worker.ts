@@ -9,11 +9,11 @@
  * forwarding in the session code.
  */
 import * as net from 'node:net';
-import { selectEngine } from '../forward/engine';
+import { preloadEngines, selectEngine } from '../forward/engine';
 import { socketFd } from '../forward/socket';
 import type { Engine, HeldClient } from '../forward/types';
 import { isTrustedSource, readProxyHeader, UNTRUSTED } from '../session/proxy';
-import { runSession } from '../session/session';
+import { preloadAll, runSession } from '../session/session';
 import { errorText } from '../sys/errors';
 import { createLogger, type Logger } from '../sys/log';
 import { native, REFUSAL, type Refusal } from '../sys/native';
@@ -22,12 +22,6 @@ import { listenKey, maxconnOf, type Service } from '../table/service';
 import { fastService } from '../forward/fast';
 import { checkAccess } from '../table/access';
 import { GRACE_MS } from './grace';
-// What the session code loads on first use (for inetd mode's one-connection
-// processes), loaded here at start: the worker drops to its ids on the init
-// message, and a SIGHUP may bring a handler or a transcript later.
-import '../forward/js';
-import '../session/handler';
-import '../session/transcript';
 import { currentIds, dropPrivileges, nonDumpable } from './privilege';
 import { HEARTBEAT_MS, type IdBlock, type InitMessage, type ToMaster, type ToWorker } from './protocol';
 
@@ -495,6 +489,13 @@ export function runWorker(): void {
         if (init) return;
         init = msg;
         log = createLogger({ ident: msg.logname, stderr: msg.stderr, syslog: true });
+        // What the session code loads on first use (so that inetd mode's
+        // one-connection processes load only what they run), loaded now, as
+        // root: after the drop the service ids may not be able to enter the
+        // package's directory (root's home, a private checkout), and a SIGHUP
+        // may bring a handler, a transcript or an ACP at any time.
+        preloadAll();
+        preloadEngines();
         const problem = msg.expect === null ? null : dropPrivileges(msg.expect);
         if (problem !== null) {
           log.error(`worker cannot drop privileges to uid ${msg.expect?.uid} gid ${msg.expect?.gid}: ${problem}: refusing to serve`);

@@ -12,7 +12,7 @@ import type { Endpoints, Engine, ForwardResult, HeldClient } from '../forward/ty
 import { errorText } from '../sys/errors';
 import type { Logger } from '../sys/log';
 import { native } from '../sys/native';
-import { formatHostPort } from '../table/address';
+import { formatHostPort, plainAddress } from '../table/address';
 import { DEFAULT_TIMEOUT_SEC, describeTarget, listenKey, type Sandbox, type Service } from '../table/service';
 import { clientName } from './clientname';
 import type * as Handlers from './handler';
@@ -29,6 +29,13 @@ const handlers = (): typeof Handlers => require('./handler') as typeof Handlers;
 const transcripts = (): typeof Transcripts => require('./transcript') as typeof Transcripts;
 const jsForward = (): typeof JsForward => require('../forward/js') as typeof JsForward;
 /* eslint-enable @typescript-eslint/no-require-imports */
+
+/** Loads now all the code the session may load on first use (see preloadFor): the worker's, which serves any service. */
+export function preloadAll(): void {
+  handlers();
+  transcripts();
+  jsForward();
+}
 
 /**
  * Loads now the code that serving `service` will run, for a process about to
@@ -202,8 +209,10 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   }
   const server = upstream.sock;
   // Read now: a socket that has closed no longer knows its addresses.
-  const to = formatHostPort(server.remoteAddress ?? '?', server.remotePort ?? 0);
-  const from = formatHostPort(server.localAddress ?? '?', server.localPort ?? 0);
+  // As native words them: an IPv4-mapped address as IPv4, `?` for one the socket no longer has.
+  const hostPort = (a: string | undefined, p: number | undefined): string => (a === undefined || p === undefined ? '?' : formatHostPort(plainAddress(a), p));
+  const to = hostPort(server.remoteAddress, server.remotePort);
+  const from = hostPort(server.localAddress, server.localPort);
   const route = `client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}, server ${to} from ${from}`;
   if (service.loglevel === 'verbose') log.info(`${tag}: connected to ${to} from ${from}`);
   if (service.bounds.keepalive) keepAlive(server);

@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
-import { directive, DIRECTIVES, parseWorkers, type CliSetting, type Settings } from './directives';
+import { directive, DIRECTIVES, MAX_ID, parseWorkers, type CliSetting, type Settings } from './directives';
 import { DEFAULT_BOUNDS, DEFAULT_LOGLEVEL, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTargetWords, splitCommand, type Access, type Prefix, type Proxying, type Service, type Target } from './service';
 
 export interface Config {
@@ -408,6 +408,8 @@ class Parser {
       return { ok: false, errors: this.errors.sort((a, b) => a.line - b.line), programs: this.programs };
     }
     const file = this.file;
+    // Found while the settings are resolved: a named uid whose primary group is root's.
+    const late = new Map<string, { line: number; message: string }>();
     const services = this.entries.flatMap((e): Service[] => {
       const { port } = e.block;
       if (port === null || e.target === null) return []; // not reached: both are errors
@@ -419,6 +421,18 @@ class Parser {
       const acpLine = acpScope?.seen.get('acp');
       // Where the source in force was written (the command line has no source).
       const sourceLine = [e.scope, e.block.scope, null, this.global][layers.findIndex((l) => l?.source !== undefined)]?.seen.get('source');
+      // A named uid's primary group serves only where no scope sets a gid; it must not be root's.
+      const gid = pick('gid') ?? pick('uidGroup') ?? null;
+      if (pick('gid') === undefined && gid !== null && (gid === 0 || gid > MAX_ID)) {
+        const at = layers.findIndex((l) => l?.uidGroup !== undefined);
+        const line = [e.scope, e.block.scope, null, this.global][at]?.seen.get('uid') ?? e.line;
+        const name = layers[at]?.uidName ?? '';
+        const message =
+          gid === 0
+            ? `uid ${name}: the primary group of user ${quote(name)} is gid 0, which is not allowed: tcpproxy never serves requests as root; add a "gid" line with another group`
+            : `uid ${name}: the primary group of user ${quote(name)} is gid ${gid}, out of range (1-${MAX_ID}); add a "gid" line`;
+        late.set(`${line}\n${message}`, { line, message });
+      }
       // The innermost scope with a list line of its own has the whole of both lists.
       const lists = [e.scope, e.block.scope, this.global].find((s) => s.lists !== null)?.lists ?? { allow: [], deny: [] };
       const access: Access = {
@@ -440,7 +454,7 @@ class Parser {
           // uid and gid have no command-line option: the cli layer never holds them.
           // A gid of any scope wins over the primary group of a named uid.
           uid: pick('uid') ?? null,
-          gid: pick('gid') ?? pick('uidGroup') ?? null,
+          gid,
           access,
           sandbox: {
             noNewPrivs: pick('noNewPrivs') ?? DEFAULT_SANDBOX.noNewPrivs,
@@ -467,6 +481,10 @@ class Parser {
         },
       ];
     });
+    if (late.size > 0) {
+      for (const { line, message } of late.values()) this.error(line, message);
+      return { ok: false, errors: this.errors.sort((a, b) => a.line - b.line), programs: this.programs };
+    }
     return { ok: true, config: { file, standalone: this.standalone, logname: this.logname, workers: this.workers, services } };
   }
 }

@@ -26,6 +26,8 @@ export interface Settings {
   uid?: number;
   /** With `uid NAME`: that user's primary group, the gid when no scope sets one; null with a numeric uid. */
   uidGroup?: number | null;
+  /** With `uid NAME`: the name, for messages. */
+  uidName?: string;
   gid?: number;
   maxconn?: number;
   perSource?: number;
@@ -142,7 +144,7 @@ function parseId(name: 'uid' | 'gid', text: string): Parsed<{ id: number; group:
 
 function uidSetting(text: string): Parsed<Settings> {
   const r = parseId('uid', text);
-  return r.ok ? { ok: true, value: { uid: r.value.id, uidGroup: r.value.group } } : r;
+  return r.ok ? { ok: true, value: { uid: r.value.id, uidGroup: r.value.group, ...(r.value.group === null ? {} : { uidName: text }) } } : r;
 }
 
 function gidSetting(text: string): Parsed<Settings> {

@@ -526,6 +526,24 @@ export async function withProxy(
   await proxy.stop();
 }
 
+/**
+ * What becomes of the code cache beside the bundled command `mainJs`
+ * (`MAIN.v8cache`, scripts/bundle.mjs: a 4-byte length, the source it was
+ * made from, V8's data), asked in a fresh node that does what the command's
+ * loader does: `stale` (made from another source), `rejected` (by V8), or
+ * `accepted`.
+ */
+export async function codeCacheVerdict(mainJs: string): Promise<'accepted' | 'rejected' | 'stale' | string> {
+  const probe =
+    `const vm = require('vm'), fs = require('fs'), M = require('module'); const f = ${JSON.stringify(mainJs)};` +
+    "const src = fs.readFileSync(f), c = fs.readFileSync(f + '.v8cache'), n = c.readUInt32LE(0);" +
+    "if (n !== src.length || !src.equals(c.subarray(4, 4 + n))) { console.log('stale'); process.exit(0); }" +
+    "const s = new vm.Script(M.wrap(src.toString('utf8')), { filename: f, cachedData: c.subarray(4 + n) });" +
+    "console.log(s.cachedDataRejected ? 'rejected' : 'accepted')";
+  const r = await runToExit([process.execPath, '-e', probe], { timeoutMs: 20000 });
+  return r.code === 0 && r.stderr === '' ? r.stdout.trim() : `exit ${r.code ?? r.signal}: ${r.stderr.trim()}`;
+}
+
 // ---------------------------------------------------------------- log lines
 
 export interface ReadyWorker {

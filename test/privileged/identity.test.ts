@@ -4,8 +4,10 @@
  * workers as the kernel sees them, several identities serving at the same
  * time, and `uid 0` / `gid 0` refused by the config parser.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { re, runCli, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
+import { CLI, re, runCli, runToExit, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
 import { handler, uniqueSeconds, writeConfig } from '../helpers/fixtures';
 import { freePort, portOf } from '../helpers/ports';
 import { findProcesses, procIds, procStatus } from '../helpers/proc';
@@ -85,6 +87,30 @@ describeAsRoot('service identities (root)', () => {
     expect(parseIds((await readAll(a)).text)).toEqual(expectedIds(1, 1));
     expect(parseIds((await readAll(b)).text)).toEqual(expectedIds(33, 65534));
     await waitLog(p.stderr, new RegExp(`^connection \\d+: client 127\\.0\\.0\\.1:\\d+ on 127\\.0\\.0\\.1:${b}: exec .*, uid 33 gid 65534$`));
+  });
+
+  test('a named uid whose primary group is gid 0 is a config error at its line, unless a gid is set', async () => {
+    // A user database with such a user (as sync, halt and operator are on some systems), seen in a private mount namespace only.
+    const passwd = path.join(tmp.path, 'passwd');
+    fs.writeFileSync(passwd, `${fs.readFileSync('/etc/passwd', 'utf8')}tpgid0:x:4711:0::/nonexistent:/usr/sbin/nologin\n`, { mode: 0o644 });
+    const run = (conf: string): ReturnType<typeof runToExit> =>
+      runToExit(['unshare', '-m', '--propagation', 'private', '--', '/bin/sh', '-c', `mount --bind "$0" /etc/passwd && exec "$@"`, passwd, process.execPath, CLI, '-zz', '-f', conf], {
+        timeoutMs: 20000,
+      });
+    const portNo = await freePort();
+    const bad = writeConfig(tmp.path, 'gid0.conf', `port ${portNo}\n  uid tpgid0\n  server 127.0.0.1:9\n`);
+    expect(await run(bad)).toEqual({
+      code: 2,
+      signal: null,
+      stdout: '',
+      stderr:
+        `tcpproxy:${bad}:2: uid tpgid0: the primary group of user "tpgid0" is gid 0, which is not allowed: tcpproxy never serves requests as root; add a "gid" line with another group\n` +
+        `tcpproxy:${bad}: 1 error\n`,
+    });
+    const good = writeConfig(tmp.path, 'gid0-fixed.conf', `gid nogroup\nport ${portNo}\n  uid tpgid0\n  server 127.0.0.1:9\n`);
+    const ok = await run(good);
+    expect({ code: ok.code, stderr: ok.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(ok.stdout).toMatch(/\tuid=4711\tgid=65534\t/);
   });
 
   test('the worker process runs with all four uids and gids of its service, no groups, no capabilities', async () => {

@@ -1,0 +1,79 @@
+/**
+ * The package below a directory only root may enter (root's home, a private
+ * checkout): the master reads it as root, and the workers, which drop to the
+ * service ids first thing, must have loaded before the drop everything they
+ * may run later. A copy of the built package in a 0700 directory serves, on
+ * both engines, a request handler, a forward behind an ACP and a transcribed
+ * forward; then a SIGHUP brings a new handler service, which the running
+ * worker serves too.
+ */
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { Client } from '../helpers/client';
+import { ENGINES, ROOT, startDaemon, waitLog } from '../helpers/daemon';
+import { writeConfig } from '../helpers/fixtures';
+import { freePort } from '../helpers/ports';
+import { describeAsRoot, requireRoot } from '../helpers/root';
+import { echoServer, payload, sha256 } from '../helpers/servers';
+import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
+import { until } from '../helpers/until';
+
+// Transcripts are written by the service ids: a directory they may write.
+const open = useTempDir('tcpproxy-private-open-', 0o777);
+cleanUpAfterEach();
+
+let top = '';
+beforeAll(() => {
+  requireRoot();
+  top = fs.mkdtempSync(path.join(os.tmpdir(), 'tcpproxy-private-'));
+  fs.chmodSync(top, 0o700);
+  fs.cpSync(path.join(ROOT, 'dist', 'src'), path.join(top, 'pkg', 'dist', 'src'), { recursive: true });
+  fs.cpSync(path.join(ROOT, 'build', 'Release', 'tcpproxy.node'), path.join(top, 'pkg', 'build', 'Release', 'tcpproxy.node'));
+});
+afterAll(() => {
+  if (top !== '') fs.rmSync(top, { recursive: true, force: true });
+});
+
+async function echoed(port: number, tag: string): Promise<void> {
+  const data = payload(32 * 1024, tag);
+  const c = await Client.connect('127.0.0.1', port, { keep: false });
+  c.socket.end(data);
+  await c.waitClosed(15000);
+  expect({ tag, got: c.digest() }).toEqual({ tag, got: { bytes: data.length, sha256: sha256(data) } });
+}
+
+describeAsRoot('the package in a directory only root may enter (root)', () => {
+  test.each(ENGINES)('%s engine: a handler, an ACP, a transcript, and a handler added by SIGHUP all work', async (engine) => {
+    // The copy's own directory is 0700 as well: the service ids can neither enter nor read it.
+    expect(fs.statSync(top).mode & 0o777).toBe(0o700);
+    const up = await echoServer();
+    const [cat, acp, rec, later] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const base = path.join(open.path, `t-${engine}`);
+    const services =
+      `port ${cat}\n  interface 127.0.0.1\n  exec /bin/cat\n` +
+      `port ${acp}\n  interface 127.0.0.1\n  acp /bin/true\n  server 127.0.0.1:${up.port}\n` +
+      `port ${rec}\n  interface 127.0.0.1\n  writefile ${base}\n  server 127.0.0.1:${up.port}\n`;
+    const conf = writeConfig(top, `private-${engine}.conf`, services);
+    const d = await startDaemon({
+      args: ['-s', '-f', conf],
+      cli: path.join(top, 'pkg', 'dist', 'src', 'bin', 'tcpproxy.js'),
+      env: { ...process.env, TCPPROXY_ENGINE: engine },
+      cwd: open.path,
+      listeners: 3,
+    });
+    await echoed(cat, `cat-${engine}`);
+    await echoed(acp, `acp-${engine}`);
+    await echoed(rec, `rec-${engine}`);
+    await waitLog(d.stderr, /^connection \d+: acp \/bin\/true: granted \(exit 0\)$/);
+    const transcript = (): string | undefined => fs.readdirSync(open.path).find((n) => n.startsWith(`t-${engine}.`) && n.endsWith('.log'));
+    await until(() => transcript() !== undefined, 'the transcript file', 5000);
+    expect(fs.statSync(path.join(open.path, transcript() ?? '')).size).toBeGreaterThan(2 * 32 * 1024);
+    // A new handler service on reload, served by the worker that has long dropped its privileges.
+    fs.writeFileSync(conf, `${services}port ${later}\n  interface 127.0.0.1\n  exec /bin/cat\n`);
+    process.kill(d.pid, 'SIGHUP');
+    await waitLog(d.stderr, /^SIGHUP: configuration reloaded, serving 4 service\(s\)$/);
+    await echoed(later, `later-${engine}`);
+    expect(d.stderr()).not.toMatch(/Cannot find module|MODULE_NOT_FOUND|EACCES/);
+  });
+});
