@@ -19,7 +19,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
-import { CLI, killLaunched, startDaemon } from '../test/helpers/daemon';
+import { CLI, killLaunched, LOG_STAMP, startDaemon } from '../test/helpers/daemon';
 import { killTree } from '../test/helpers/kill';
 import { portOf } from '../test/helpers/ports';
 import { backToBase, fdKinds, loadAverage, showKinds, tcpInodes, vmRssKiB, zombiesOf } from '../test/helpers/proc';
@@ -281,7 +281,7 @@ async function startSoakDaemon(upPort: number, engine: string): Promise<Daemon> 
       const lines = (partial + s).split('\n');
       partial = lines.pop() ?? '';
       for (const line of lines) {
-        const l = line.replace(/^tcpproxy: /, '');
+        const l = line.replace(LOG_STAMP, '');
         let m: RegExpExecArray | null;
         if ((m = /^connection \d+: end: .*, ([a-z-]+(?: \(.*\))?), (splice|copy|js)$/.exec(l)) !== null) {
           const key = `${m[1] ?? '?'} ${m[2] ?? ''}`;

@@ -9,7 +9,7 @@
 import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { which } from '../test/helpers/daemon';
+import { LOG_STAMP, which } from '../test/helpers/daemon';
 import { INETD, inetdLine } from '../test/helpers/inetd';
 import { freePort } from '../test/helpers/ports';
 import { alive, isListening, listensOn } from '../test/helpers/proc';
@@ -124,10 +124,12 @@ export class Instance {
       const cut = text.lastIndexOf('\n') + 1;
       this.logOffset += Buffer.byteLength(text.slice(0, cut));
       const lines: string[] = [];
-      for (const l of text.slice(0, cut).split('\n')) {
-        if (l === '' || / ready, pid \d+$/.test(l) || /^tcpproxy: connection \d+: client /.test(l)) continue;
-        const handler = /^tcpproxy: connection \d+: end: handler \S* pid \S+ (.*), \d+ ms$/.exec(l);
-        const end = handler ? null : /^tcpproxy: connection \d+: end: .*, (\w+)$/.exec(l);
+      for (const raw of text.slice(0, cut).split('\n')) {
+        // Log lines without their time and prefix (-D: `TIME tcpproxy: `).
+        const l = raw.replace(LOG_STAMP, '');
+        if (l === '' || / ready, pid \d+$/.test(l) || /^connection \d+: (client|connected to) /.test(l)) continue;
+        const handler = /^connection \d+: end: handler \S* pid \S+ (.*), \d+ ms$/.exec(l);
+        const end = handler ? null : /^connection \d+: end: .*, (\w+)$/.exec(l);
         const how = handler ? `handler ${handler[1] ?? '?'}` : end?.[1];
         if (how !== undefined) this.paths[how] = (this.paths[how] ?? 0) + 1;
         else lines.push(l);
