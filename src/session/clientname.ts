@@ -8,7 +8,7 @@
  * name is kept only if it is made of host-name characters; in every other
  * case the name is the address itself.
  */
-import * as dns from 'node:dns';
+import type * as Dns from 'node:dns';
 import * as fs from 'node:fs';
 import { isIP } from 'node:net';
 import { normalizeIp } from '../table/address';
@@ -83,10 +83,11 @@ export function clientName(address: string, opts: ClientNameOptions = {}): Promi
   if (listed !== undefined) return Promise.resolve(hostName(listed) ?? address);
   const timeoutMs = opts.timeoutMs ?? CLIENTNAME_TIMEOUT_MS;
   return new Promise((resolve) => {
-    let resolver: dns.Resolver;
+    let resolver: Dns.Resolver;
     try {
       // One resolver per lookup: cancel() at the bound then ends only this client's queries.
-      resolver = new dns.Resolver({ timeout: timeoutMs, tries: 1 });
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- node:dns on first use (inetd mode starts a process per connection)
+      resolver = new (require('node:dns') as typeof Dns).Resolver({ timeout: timeoutMs, tries: 1 });
       if (opts.servers !== undefined) resolver.setServers([...opts.servers]);
     } catch {
       resolve(address);

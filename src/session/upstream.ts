@@ -4,7 +4,7 @@
  * (10 s, as the original's alarm). The socket is handed back paused, before
  * libuv has read a byte, so either engine can take it over.
  */
-import * as dns from 'node:dns';
+import type * as Dns from 'node:dns';
 import * as net from 'node:net';
 import { clientKey } from '../table/access';
 import { formatHostPort, type ServerAddress } from '../table/address';
@@ -21,7 +21,8 @@ export class UpstreamError extends Error {
 
 async function resolve(host: string): Promise<string[]> {
   if (net.isIP(host)) return [host];
-  const addrs = await dns.promises.lookup(host, { all: true, verbatim: true });
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- node:dns only for a host name (inetd mode starts a process per connection)
+  const addrs = await (require('node:dns') as typeof Dns).promises.lookup(host, { all: true, verbatim: true });
   return addrs.map((a) => a.address);
 }
 
