@@ -64,7 +64,7 @@ if (process.env.TCPPROXY_WRITE_CODE_CACHE === cacheFile) {
   process.once('exit', () => {
     const length = Buffer.alloc(4);
     length.writeUInt32LE(source.length, 0);
-    fs.writeSync(out, Buffer.concat([length, source, script.createCachedData()]));
+    fs.writeFileSync(out, Buffer.concat([length, source, script.createCachedData()]));
     fs.closeSync(out);
   });
 }
@@ -156,6 +156,10 @@ function inetdRun(env) {
     done.push(() => echo.close());
     echo.listen(0, '127.0.0.1', () => {
       const front = net.createServer({ pauseOnConnect: true }, (accepted) => {
+        if (finished) {
+          accepted.destroy();
+          return;
+        }
         child = spawn(process.execPath, [path.join(binDir, 'tcpproxy.js'), `127.0.0.1:${echo.address().port}`], { env, stdio: [accepted, accepted, 'ignore'] });
         accepted.destroy();
         child.on('error', (err) => finish(err.message));

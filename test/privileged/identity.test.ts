@@ -107,7 +107,7 @@ describeAsRoot('service identities (root)', () => {
         `tcpproxy:${bad}:2: uid tpgid0: the primary group of user "tpgid0" is gid 0, which is not allowed: tcpproxy never serves requests as root; add a "gid" line with another group\n` +
         `tcpproxy:${bad}: 1 error\n`,
     });
-    const good = writeConfig(tmp.path, 'gid0-fixed.conf', `gid nogroup\nport ${portNo}\n  uid tpgid0\n  server 127.0.0.1:9\n`);
+    const good = writeConfig(tmp.path, 'gid0-fixed.conf', `gid 65534\nport ${portNo}\n  uid tpgid0\n  server 127.0.0.1:9\n`);
     const ok = await run(good);
     expect({ code: ok.code, stderr: ok.stderr }).toEqual({ code: 0, stderr: '' });
     expect(ok.stdout).toMatch(/\tuid=4711\tgid=65534\t/);

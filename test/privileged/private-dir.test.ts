@@ -4,20 +4,19 @@
  * service ids first thing, must have loaded before the drop everything they
  * may run later. A copy of the built package in a 0700 directory serves, on
  * both engines, a request handler, a forward behind an ACP and a transcribed
- * forward; then a SIGHUP brings a new handler service, which the running
- * worker serves too.
+ * forward; then a SIGHUP turns a plain forward into a handler behind an
+ * ACP, which the same worker, long past its drop, serves too.
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { ENGINES, ROOT, startDaemon, waitLog } from '../helpers/daemon';
+import { ENGINES, ROOT, startDaemon, waitLog, waitWorkers } from '../helpers/daemon';
 import { writeConfig } from '../helpers/fixtures';
 import { freePort } from '../helpers/ports';
 import { describeAsRoot, requireRoot } from '../helpers/root';
 import { echoServer, payload, sha256 } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
-import { until } from '../helpers/until';
 
 // Transcripts are written by the service ids: a directory they may write.
 const open = useTempDir('tcpproxy-private-open-', 0o777);
@@ -44,7 +43,7 @@ async function echoed(port: number, tag: string): Promise<void> {
 }
 
 describeAsRoot('the package in a directory only root may enter (root)', () => {
-  test.each(ENGINES)('%s engine: a handler, an ACP, a transcript, and a handler added by SIGHUP all work', async (engine) => {
+  test.each(ENGINES)('%s engine: a handler, an ACP, a transcript, and the same port turned into a handler by SIGHUP all work', async (engine) => {
     // The copy's own directory is 0700 as well: the service ids can neither enter nor read it.
     expect(fs.statSync(top).mode & 0o777).toBe(0o700);
     const up = await echoServer();
@@ -54,26 +53,40 @@ describeAsRoot('the package in a directory only root may enter (root)', () => {
       `port ${cat}\n  interface 127.0.0.1\n  exec /bin/cat\n` +
       `port ${acp}\n  interface 127.0.0.1\n  acp /bin/true\n  server 127.0.0.1:${up.port}\n` +
       `port ${rec}\n  interface 127.0.0.1\n  writefile ${base}\n  server 127.0.0.1:${up.port}\n`;
-    const conf = writeConfig(top, `private-${engine}.conf`, services);
+    // The fourth port starts as a plain forward: its worker has nothing of the handler code to load at start.
+    const conf = writeConfig(top, `private-${engine}.conf`, `${services}port ${later}\n  interface 127.0.0.1\n  server 127.0.0.1:${up.port}\n`);
     const d = await startDaemon({
       args: ['-s', '-f', conf],
       cli: path.join(top, 'pkg', 'dist', 'src', 'bin', 'tcpproxy.js'),
       env: { ...process.env, TCPPROXY_ENGINE: engine },
       cwd: open.path,
-      listeners: 3,
+      listeners: 4,
     });
+    const [worker] = await waitWorkers(d.stderr, 65535, 65534);
+    if (worker === undefined) throw new Error('no worker');
     await echoed(cat, `cat-${engine}`);
     await echoed(acp, `acp-${engine}`);
     await echoed(rec, `rec-${engine}`);
+    await echoed(later, `later-forward-${engine}`);
     await waitLog(d.stderr, /^connection \d+: acp \/bin\/true: granted \(exit 0\)$/);
-    const transcript = (): string | undefined => fs.readdirSync(open.path).find((n) => n.startsWith(`t-${engine}.`) && n.endsWith('.log'));
-    await until(() => transcript() !== undefined, 'the transcript file', 5000);
-    expect(fs.statSync(path.join(open.path, transcript() ?? '')).size).toBeGreaterThan(2 * 32 * 1024);
-    // A new handler service on reload, served by the worker that has long dropped its privileges.
-    fs.writeFileSync(conf, `${services}port ${later}\n  interface 127.0.0.1\n  exec /bin/cat\n`);
+    // The end line comes once the transcript is on disk.
+    await waitLog(d.stderr, new RegExp(`^connection \\d+: end: client \\S+ on 127\\.0\\.0\\.1:${rec}, `));
+    const transcript = fs.readdirSync(open.path).find((n) => n.startsWith(`t-${engine}.`) && n.endsWith('.log'));
+    expect(transcript).toBeDefined();
+    expect(fs.statSync(path.join(open.path, transcript ?? '')).size).toBeGreaterThan(2 * 32 * 1024);
+    // SIGHUP turns the plain forward into a handler behind an ACP: same listener, same ids, so the
+    // same worker serves it, long after it dropped its privileges.
+    fs.writeFileSync(conf, `${services}port ${later}\n  interface 127.0.0.1\n  acp /bin/true\n  exec /bin/cat\n`);
     process.kill(d.pid, 'SIGHUP');
     await waitLog(d.stderr, /^SIGHUP: configuration reloaded, serving 4 service\(s\)$/);
-    await echoed(later, `later-${engine}`);
+    await echoed(later, `later-handler-${engine}`);
+    await waitLog(d.stderr, new RegExp(`^connection \\d+: end: handler /bin/cat pid \\d+ exit 0, \\d+ ms$`));
+    expect(waitWorkersNow(d.stderr())).toEqual([worker.pid]);
     expect(d.stderr()).not.toMatch(/Cannot find module|MODULE_NOT_FOUND|EACCES/);
   });
 });
+
+/** The pids of every `worker ... ready` line so far. */
+function waitWorkersNow(stderr: string): number[] {
+  return [...stderr.matchAll(/worker uid \d+ gid \d+ ready, pid (\d+)$/gm)].map((m) => Number(m[1]));
+}
