@@ -68,12 +68,16 @@ describe.each(ENGINES)('keepalive no (%s engine)', (engine) => {
     const c = await Client.connect('127.0.0.1', port);
     c.socket.write('x');
     await c.waitBytes(1);
+    // One entry per inode: /proc/net/tcp read while the table changes can list a socket twice.
     const mine = (): { timer: number }[] => {
       const inodes = socketInodesOf(worker);
-      return tcpSockets().filter((t) => inodes.has(t.inode) && t.state === TCP_ESTABLISHED);
+      const byInode = new Map(tcpSockets().filter((t) => inodes.has(t.inode) && t.state === TCP_ESTABLISHED).map((t) => [t.inode, t]));
+      return [...byInode.values()];
     };
-    await until(() => mine().length === 2, 'both proxy sockets established', 5000);
-    expect(mine().map((s) => s.timer)).toEqual([0, 0]);
+    // The sockets as the wait saw them, not a second reading.
+    let seen: { timer: number }[] = [];
+    await until(() => (seen = mine()).length === 2, () => `both proxy sockets established (have ${seen.length})`, 5000);
+    expect(seen.map((s) => s.timer)).toEqual([0, 0]);
     c.socket.destroy();
   });
 });
