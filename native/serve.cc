@@ -395,14 +395,19 @@ void Connected(Conn* c) {
   MarkUp(c);
   std::string tag = "connection " + IdText(c->id);
   int level = c->service->log_level;
-  // Where the connection to the server comes from, to find it in the server's logs.
-  sockaddr_storage from{};
-  socklen_t flen = sizeof from;
-  std::string src = getsockname(c->server, reinterpret_cast<sockaddr*>(&from), &flen) == 0 ? HostPort(from, true) : "?";
-  if (level >= 2) st->Log(kInfo, tag + ": connected to " + Current(c).bracket + " from " + src);
-  // The end line's first words, as the session code words them.
-  std::string route = "client " + HostPort(c->peer, true) + " on " + HostPort(c->local, true) + ", server " +
-                      Current(c).bracket + " from " + src;
+  // The end line's first words, as the session code words them, with where the
+  // connection to the server comes from (to find it in the server's logs);
+  // nothing to build for a quiet service, which logs neither line.
+  std::string route;
+  if (level >= 1) {
+    sockaddr_storage from{};
+    socklen_t flen = sizeof from;
+    std::string src =
+        getsockname(c->server, reinterpret_cast<sockaddr*>(&from), &flen) == 0 ? HostPort(from, true) : "?";
+    if (level >= 2) st->Log(kInfo, tag + ": connected to " + Current(c).bracket + " from " + src);
+    route = "client " + HostPort(c->peer, true) + " on " + HostPort(c->local, true) + ", server " + Current(c).bracket +
+            " from " + src;
+  }
   if (c->service->send_proxy != 0) {
     std::string header = BuildProxyHeader(c->service->send_proxy, c->peer, c->local);
     // A fresh connection's send buffer takes a few hundred bytes whole.

@@ -208,13 +208,16 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     return { result: null, ok: false };
   }
   const server = upstream.sock;
-  // Read now: a socket that has closed no longer knows its addresses.
-  // As native words them: an IPv4-mapped address as IPv4, `?` for one the socket no longer has.
-  const hostPort = (a: string | undefined, p: number | undefined): string => (a === undefined || p === undefined ? '?' : formatHostPort(plainAddress(a), p));
-  const to = hostPort(server.remoteAddress, server.remotePort);
-  const from = hostPort(server.localAddress, server.localPort);
-  const route = `client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}, server ${to} from ${from}`;
-  if (service.loglevel === 'verbose') log.info(`${tag}: connected to ${to} from ${from}`);
+  // The end line's route, read now (a closed socket no longer knows its addresses) and
+  // worded as native words it: IPv4-mapped as IPv4, `?` for an address gone. None when quiet.
+  let route = '';
+  if (service.loglevel !== 'quiet') {
+    const hostPort = (a: string | undefined, p: number | undefined): string => (a === undefined || p === undefined ? '?' : formatHostPort(plainAddress(a), p));
+    const to = hostPort(server.remoteAddress, server.remotePort);
+    const from = hostPort(server.localAddress, server.localPort);
+    route = `client ${formatHostPort(e.clientAddress, e.clientPort)} on ${formatHostPort(e.localAddress, e.localPort)}, server ${to} from ${from}`;
+    if (service.loglevel === 'verbose') log.info(`${tag}: connected to ${to} from ${from}`);
+  }
   if (service.bounds.keepalive) keepAlive(server);
   if (proxy.sendProxy !== null) {
     const problem = sendProxyHeader(server, proxy.sendProxy, e);
