@@ -12,7 +12,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 12;
+constexpr int kAbiVersion = 13;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 
@@ -91,6 +91,14 @@ using PumpDone = std::function<void(const PumpOutcome&)>;
 int StartPump(Napi::Env env, int client, int server, uint64_t idle_ms, bool copy, PumpDone done, uint64_t* id);
 // Resets a live session; nothing once it has ended.
 void AbortPump(Napi::Env env, uint64_t id);
+// A live session's bytes so far, and how long it has been idle and open; false once it has ended.
+struct PumpLive {
+  uint64_t bytes_up = 0;
+  uint64_t bytes_down = 0;
+  uint64_t idle_ms = 0;
+  uint64_t age_ms = 0;
+};
+bool PumpSnapshot(Napi::Env env, uint64_t id, PumpLive* out);
 
 void InitFd(Napi::Env env, Napi::Object exports);
 void InitSyslog(Napi::Env env, Napi::Object exports);

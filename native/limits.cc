@@ -32,7 +32,7 @@ namespace tcpproxy {
 
 namespace {
 
-constexpr uint32_t kMagic = 0x7470'6c31;  // "tpl1"
+constexpr uint32_t kMagic = 0x7470'6c32;  // "tpl2"
 
 struct Header {
   uint32_t magic;
@@ -48,7 +48,16 @@ struct alignas(64) Slot {
   std::atomic<uint64_t> log_second;  // the second the log budget counts
   std::atomic<uint32_t> log_lines;   // refusal lines in that second
   std::atomic<uint64_t> refused[kRefusalReasons];
+  // Counted for the status socket and the metrics (never reset but with the slot).
+  std::atomic<uint64_t> sessions;              // admitted since the slot was given its key
+  std::atomic<uint64_t> bytes_up, bytes_down;  // of the sessions that ended
+  std::atomic<uint64_t> duration_ms;           // their durations' sum
+  std::atomic<uint64_t> duration_bucket[kDurationBuckets];
+  std::atomic<uint64_t> connect_failed[kServerStats];
 };
+
+// Upper bounds of the duration buckets, in ms (the last is unbounded).
+constexpr uint64_t kBucketMs[kDurationBuckets - 1] = {1, 10, 100, 1000, 10000, 60000, 600000, 3600000};
 
 struct Entry {
   uint32_t slot_plus1;  // 0: empty
@@ -149,6 +158,7 @@ bool SessionEnter(uint32_t s, uint32_t maxconn) {
     return false;
   }
   if (g_region.worker >= 0) g_region.mine(g_region.worker, s)->fetch_add(1, std::memory_order_relaxed);
+  sl->sessions.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -244,6 +254,22 @@ bool RefusalLogAllowed(uint32_t s) {
     sl->log_lines.store(0, std::memory_order_release);
   }
   return sl->log_lines.fetch_add(1, std::memory_order_acq_rel) < kRefusalLinesPerSecond;
+}
+
+void StatsEnd(uint32_t s, uint64_t up, uint64_t down, uint64_t ms) {
+  if (!Ready(s)) return;
+  Slot* sl = g_region.slot(s);
+  sl->bytes_up.fetch_add(up, std::memory_order_relaxed);
+  sl->bytes_down.fetch_add(down, std::memory_order_relaxed);
+  sl->duration_ms.fetch_add(ms, std::memory_order_relaxed);
+  uint32_t b = 0;
+  while (b < kDurationBuckets - 1 && ms > kBucketMs[b]) b++;
+  sl->duration_bucket[b].fetch_add(1, std::memory_order_relaxed);
+}
+
+void StatsConnectFailed(uint32_t s, uint32_t server) {
+  if (!Ready(s) || server >= kServerStats) return;
+  g_region.slot(s)->connect_failed[server].fetch_add(1, std::memory_order_relaxed);
 }
 
 namespace {
@@ -380,7 +406,14 @@ Napi::Value RefusalCountJs(const Napi::CallbackInfo& info) {
 Napi::Value RefusalLogAllowedJs(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), RefusalLogAllowed(SlotArg(info)));
 }
-// limitStats(slot) -> { live, refused: [deny, noAllow, perSource] }.
+Napi::Array Counts(Napi::Env env, const std::atomic<uint64_t>* c, uint32_t n) {
+  Napi::Array a = Napi::Array::New(env, n);
+  for (uint32_t i = 0; i < n; i++) a.Set(i, static_cast<double>(c[i].load(std::memory_order_relaxed)));
+  return a;
+}
+
+// limitStats(slot) -> { live, refused: [deny, noAllow, perSource, proxy], sessions,
+// bytesUp, bytesDown, durationMs, durations: [9 buckets, not cumulative], connectFailed: [64] }.
 Napi::Value LimitStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   uint32_t s = SlotArg(info);
@@ -389,7 +422,56 @@ Napi::Value LimitStats(const Napi::CallbackInfo& info) {
   Napi::Array r = Napi::Array::New(env, kRefusalReasons);
   for (int i = 0; i < kRefusalReasons; i++) r.Set(i, static_cast<double>(Refusals(s, static_cast<RefusalReason>(i))));
   o.Set("refused", r);
+  if (!Ready(s)) return o;
+  Slot* sl = g_region.slot(s);
+  o.Set("sessions", static_cast<double>(sl->sessions.load(std::memory_order_relaxed)));
+  o.Set("bytesUp", static_cast<double>(sl->bytes_up.load(std::memory_order_relaxed)));
+  o.Set("bytesDown", static_cast<double>(sl->bytes_down.load(std::memory_order_relaxed)));
+  o.Set("durationMs", static_cast<double>(sl->duration_ms.load(std::memory_order_relaxed)));
+  o.Set("durations", Counts(env, sl->duration_bucket, kDurationBuckets));
+  o.Set("connectFailed", Counts(env, sl->connect_failed, kServerStats));
   return o;
+}
+
+// limitsSlotReset(slot): the master gives a slot to a new listen key (no live sessions): its counts start again.
+Napi::Value LimitsSlotReset(const Napi::CallbackInfo& info) {
+  uint32_t s = SlotArg(info);
+  if (!Ready(s)) return info.Env().Undefined();
+  Slot* sl = g_region.slot(s);
+  for (auto& r : sl->refused) r.store(0, std::memory_order_relaxed);
+  for (auto* c : {&sl->sessions, &sl->bytes_up, &sl->bytes_down, &sl->duration_ms})
+    c->store(0, std::memory_order_relaxed);
+  for (auto& c : sl->duration_bucket) c.store(0, std::memory_order_relaxed);
+  for (auto& c : sl->connect_failed) c.store(0, std::memory_order_relaxed);
+  return info.Env().Undefined();
+}
+
+// limitsWorkerLive(worker) -> the live sessions that worker holds, over every service.
+Napi::Value LimitsWorkerLive(const Napi::CallbackInfo& info) {
+  int worker = IntArg(info, 0, "limitsWorkerLive(worker)");
+  uint64_t n = 0;
+  if (g_region.base != nullptr && worker >= 0 && worker < static_cast<int>(kLimitWorkers)) {
+    for (uint32_t s = 0; s < kLimitSlots; s++) n += g_region.mine(worker, s)->load(std::memory_order_relaxed);
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(n));
+}
+
+// statsEnd(slot, up, down, ms); statsConnectFailed(slot, server): the session code's counts.
+Napi::Value StatsEndJs(const Napi::CallbackInfo& info) {
+  uint32_t s = SlotArg(info);
+  auto n = [&](size_t i) {
+    double v = info.Length() > i && info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+    if (!(v >= 0 && v < 9.0e15)) ThrowType(info.Env(), "statsEnd(slot, up, down, ms): counts must be numbers >= 0");
+    return static_cast<uint64_t>(v);
+  };
+  StatsEnd(s, n(1), n(2), n(3));
+  return info.Env().Undefined();
+}
+Napi::Value StatsConnectFailedJs(const Napi::CallbackInfo& info) {
+  uint32_t s = SlotArg(info);
+  int server = IntArg(info, 1, "statsConnectFailed(slot, server)");
+  if (server >= 0) StatsConnectFailed(s, static_cast<uint32_t>(server));
+  return info.Env().Undefined();
 }
 
 }  // namespace
@@ -406,6 +488,10 @@ void InitLimits(Napi::Env env, Napi::Object exports) {
   exports.Set("refusalCount", Napi::Function::New(env, RefusalCountJs, "refusalCount"));
   exports.Set("refusalLogAllowed", Napi::Function::New(env, RefusalLogAllowedJs, "refusalLogAllowed"));
   exports.Set("limitStats", Napi::Function::New(env, LimitStats, "limitStats"));
+  exports.Set("limitsSlotReset", Napi::Function::New(env, LimitsSlotReset, "limitsSlotReset"));
+  exports.Set("limitsWorkerLive", Napi::Function::New(env, LimitsWorkerLive, "limitsWorkerLive"));
+  exports.Set("statsEnd", Napi::Function::New(env, StatsEndJs, "statsEnd"));
+  exports.Set("statsConnectFailed", Napi::Function::New(env, StatsConnectFailedJs, "statsConnectFailed"));
 }
 
 }  // namespace tcpproxy

@@ -15,6 +15,10 @@ constexpr uint32_t kLimitSlots = 4096;    // listen keys over the daemon's life 
 constexpr uint32_t kLimitWorkers = 1024;  // worker indexes the master may give out at once
 constexpr uint32_t kSourceTable = 65536;  // client addresses with live sessions of per-source services
 constexpr uint32_t kRefusalLinesPerSecond = 10;
+// What the status socket and the metrics count per service (limits.cc).
+constexpr uint32_t kServerStats = 64;  // servers of a group with their own connect-failure count
+constexpr uint32_t kDurationBuckets =
+    9;  // session durations: <= 1 ms, 10 ms, 100 ms, 1 s, 10 s, 1 min, 10 min, 1 h, more
 
 // kRefusedProxy: an untrusted PROXY source, or a header missing, malformed or late.
 enum RefusalReason {
@@ -39,6 +43,10 @@ void CountRefusal(uint32_t slot, RefusalReason why);
 uint64_t Refusals(uint32_t slot, RefusalReason why);
 // The shared budget of refusal lines: false once this second's are spent.
 bool RefusalLogAllowed(uint32_t slot);
+// A session of the service ended: its bytes each way and its duration.
+void StatsEnd(uint32_t slot, uint64_t up, uint64_t down, uint64_t ms);
+// A connect to the service's server `server` (its place in the group) failed.
+void StatsConnectFailed(uint32_t slot, uint32_t server);
 
 // access.cc: a client address as 16 bytes, IPv4 (and IPv4-mapped IPv6) as
 // ::ffff:a.b.c.d, so one client has one key whatever socket it came in on.

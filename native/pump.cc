@@ -211,6 +211,14 @@ class PumpSession {
     return 0;
   }
 
+  void Snapshot(PumpLive* o) const {
+    o->bytes_up = dir_[kClient].bytes;
+    o->bytes_down = dir_[kServer].bytes;
+    uint64_t now = uv_now(loop_);
+    o->idle_ms = now > last_activity_ms_ ? now - last_activity_ms_ : 0;
+    o->age_ms = (uv_hrtime() - start_ns_) / 1000000ull;
+  }
+
   // JS asked to stop: reset both peers. A no-op once the session is ending.
   void Abort() { Finish(End::kAborted, nullptr, 0, kNoSide); }
 
@@ -635,6 +643,15 @@ void AbortPump(Napi::Env env, uint64_t id) {
   if (it != state->sessions.end()) it->second->Abort();
 }
 
+bool PumpSnapshot(Napi::Env env, uint64_t id, PumpLive* out) {
+  PumpState* state = Addon::From(env).pump;
+  if (state == nullptr) return false;
+  auto it = state->sessions.find(id);
+  if (it == state->sessions.end()) return false;
+  it->second->Snapshot(out);
+  return true;
+}
+
 namespace {
 
 int FdProp(Napi::Env env, Napi::Object req, const char* key) {
@@ -709,6 +726,19 @@ Napi::Value Pump(const Napi::CallbackInfo& info) {
                             return info.Env().Undefined();
                           },
                           "abort"));
+  // stats() -> { bytesUp, bytesDown, idleMs } so far, or null once the session has ended.
+  handle.Set("stats", Napi::Function::New(
+                          env,
+                          [id](const Napi::CallbackInfo& info) -> Napi::Value {
+                            PumpLive l;
+                            if (!PumpSnapshot(info.Env(), id, &l)) return info.Env().Null();
+                            Napi::Object o = Napi::Object::New(info.Env());
+                            o.Set("bytesUp", static_cast<double>(l.bytes_up));
+                            o.Set("bytesDown", static_cast<double>(l.bytes_down));
+                            o.Set("idleMs", static_cast<double>(l.idle_ms));
+                            return o;
+                          },
+                          "stats"));
   return handle;
 }
 

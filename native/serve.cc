@@ -181,6 +181,15 @@ struct Conn {
   bool closing = false;
   Admission adm;
   bool adm_live = false;  // still this Conn's to give back
+  uint64_t start_ms = 0;  // loop time of the accept, for the status socket
+};
+
+// A fast-path session being forwarded, as the status socket lists it.
+struct FastSession {
+  double id = 0;
+  std::string client;  // "127.0.0.1:40000"
+  std::string key;     // the service's listen key
+  uint64_t start_ms = 0;
 };
 
 // A client of an accept-proxy service whose PROXY header is being read.
@@ -210,7 +219,7 @@ struct ServeState {
   std::unordered_map<uint64_t, Listener*> listeners;
   std::unordered_set<Conn*> connecting;
   std::unordered_set<HeaderRead*> reading;
-  std::unordered_set<uint64_t> pumps;  // pump ids of fast-path sessions
+  std::unordered_map<uint64_t, FastSession> pumps;  // fast-path sessions by pump id
   uint64_t next_handle = 1;
   size_t waiting_maxconn = 0;  // listeners waiting for a maxconn place
   bool detached = false;
@@ -382,6 +391,7 @@ void NextAttempt(Conn* c);
 // The current attempt failed: logged as the session code words it; the next server is tried.
 void AttemptFailed(Conn* c, const std::string& why, bool down) {
   c->st->Log(kError, "connection " + IdText(c->id) + ": " + Current(c).text + ": " + why);
+  StatsConnectFailed(c->service->slot, c->order[c->attempt]);
   if (down) MarkDown(c);
   StopAttempt(c);
   uv_timer_stop(&c->timer);
@@ -434,11 +444,14 @@ void Connected(Conn* c) {
   // EndConnect's uv_close has taken the fd out of epoll: the pump may poll it at once.
   EndConnect(c);
   auto pump_id = std::make_shared<uint64_t>(0);
+  FastSession info{c->id, HostPort(c->peer, true), c->service->key, c->start_ms};
+  uint32_t slot = c->service->slot;
   int err = StartPump(
       st->env, client, server, c->service->idle_ms, false,
-      [st, tag, route, pump_id, adm, adm_live, level](const PumpOutcome& o) {
+      [st, tag, route, pump_id, adm, adm_live, level, slot](const PumpOutcome& o) {
         st->pumps.erase(*pump_id);
         if (adm_live) Leave(st, adm);
+        StatsEnd(slot, o.bytes_up, o.bytes_down, static_cast<uint64_t>(o.duration_ms));
         // As describeEnd in src/session/session.ts words it.
         std::string why = o.end;
         if (o.syscall != nullptr) {
@@ -460,7 +473,7 @@ void Connected(Conn* c) {
     if (adm_live) Leave(st, adm);
     return;
   }
-  st->pumps.insert(*pump_id);
+  st->pumps.emplace(*pump_id, std::move(info));
 }
 
 void OnConnectPoll(uv_poll_t* h, int status, int) {
@@ -543,6 +556,7 @@ void StartConnect(ServeState* st, double id, int client, const sockaddr_storage&
   c->group = std::move(group);
   c->adm = adm;
   c->adm_live = true;
+  c->start_ms = uv_now(st->loop);
   uv_timer_init(st->loop, &c->timer);
   c->timer.data = c;
   c->open_handles = 1;
@@ -1185,7 +1199,8 @@ Napi::Value ServeAbortAll(const Napi::CallbackInfo& info) {
     c->server = c->client = -1;
     EndConnect(c);
   }
-  std::vector<uint64_t> pumps(st.pumps.begin(), st.pumps.end());
+  std::vector<uint64_t> pumps;
+  for (const auto& entry : st.pumps) pumps.push_back(entry.first);
   for (uint64_t id : pumps) AbortPump(env, id);
   return env.Undefined();
 }
@@ -1210,6 +1225,69 @@ Napi::Value ServeStats(const Napi::CallbackInfo& info) {
   o.Set("listeners", static_cast<double>(st ? st->listeners.size() : 0));
   o.Set("idsLeft", st ? st->ids_left : 0);
   return o;
+}
+
+// serveSessions() -> [{ id, client, service, phase, ageMs, bytesUp, bytesDown, idleMs }]:
+// the fast path's sessions with a connection number, for the status socket.
+Napi::Value ServeSessions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ServeState* st = StateOf(env);
+  Napi::Array arr = Napi::Array::New(env);
+  if (st == nullptr) return arr;
+  uint64_t now = uv_now(st->loop);
+  uint32_t i = 0;
+  auto add = [&](double id, const std::string& client, const std::string& key, const char* phase, uint64_t age,
+                 const PumpLive& l) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", id);
+    o.Set("client", client);
+    o.Set("service", key);
+    o.Set("phase", phase);
+    o.Set("ageMs", static_cast<double>(age));
+    o.Set("bytesUp", static_cast<double>(l.bytes_up));
+    o.Set("bytesDown", static_cast<double>(l.bytes_down));
+    o.Set("idleMs", static_cast<double>(l.idle_ms));
+    arr.Set(i++, o);
+  };
+  for (Conn* c : st->connecting) {
+    uint64_t age = now > c->start_ms ? now - c->start_ms : 0;
+    PumpLive l;
+    l.idle_ms = age;
+    add(c->id, HostPort(c->peer, true), c->service->key, "connecting", age, l);
+  }
+  for (const auto& entry : st->pumps) {
+    PumpLive l;
+    if (!PumpSnapshot(env, entry.first, &l)) continue;
+    const FastSession& f = entry.second;
+    add(f.id, f.client, f.key, "forwarding", now > f.start_ms ? now - f.start_ms : 0, l);
+  }
+  return arr;
+}
+
+// serveHealth() -> [{ service, down: [server places] }]: the servers this
+// worker's fast path has marked down (groups of two or more only).
+Napi::Value ServeHealth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  ServeState* st = StateOf(env);
+  Napi::Array arr = Napi::Array::New(env);
+  if (st == nullptr) return arr;
+  uint64_t now = uv_now(st->loop);
+  uint32_t i = 0;
+  for (const auto& entry : st->listeners) {
+    const Listener* l = entry.second;
+    if (l->closing || !l->group || !l->service) continue;
+    Napi::Array down = Napi::Array::New(env);
+    uint32_t n = 0;
+    for (size_t k = 0; k < l->group->health.size(); k++) {
+      const Health& h = l->group->health[k];
+      if (h.down && now < h.until) down.Set(n++, static_cast<double>(k));
+    }
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("service", l->service->key);
+    o.Set("down", down);
+    arr.Set(i++, o);
+  }
+  return arr;
 }
 
 // Environment teardown: no more JS. Listeners and connect attempts close
@@ -1254,6 +1332,8 @@ void InitServe(Napi::Env env, Napi::Object exports) {
   exports.Set("serveIds", Napi::Function::New(env, ServeIds, "serveIds"));
   exports.Set("serveAbortAll", Napi::Function::New(env, ServeAbortAll, "serveAbortAll"));
   exports.Set("serveStats", Napi::Function::New(env, ServeStats, "serveStats"));
+  exports.Set("serveSessions", Napi::Function::New(env, ServeSessions, "serveSessions"));
+  exports.Set("serveHealth", Napi::Function::New(env, ServeHealth, "serveHealth"));
   exports.Set("serveTake", Napi::Function::New(env, ServeTake, "serveTake"));
 }
 

@@ -10,6 +10,8 @@ import type * as DaemonMode from './modes/daemon';
 import type * as ListMode from './modes/list';
 import type * as Listeners from './modes/listener';
 import type * as StandaloneMode from './modes/standalone';
+import type * as ControlMode from './modes/control';
+import type * as StatusMode from './modes/status';
 import { inetdSafeIo, serveInetd, stdinIsConnection } from './modes/inetd';
 import { mixedIds, runningAsRoot } from './process/privilege';
 import { EXIT_FAILURE, EXIT_OK, EXIT_SOFTWARE, EXIT_USAGE } from './sys/exit-codes';
@@ -47,6 +49,8 @@ function noAddon(err: NativeLoadError, io: Io): number {
 const daemonMode = (): typeof DaemonMode => require('./modes/daemon') as typeof DaemonMode;
 const standaloneMode = (): typeof StandaloneMode => require('./modes/standalone') as typeof StandaloneMode;
 const listMode = (): typeof ListMode => require('./modes/list') as typeof ListMode;
+const controlMode = (): typeof ControlMode => require('./modes/control') as typeof ControlMode;
+const statusMode = (): typeof StatusMode => require('./modes/status') as typeof StatusMode;
 const listeners = (): typeof Listeners => require('./modes/listener') as typeof Listeners;
 const childProcess = (): typeof ChildProcess => require('node:child_process') as typeof ChildProcess;
 /* eslint-enable @typescript-eslint/no-require-imports */
@@ -84,6 +88,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
     io.stderr(`tcpproxy: ${mixed}\n`);
     return EXIT_FAILURE;
   }
+  if (o.status > 0) return showStatus(o, io);
   if (o.server !== null && o.standalone && o.bind === null) {
     io.stderr(`tcpproxy: option -s with a server argument needs -b [interface:]port\n${USAGE}\n`);
     return EXIT_USAGE;
@@ -137,6 +142,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
       foreground: o.foreground,
       pidfile: o.pidfile,
       readyFd,
+      control: controlPath(o.control, config?.control ?? null),
       reload:
         o.server !== null
           ? null
@@ -170,6 +176,43 @@ function syslogWarning(): string | null {
     `tcpproxy: warning: no syslog at /dev/log (connect ${errnoName(errno)}): detached, tcpproxy logs nothing until one listens there; ` +
     'start a syslog daemon (rsyslog, systemd-journald) or run tcpproxy in the foreground with -D'
   );
+}
+
+/** The control socket: -S over the file's `control` over the default; null: none. */
+function controlPath(option: string | null, file: string | null): { path: string; explicit: boolean } | null {
+  const named = option ?? file;
+  if (named === 'none') return null;
+  if (named !== null) return { path: named, explicit: true };
+  const p = controlMode().defaultControlPath(runningAsRoot());
+  return p === null ? null : { path: p, explicit: false };
+}
+
+/**
+ * -Z / -ZZ: asks the running daemon through its control socket (-S, else
+ * the config file's `control` when there is a file, else the default).
+ */
+async function showStatus(o: CliOptions, io: Io): Promise<number> {
+  let file: string | null = null;
+  if (o.control === null && (o.configFile !== null || fs.existsSync(DEFAULT_CONFIG))) {
+    const loaded = load(o);
+    if (!loaded.ok) {
+      for (const e of loaded.errors) io.stderr(`${e}\n`);
+      return EXIT_USAGE;
+    }
+    file = loaded.config?.control ?? null;
+  }
+  const where = controlPath(o.control, file);
+  if (where === null) {
+    io.stderr('tcpproxy: no control socket: "control none", or no runtime directory ($XDG_RUNTIME_DIR) for one; name it with -S\n');
+    return EXIT_FAILURE;
+  }
+  const r = await controlMode().queryControl(where.path, { status: true, sessions: o.status === 2 });
+  if (!r.ok) {
+    io.stderr(`tcpproxy: ${r.error}\n`);
+    return EXIT_FAILURE;
+  }
+  io.stdout(o.json ? `${JSON.stringify(r.answer, null, 2)}\n` : statusMode().formatStatus(r.answer as StatusMode.DaemonStatus));
+  return EXIT_OK;
 }
 
 /** `workers` as a number: `auto` is one per CPU the process may use. */

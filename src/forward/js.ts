@@ -93,7 +93,10 @@ export function forwardJs(
   client.resume();
   server.resume();
 
-  return { abort: () => abort('aborted') };
+  return {
+    abort: () => abort('aborted'),
+    stats: () => (closed === 2 ? null : { bytesUp: client.bytesRead, bytesDown: client.bytesWritten, idleMs: Date.now() - lastActive }),
+  };
 }
 
 export const jsEngine: Engine = {

@@ -5,7 +5,7 @@
  */
 import type * as net from 'node:net';
 import type { SysError } from '../sys/errors';
-import type { PumpEnd } from '../sys/native';
+import type { LiveBytes, PumpEnd } from '../sys/native';
 
 export type EngineName = 'splice' | 'js';
 
@@ -23,6 +23,8 @@ export interface ForwardResult {
 
 export interface Forwarding {
   abort(): void;
+  /** Bytes so far and ms since data last moved (the status socket); null once it has ended. */
+  stats(): LiveBytes | null;
 }
 
 /** Where a connection comes from and arrived, read before the socket is handed to an engine. */

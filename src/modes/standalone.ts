@@ -11,6 +11,8 @@ import { errorText, StartError } from '../sys/errors';
 import { EXIT_OK } from '../sys/exit-codes';
 import { runningAsRoot } from '../process/privilege';
 import { bindListeners, closeListeners, takeInheritedListeners, type InheritedListener, type Listener } from './listener';
+import { ControlBusyError, ControlSocket, type Request } from './control';
+import { buildStatus } from './status';
 import { createLogger, type Logger } from '../sys/log';
 import { native } from '../sys/native';
 import { Notifier, takeNotifyEnv } from '../sys/notify';
@@ -36,6 +38,12 @@ export interface StandaloneOptions {
   readonly readyFd: number | null;
   /** Re-reads the configuration for SIGHUP; null when there is no file to re-read. */
   readonly reload: (() => Reloaded) | null;
+  /**
+   * The control socket's path, or null for none; `explicit` (-S or
+   * `control`): a path that cannot be had fails the start, while the
+   * default's only gives a warning (another daemon may hold it).
+   */
+  readonly control: { readonly path: string; readonly explicit: boolean } | null;
 }
 
 function warnIgnoredIds(services: readonly Service[], log: Logger): void {
@@ -79,6 +87,15 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
 
   /** The master's listening sockets by listen key; it never polls them, its workers accept. */
   const listeners = new Map<string, Listener>();
+  const startedAt = Date.now();
+  let supervisor: Supervisor | null = null;
+  const answer = async (r: Request): Promise<unknown> => {
+    if (supervisor === null) return { error: 'not started yet' };
+    const s = supervisor;
+    const workers = await s.status(r.sessions);
+    return buildStatus({ version: VERSION, startedAt, services, asRoot, workers, slotStats: (k) => s.slotStats(k), sessions: r.sessions });
+  };
+  const held: { control: ControlSocket | null } = { control: null };
   try {
     // A live pidfile means another tcpproxy: say so rather than fail on its ports.
     if (opts.pidfile !== null) checkPidfile(opts.pidfile);
@@ -94,14 +111,25 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       listeners.set(l.key, l);
       log.info(`listening on ${l.key}`);
     }
+    if (opts.control !== null) {
+      try {
+        held.control = await ControlSocket.open(opts.control.path, answer, log);
+      } catch (err) {
+        if (opts.control.explicit || !(err instanceof StartError)) throw err;
+        // The default path, held by another tcpproxy (a second instance on the host): this one goes without.
+        if (err instanceof ControlBusyError) log.warn(`control socket ${opts.control.path} is another daemon's: this one has none (name one with -S or "control")`);
+        else log.warn(`warning: ${err.message}: no control socket (name one with -S or "control")`);
+      }
+    }
     if (opts.pidfile !== null) writePidfile(opts.pidfile);
   } catch (err) {
+    held.control?.close();
     closeListeners(listeners.values());
     if (err instanceof StartError) return fail(err.exitCode, err.message);
     throw err;
   }
 
-  const supervisor = new Supervisor({
+  supervisor = new Supervisor({
     services,
     listeners,
     clearEnv: opts.clearEnv,
@@ -176,6 +204,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     const now = (sig: string): void => {
       log.info(`${sig} again: closing every session now`);
       running.kill();
+      held.control?.close();
       if (opts.pidfile !== null) removePidfile(opts.pidfile);
       resolve(EXIT_OK);
     };
@@ -190,6 +219,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       listeners.clear();
       void running.stop(GRACE_MS).then(() => {
         if (opts.pidfile !== null) removePidfile(opts.pidfile);
+        held.control?.close();
         log.info('terminated');
         notifier.stop();
         resolve(EXIT_OK);

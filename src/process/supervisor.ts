@@ -23,7 +23,21 @@ import { guardChannel } from './channel';
 import { identityKey, serviceIdentity, type Identity } from './privilege';
 import type { Logger } from '../sys/log';
 import { native } from '../sys/native';
-import { HEARTBEAT_MS, parseToMaster, type DrainMessage, type IdBlock, type IdsMessage, type InitMessage, type ListenerFd, type ReadyMessage, type ServicesMessage } from './protocol';
+import {
+  HEARTBEAT_MS,
+  parseToMaster,
+  type DrainMessage,
+  type IdBlock,
+  type IdsMessage,
+  type InitMessage,
+  type ListenerFd,
+  type ReadyMessage,
+  type ServiceReport,
+  type ServicesMessage,
+  type SessionReport,
+  type StatusPart,
+  type StatusRequest,
+} from './protocol';
 import { listenKey, type Service } from '../table/service';
 
 /**
@@ -86,6 +100,11 @@ class Limits {
   private readonly slots = new Map<string, number>();
   private readonly freeWorkers = Array.from({ length: LIMIT_WORKERS }, (_, i) => LIMIT_WORKERS - 1 - i);
 
+  /** The slot of a listen key that has one. */
+  slotOf(key: string): number | undefined {
+    return this.slots.get(key);
+  }
+
   slot(key: string, inUse: ReadonlySet<string>): number {
     const known = this.slots.get(key);
     if (known !== undefined) return known;
@@ -95,6 +114,7 @@ class Limits {
       if (stale === undefined) throw new Error(`more than ${LIMIT_SLOTS} services with live sessions`);
       this.slots.delete(stale[0]);
       slot = stale[1];
+      native().limitsSlotReset(slot);
     }
     this.slots.set(key, slot);
     return slot;
@@ -138,9 +158,42 @@ interface WorkerConfig {
   readonly stderr: boolean;
 }
 
+/** A worker as the status socket shows it. */
+export interface WorkerStatus {
+  readonly pid: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly state: 'starting' | 'ready' | 'draining';
+  /** Resident memory, KiB (/proc/PID/status VmRSS); null when it cannot be read. */
+  readonly rssKiB: number | null;
+  /** Live sessions it holds (the shared counts). */
+  readonly sessions: number;
+  /** Its answer, or null when it gave none in time. */
+  readonly report: { readonly services: readonly ServiceReport[]; readonly sessions: readonly SessionReport[] } | null;
+}
+
+/** How long the status socket waits for a worker's answer. */
+export const STATUS_WAIT_MS = 1000;
+/** Sessions the master takes from one worker's answer, at most (the rest are left out, and counted). */
+const MAX_REPORTED_SESSIONS = 100_000;
+
+/** An answer being gathered from a worker's StatusParts. */
+interface Pending {
+  readonly services: ServiceReport[];
+  readonly sessions: SessionReport[];
+  readonly done: (r: Pending | null) => void;
+}
+
 class Worker {
   state: State = 'starting';
   child: ChildProcess | null = null;
+  /** The worker's index in the limits region, while it runs. */
+  private index = -1;
+  private draining = false;
+  /** The current child said it is ready (and so answers status requests). */
+  private childReady = false;
+  private readonly pending = new Map<number, Pending>();
+  private nextReq = 1;
   private backoffMs = BACKOFF_FIRST_MS;
   private startedAt = 0;
   private timer: NodeJS.Timeout | null = null;
@@ -188,12 +241,20 @@ class Worker {
     // may enter (root's home, a private checkout). Its listeners arrive as
     // fds 4, 5, … of the fork, the limits region after them.
     const index = this.limits.takeWorker();
+    this.index = index;
+    this.draining = false;
+    this.childReady = false;
     const child = fork(WORKER, [], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...this.listeners.map((l) => l.fd), this.limits.fd],
       execArgv: [],
     });
     this.child = child;
-    child.once('exit', () => this.limits.giveWorker(index));
+    child.once('exit', () => {
+      this.limits.giveWorker(index);
+      if (this.child === child || this.child === null) this.index = -1;
+      for (const p of this.pending.values()) p.done(null);
+      this.pending.clear();
+    });
     child.on('error', (err) => this.log.error(`${this.label}: ${err.message}`));
     const pid = child.pid ?? 0;
     let refused = false;
@@ -230,8 +291,11 @@ class Worker {
         const problem = this.checkIds(m, pid);
         if (problem !== null) return refuse(problem);
         ready = true;
+        this.childReady = true;
         if (this.state === 'starting') this.state = 'ready';
         this.log.info(`${this.label} ready, pid ${pid}`);
+      } else if (m.type === 'status') {
+        this.statusPart(m);
       } else if (m.type === 'more-ids') {
         if (++moreIds > MAX_MORE_IDS) return refuse(`asked for connection numbers ${moreIds} times in ${WATCH_MS} ms`);
         if (child.connected) child.send({ type: 'ids', ids: this.ids.take() } satisfies IdsMessage);
@@ -301,6 +365,53 @@ class Worker {
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
   }
 
+  /** A part of an answer to the status socket: an answer nobody asked for, or too long, is dropped. */
+  private statusPart(m: StatusPart): void {
+    const p = this.pending.get(m.req);
+    if (p === undefined) return;
+    p.services.push(...m.services);
+    for (const s of m.sessions) if (p.sessions.length < MAX_REPORTED_SESSIONS) p.sessions.push(s);
+    if (m.last) {
+      this.pending.delete(m.req);
+      p.done(p);
+    }
+  }
+
+  /** What the status socket shows of this worker, its answer waited for at most STATUS_WAIT_MS. */
+  async status(sessions: boolean): Promise<WorkerStatus | null> {
+    const child = this.child;
+    if (child === null || child.pid === undefined) return null;
+    const pid = child.pid;
+    let report: Pending | null = null;
+    if (this.childReady && child.connected) {
+      const req = this.nextReq++;
+      report = await new Promise<Pending | null>((resolve) => {
+        const timer = setTimeout(() => {
+          this.pending.delete(req);
+          resolve(null);
+        }, STATUS_WAIT_MS);
+        this.pending.set(req, {
+          services: [],
+          sessions: [],
+          done: (r) => {
+            clearTimeout(timer);
+            resolve(r);
+          },
+        });
+        child.send({ type: 'status', req, sessions } satisfies StatusRequest);
+      });
+    }
+    return {
+      pid,
+      uid: this.id.uid,
+      gid: this.id.gid,
+      state: this.draining ? 'draining' : this.childReady ? 'ready' : 'starting',
+      rssKiB: rssOf(pid),
+      sessions: this.index >= 0 ? native().limitsWorkerLive(this.index) : 0,
+      report: report === null ? null : { services: report.services, sessions: report.sessions },
+    };
+  }
+
   /** A new service table (same listeners): restarts use it too. */
   update(services: readonly Service[]): void {
     this.config = { ...this.config, services };
@@ -315,6 +426,7 @@ class Worker {
    */
   stop(graceMs: number | null): Promise<void> {
     this.state = 'stopped';
+    this.draining = true;
     if (this.timer) clearTimeout(this.timer);
     const child = this.child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
@@ -336,6 +448,16 @@ class Worker {
     this.state = 'stopped';
     if (this.timer) clearTimeout(this.timer);
     this.child?.kill('SIGKILL');
+  }
+}
+
+/** VmRSS of a process in KiB, or null. */
+function rssOf(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+) kB$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
   }
 }
 
@@ -437,6 +559,18 @@ export class Supervisor {
   update(services: readonly Service[], listeners: ReadonlyMap<string, HeldListener>, graceMs: number): void {
     this.assign(services, listeners, graceMs);
     this.start();
+  }
+
+  /** Every worker, retired ones (still draining) included, with its answer to the status socket. */
+  async status(sessions: boolean): Promise<WorkerStatus[]> {
+    const all = await Promise.all([...this.all(), ...this.retired.keys()].map((w) => w.status(sessions)));
+    return all.filter((w): w is WorkerStatus => w !== null);
+  }
+
+  /** A service's shared counts, by its listen key (null: no slot yet). */
+  slotStats(key: string): ReturnType<ReturnType<typeof native>['limitStats']> | null {
+    const slot = this.limits.slotOf(key);
+    return slot === undefined ? null : native().limitStats(slot);
   }
 
   /** Live sessions across all workers, from the shared counters (every session takes a place, maxconn or not). */

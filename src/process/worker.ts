@@ -13,7 +13,9 @@ import { preloadEngines, selectEngine } from '../forward/engine';
 import { socketFd } from '../forward/socket';
 import type { Engine, HeldClient } from '../forward/types';
 import { isTrustedSource, readProxyHeader, UNTRUSTED } from '../session/proxy';
-import { preloadAll, runSession } from '../session/session';
+import { preloadAll, runSession, type SessionPhase } from '../session/session';
+import { downServers } from '../session/upstream';
+import type { Forwarding } from '../forward/types';
 import { errorText } from '../sys/errors';
 import { createLogger, type Logger } from '../sys/log';
 import { native, REFUSAL, type Refusal } from '../sys/native';
@@ -23,7 +25,17 @@ import { fastService } from '../forward/fast';
 import { checkAccess } from '../table/access';
 import { GRACE_MS } from './grace';
 import { currentIds, dropPrivileges, nonDumpable } from './privilege';
-import { HEARTBEAT_MS, type IdBlock, type InitMessage, type ToMaster, type ToWorker } from './protocol';
+import {
+  HEARTBEAT_MS,
+  STATUS_PART_ITEMS,
+  type IdBlock,
+  type InitMessage,
+  type ServiceReport,
+  type SessionReport,
+  type StatusRequest,
+  type ToMaster,
+  type ToWorker,
+} from './protocol';
 
 /**
  * Connection numbers from the master's blocks, for the session code one at
@@ -95,6 +107,16 @@ interface Admitted {
   source: boolean;
 }
 
+/** A session of the session code, as the status socket lists it. */
+interface Watched {
+  readonly id: number;
+  readonly client: string;
+  readonly key: string;
+  readonly started: number;
+  phase: SessionPhase;
+  forwarding: Forwarding | null;
+}
+
 /** One listening socket of this worker and who accepts on it. */
 interface Accepting {
   readonly key: string;
@@ -140,6 +162,8 @@ export function runWorker(): void {
   setInterval(() => send({ type: 'alive' }), HEARTBEAT_MS).unref();
 
   const live = new Set<AbortController>();
+  /** The session code's live sessions, by connection number. */
+  const watched = new Map<number, Watched>();
   let draining = false;
   let deadline: NodeJS.Timeout | null = null;
   const exitWhenIdle = (): void => {
@@ -377,6 +401,10 @@ export function runWorker(): void {
     }
     const ctl = new AbortController();
     live.add(ctl);
+    const started = Date.now();
+    const w: Watched = { id, client: formatHostPort(h.client, h.clientPort), key: a.key, started, phase: 'starting', forwarding: null };
+    watched.set(id, w);
+    let ended = { bytesUp: 0, bytesDown: 0 };
     void runSession({
       id,
       client,
@@ -386,7 +414,17 @@ export function runWorker(): void {
       clearEnv: init.clearEnv,
       ids: currentIds(),
       signal: ctl.signal,
+      watch: {
+        phase: (p, f) => {
+          w.phase = p;
+          w.forwarding = f ?? null;
+        },
+        connectFailed: (server) => native().statsConnectFailed(a.slot, server),
+      },
     })
+      .then((end) => {
+        if (end.result !== null) ended = { bytesUp: end.result.bytesUp, bytesDown: end.result.bytesDown };
+      })
       // Last resort (runSession never rejects): a failure of one connection ends
       // that session (forwarding reset, handler killed), never the worker. The
       // client is not closed here: the session may have closed or passed it on.
@@ -396,6 +434,8 @@ export function runWorker(): void {
       })
       .finally(() => {
         live.delete(ctl);
+        watched.delete(id);
+        native().statsEnd(a.slot, ended.bytesUp, ended.bytesDown, Date.now() - started);
         leave(a, h);
         exitWhenIdle();
       });
@@ -483,8 +523,70 @@ export function runWorker(): void {
     native().serveIds(r.first, r.count);
   };
 
+  /**
+   * The status socket's question: per service, what its live sessions have
+   * moved so far and the servers marked down here; with `sessions`, every
+   * live session. Sent in parts (protocol.ts StatusPart).
+   */
+  const answerStatus = (req: StatusRequest): void => {
+    const services = new Map<string, { bytesUp: number; bytesDown: number; down: Set<number> }>();
+    const now = Date.now();
+    for (const [key, s] of byKey) {
+      const down = new Set(s.target.kind === 'server' ? downServers({ key, servers: s.target.servers }, now) : []);
+      services.set(key, { bytesUp: 0, bytesDown: 0, down });
+    }
+    const sessions: SessionReport[] = [];
+    const fast = init !== null && engine?.name === 'splice';
+    if (fast) {
+      for (const h of native().serveHealth()) for (const d of h.down) services.get(h.service)?.down.add(d);
+    }
+    const add = (r: SessionReport): void => {
+      const s = services.get(r.service);
+      if (s !== undefined) {
+        s.bytesUp += r.bytesUp ?? 0;
+        s.bytesDown += r.bytesDown ?? 0;
+      }
+      if (req.sessions) sessions.push(r);
+    };
+    for (const w of watched.values()) {
+      const b = w.forwarding?.stats() ?? null;
+      const bytes = w.phase === 'forwarding' ? b : null;
+      const age = Math.max(0, now - w.started);
+      // Before the upstream answers no byte has moved: idle since the accept.
+      const early = w.phase === 'starting' || w.phase === 'connecting';
+      add({
+        id: w.id,
+        client: w.client,
+        service: w.key,
+        phase: w.phase,
+        ageMs: age,
+        bytesUp: bytes?.bytesUp ?? (early ? 0 : null),
+        bytesDown: bytes?.bytesDown ?? (early ? 0 : null),
+        idleMs: bytes?.idleMs ?? (early ? age : null),
+      });
+    }
+    if (fast) for (const f of native().serveSessions()) add({ ...f });
+    const items: ({ s: ServiceReport } | { x: SessionReport })[] = [
+      ...[...services].map(([key, v]) => ({ s: { key, bytesUp: v.bytesUp, bytesDown: v.bytesDown, down: [...v.down].sort((x, y) => x - y) } })),
+      ...sessions.map((x) => ({ x })),
+    ];
+    for (let i = 0; i === 0 || i < items.length; i += STATUS_PART_ITEMS) {
+      const part = items.slice(i, i + STATUS_PART_ITEMS);
+      send({
+        type: 'status',
+        req: req.req,
+        services: part.flatMap((p) => ('s' in p ? [p.s] : [])),
+        sessions: part.flatMap((p) => ('x' in p ? [p.x] : [])),
+        last: i + STATUS_PART_ITEMS >= items.length,
+      });
+    }
+  };
+
   process.on('message', (msg: ToWorker) => {
     switch (msg.type) {
+      case 'status':
+        answerStatus(msg);
+        return;
       case 'init': {
         if (init) return;
         init = msg;

@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type * as JsForward from '../forward/js';
 import { keepAlive, restoreNonblocking, socketFd } from '../forward/socket';
-import type { Endpoints, Engine, ForwardResult, HeldClient } from '../forward/types';
+import type { Endpoints, Engine, Forwarding, ForwardResult, HeldClient } from '../forward/types';
 import { errorText } from '../sys/errors';
 import type { Logger } from '../sys/log';
 import { native } from '../sys/native';
@@ -68,6 +68,18 @@ export interface SessionContext {
   readonly execInPlace?: (argv: readonly string[], env: NodeJS.ProcessEnv, sandbox: Sandbox) => never;
   /** Aborting ends the session at once: forwarding reset, handler and ACP killed. */
   readonly signal?: AbortSignal;
+  /** Told what the session is doing (a worker's status socket and counts). */
+  readonly watch?: SessionWatch;
+}
+
+/** What a session is doing, as the status socket's -ZZ shows it. */
+export type SessionPhase = 'starting' | 'acp' | 'handler' | 'connecting' | 'forwarding';
+
+export interface SessionWatch {
+  /** The session moved on; `forwarding` comes with the forwarding, for its bytes so far. */
+  phase(p: SessionPhase, f?: Forwarding): void;
+  /** A connect to the server at `server` (its place in the group) failed. */
+  connectFailed(server: number): void;
 }
 
 export interface SessionEnd {
@@ -132,7 +144,7 @@ interface Hold {
 }
 
 async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
-  const { client, service, log, id, engine } = ctx;
+  const { client, service, log, id, engine, watch } = ctx;
   const tag = `connection ${id}`;
   // `loglevel quiet`: a connection's informational lines are left out; its warnings and errors never.
   const info = service.loglevel === 'quiet' ? (): void => {} : (m: string): void => log.info(m);
@@ -158,6 +170,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   if (service.acp !== null) {
     // An ACP is always bounded: with `timeout 0` (no idle timeout) it gets the default.
     const acpMs = (service.timeoutSec > 0 ? service.timeoutSec : DEFAULT_TIMEOUT_SEC) * 1000;
+    watch?.phase('acp');
     const v = await handlers().runAcp(service.acp, client, env, acpMs, service.sandbox, ctx.signal);
     restoreNonblocking(client);
     const text = `${tag}: acp ${service.acp}: ${v.granted ? 'granted' : 'denied'} (${v.status})${v.message ? `: ${v.message}` : ''}`;
@@ -182,6 +195,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
       }
     }
     const started = Date.now();
+    watch?.phase('handler');
     const exit = await handlers().runHandler(argv, client, env, service.sandbox, ctx.signal, {
       stderr: (line) => log.info(`${tag}: ${argv[0] ?? ''}: ${line}`),
       // The handler holds the connection now; our copy must not keep it open.
@@ -195,11 +209,15 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
   }
 
   const { proxy } = service;
+  watch?.phase('connecting');
   const upstream = await connectGroup(
     { key: listenKey(service), servers: service.target.servers, balance: proxy.balance, source: proxy.source, defaultPort: e.localPort },
     e.clientAddress,
     {
-      attemptFailed: (server, message) => log.error(`${tag}: ${server}: ${message}`),
+      attemptFailed: (server, message, index) => {
+        log.error(`${tag}: ${server}: ${message}`);
+        watch?.connectFailed(index);
+      },
       health: (line, down) => (down ? log.warn(line) : log.info(line)),
     },
   );
@@ -253,6 +271,7 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
         ? jsForward().forwardJs(socketOf(client), server, service.timeoutSec * 1000, finish, (d, chunk) => transcript.write(d, chunk))
         : engine.forward(client, server, service.timeoutSec * 1000, finish);
       hold.handOver();
+      watch?.phase('forwarding', f);
       if (ctx.signal?.aborted) f.abort();
       else ctx.signal?.addEventListener('abort', () => f.abort(), { once: true });
     } catch (err) {

@@ -141,14 +141,24 @@ export function groupOrder(g: UpstreamGroup, clientAddress: string, now = Date.n
   return [...up, ...down];
 }
 
-function healthKey(g: UpstreamGroup, i: number): string {
+function healthKey(g: Pick<UpstreamGroup, 'key' | 'servers'>, i: number): string {
   const s = g.servers[i];
   return `${g.key} ${s === undefined ? '' : formatServer(s)}`;
 }
 
+/** The places of the group's servers this process has marked down (the status socket). */
+export function downServers(g: Pick<UpstreamGroup, 'key' | 'servers'>, now = Date.now()): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < g.servers.length; i++) {
+    const h = health.get(healthKey(g, i));
+    if (h !== undefined && now < h.until) out.push(i);
+  }
+  return out;
+}
+
 export interface GroupLog {
-  /** A failed attempt: `server H:P` and the error text. */
-  attemptFailed(server: string, message: string): void;
+  /** A failed attempt: `server H:P`, the error text, and the server's place in the group. */
+  attemptFailed(server: string, message: string, index: number): void;
   /** A server of a group of two or more went down or is back. */
   health(line: string, down: boolean): void;
 }
@@ -176,7 +186,7 @@ export async function connectGroup(
       if (group && health.delete(hk)) log.health(`service ${g.key}: server ${formatHostPort(s.host, port)}: up again`, false);
       return { sock, server: text };
     } catch (err) {
-      log.attemptFailed(text, (err as Error).message);
+      log.attemptFailed(text, (err as Error).message, i);
       if (!group || (err as NodeJS.ErrnoException).code === 'EADDRNOTAVAIL') continue;
       const was = health.get(hk);
       health.set(hk, { until: Date.now() + DOWN_MS });

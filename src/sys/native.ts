@@ -44,7 +44,48 @@ export interface PumpRequest {
 export interface PumpHandle {
   /** Abort the session: both sockets are reset and closed; `done` runs with `aborted`. */
   abort(): void;
+  /** Bytes so far and ms since either side last moved data; null once the session has ended. */
+  stats(): LiveBytes | null;
 }
+
+/** A live session's bytes so far, and how long no byte moved. */
+export interface LiveBytes {
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+  readonly idleMs: number;
+}
+
+/** A fast-path session with a connection number (native serveSessions). */
+export interface FastSessionInfo extends LiveBytes {
+  readonly id: number;
+  readonly client: string;
+  /** The service's listen key. */
+  readonly service: string;
+  readonly phase: 'connecting' | 'forwarding';
+  readonly ageMs: number;
+}
+
+/** What native/limits.cc counts for a service (a slot), shared by every worker. */
+export interface SlotStats {
+  readonly live: number;
+  /** By REFUSAL: deny, noAllow, perSource, proxy. */
+  readonly refused: [number, number, number, number];
+  /** Sessions admitted since the slot was given its listen key. */
+  readonly sessions: number;
+  /** Bytes each way and the summed duration of the sessions that ended. */
+  readonly bytesUp: number;
+  readonly bytesDown: number;
+  readonly durationMs: number;
+  /** Ended sessions per duration bucket (DURATION_BUCKETS_MS, then one for longer), not cumulative. */
+  readonly durations: readonly number[];
+  /** Failed connects by the server's place in the group (the first STATS_SERVERS). */
+  readonly connectFailed: readonly number[];
+}
+
+/** Upper bounds (ms) of native/limits.cc's duration buckets; a last bucket takes the longer ones. */
+export const DURATION_BUCKETS_MS = [1, 10, 100, 1000, 10_000, 60_000, 600_000, 3_600_000] as const;
+/** Servers of a group whose failed connects are counted one by one. */
+export const STATS_SERVERS = 64;
 
 /**
  * What a handler or ACP process gets before its exec (the shape of
@@ -223,6 +264,10 @@ export interface Addon {
   /** Resets every fast-path session. */
   serveAbortAll(): void;
   serveStats(): { live: number; listeners: number; idsLeft: number };
+  /** The fast path's sessions that have a connection number (connecting or forwarding). */
+  serveSessions(): FastSessionInfo[];
+  /** Per fast-path listener of a group: the places of the servers this worker has marked down. */
+  serveHealth(): { service: string; down: number[] }[];
   /** The log lines not yet delivered by a batch, taken now. */
   serveTake(): string[];
   /**
@@ -263,7 +308,15 @@ export interface Addon {
   refusalCount(slot: number, reason: Refusal): void;
   /** The shared budget of refusal lines (10 a second a service): false once spent. */
   refusalLogAllowed(slot: number): boolean;
-  limitStats(slot: number): { live: number; refused: [number, number, number, number] };
+  limitStats(slot: number): SlotStats;
+  /** A slot given to a new listen key starts its counts again. */
+  limitsSlotReset(slot: number): void;
+  /** The live sessions worker `worker` holds, over every service. */
+  limitsWorkerLive(worker: number): number;
+  /** A session of the slot's service ended (the session code's; the fast path counts its own). */
+  statsEnd(slot: number, bytesUp: number, bytesDown: number, durationMs: number): void;
+  /** A connect to server `server` (its place in the group) failed. */
+  statsConnectFailed(slot: number, server: number): void;
   /** The native access-list matcher: null (admitted) or the refusing rule's text. */
   accessCheck(rules: readonly AccessRule[], client: string): string | null;
   /** Parses the start of a stream for a PROXY header (never more than the header is looked at). */
@@ -288,7 +341,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 12;
+const ABI_VERSION = 13;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

@@ -23,7 +23,7 @@
  */
 import { escapeText, quote } from '../sys/text';
 import { parseBind, splitHostPort, type BindAddress, type Parsed, type PortResolver } from './address';
-import { checkTimeout, MAX_TIMEOUT_SEC, parsePrefix } from './directives';
+import { checkTimeout, MAX_TIMEOUT_SEC, parseControl, parsePrefix } from './directives';
 import { parseTargetWords, type Target } from './service';
 
 export const DEFAULT_PIDFILE = '/var/run/tcpproxy.pid';
@@ -57,6 +57,12 @@ export interface CliOptions {
   readonly list: 0 | 1 | 2;
   /** `-D`: stay in the foreground and log to stderr too. */
   readonly foreground: boolean;
+  /** `-S path`: the control socket (or `none`), over the config file's `control`. */
+  readonly control: string | null;
+  /** `-Z` → 1 (the running daemon's status), `-ZZ` → 2 (and its live sessions). */
+  readonly status: 0 | 1 | 2;
+  /** `--json`: -Z prints JSON. */
+  readonly json: boolean;
   /** The server arguments: one or more `host[:port]` (a group), or a program and its arguments. */
   readonly server: Target | null;
   /** `--help` */
@@ -170,6 +176,17 @@ const SPECS: ReadonlyMap<string, OptionSpec> = new Map<string, OptionSpec>([
     help: 'standalone: listen on the configured ports',
     apply: setFlag('standalone'),
   }],
+  ['S', {
+    takesArg: true,
+    argName: 'socket',
+    help: 'the control socket (an absolute path, or none)',
+    apply: (o, arg) => {
+      const r = parseControl(arg);
+      if (!r.ok) return `option -S: ${r.error.replace(/^control/, 'the socket')}`;
+      o.control = r.value;
+      return null;
+    },
+  }],
   ['t', {
     takesArg: true,
     argName: 'timeout',
@@ -212,14 +229,22 @@ const SPECS: ReadonlyMap<string, OptionSpec> = new Map<string, OptionSpec>([
       return null;
     },
   }],
+  ['Z', {
+    takesArg: false,
+    help: 'show what the running daemon does; -ZZ: its sessions too',
+    apply: (o) => {
+      o.status = o.status === 0 ? 1 : 2;
+      return null;
+    },
+  }],
 ]);
 
 /** Letters of all options, in the order of the help text. */
 export const OPTION_LETTERS: readonly string[] = [...SPECS.keys()];
 
 export const USAGE =
-  'usage: tcpproxy [-Dsyz] [-a program] [-b [interface:]port] [-f config] [-l logname] ' +
-  '[-p [-p pidfile]] [-t timeout] [-v prefix] [-w writefile] [server ...]';
+  'usage: tcpproxy [-DsyzZ] [-a program] [-b [interface:]port] [-f config] [-l logname] ' +
+  '[-p [-p pidfile]] [-S socket] [-t timeout] [-v prefix] [-w writefile] [--json] [server ...]';
 
 function helpLine(letter: string, spec: OptionSpec): string {
   const head = spec.argName === undefined ? `-${letter}` : `-${letter} ${spec.argName}`;
@@ -234,6 +259,7 @@ export const HELP: string = [
   'Without server, read the config file.',
   '',
   ...[...SPECS].map(([letter, spec]) => helpLine(letter, spec)),
+  `  ${'--json'.padEnd(20)}-Z and -ZZ print JSON`,
   `  ${'--help'.padEnd(20)}print this help and exit`,
   `  ${'--version'.padEnd(20)}print the version and exit`,
   '',
@@ -253,6 +279,9 @@ function initialOptions(): Mutable<CliOptions> {
     clearEnv: false,
     list: 0,
     foreground: false,
+    control: null,
+    status: 0,
+    json: false,
     server: null,
     help: false,
     version: false,
@@ -271,6 +300,10 @@ export function parseArgs(argv: readonly string[], resolve: PortResolver): CliRe
     if (word === '--') {
       i++;
       break;
+    }
+    if (word === '--json') {
+      o.json = true;
+      continue;
     }
     if (word.startsWith('--')) {
       if (word === '--help') o.help = true;
@@ -327,5 +360,6 @@ export function parseArgs(argv: readonly string[], resolve: PortResolver): CliRe
     o.server = t.value;
   }
   if (o.bind !== null && o.server === null) return fail('option -b needs a server argument');
+  if (o.json && o.status === 0) return fail('--json goes with -Z or -ZZ');
   return { ok: true, options: o };
 }

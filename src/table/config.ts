@@ -11,7 +11,7 @@ import * as path from 'node:path';
 import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
 import { normalizeIp, parsePort, type PortResolver } from './address';
-import { directive, DIRECTIVES, MAX_ID, parseWorkers, type CliSetting, type Settings } from './directives';
+import { directive, DIRECTIVES, MAX_ID, parseControl, parseWorkers, type CliSetting, type Settings } from './directives';
 import { DEFAULT_BOUNDS, DEFAULT_LOGLEVEL, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTargetWords, splitCommand, type Access, type Prefix, type Proxying, type Service, type Target } from './service';
 
 export interface Config {
@@ -21,6 +21,8 @@ export interface Config {
   readonly logname: string | null;
   /** Workers per identity (`workers`), null: not stated. */
   readonly workers: number | 'auto' | null;
+  /** The control socket (`control`): an absolute path or `none`; null: not stated. */
+  readonly control: string | null;
   /** In file order. */
   readonly services: readonly Service[];
 }
@@ -189,6 +191,7 @@ class Parser {
   private standalone: boolean | null = null;
   private logname: string | null = null;
   private workers: number | 'auto' | null = null;
+  private control: string | null = null;
   private portLines = 0;
   private readonly ports = new Map<number, number>();
   private readonly blocks: PortBlock[] = [];
@@ -288,13 +291,19 @@ class Parser {
     return this.block === null ? this.global : (this.block.current?.scope ?? this.block.scope);
   }
 
-  /** `standalone`, `logname` and `workers`: once in the file, wherever they stand. */
+  /** `standalone`, `logname`, `workers` and `control`: once in the file, wherever they stand. */
   private fileLine(lineNo: number, name: string, value: string): void {
     const fresh = this.firstTime(lineNo, this.fileSeen, name);
     const arg = this.oneArg(lineNo, name, value);
     if (arg === null) return;
     if (name === 'logname') {
       if (fresh) this.logname = arg;
+      return;
+    }
+    if (name === 'control') {
+      const c = parseControl(arg);
+      if (!c.ok) this.error(lineNo, c.error);
+      else if (fresh) this.control = c.value;
       return;
     }
     if (name === 'workers') {
@@ -485,7 +494,7 @@ class Parser {
       for (const { line, message } of late.values()) this.error(line, message);
       return { ok: false, errors: this.errors.sort((a, b) => a.line - b.line), programs: this.programs };
     }
-    return { ok: true, config: { file, standalone: this.standalone, logname: this.logname, workers: this.workers, services } };
+    return { ok: true, config: { file, standalone: this.standalone, logname: this.logname, workers: this.workers, control: this.control, services } };
   }
 }
 

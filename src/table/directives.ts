@@ -97,6 +97,12 @@ export function checkTimeout(text: string): { ok: true; value: number } | { ok: 
   return n <= MAX_TIMEOUT_SEC ? { ok: true, value: n } : { ok: false, why: 'out-of-range' };
 }
 
+/** `control PATH` (absolute) or `control none`; also `-S`. */
+export function parseControl(text: string): Parsed<string> {
+  if (text === 'none' || (text.startsWith('/') && !text.includes('\0'))) return { ok: true, value: text };
+  return { ok: false, error: `control must be an absolute path or "none", not ${quote(text)}` };
+}
+
 /** The most workers per identity `workers` accepts. */
 export const MAX_WORKERS = 64;
 
@@ -203,7 +209,7 @@ function setting<K extends keyof Settings>(key: K, r: Parsed<Exclude<Settings[K]
 }
 
 export type Directive =
-  /** File-wide, wherever it stands: `standalone`, `logname`, `workers`. */
+  /** File-wide, wherever it stands: `standalone`, `logname`, `workers`, `control`. */
   | { readonly name: string; readonly kind: 'file' }
   /** The structure: `port`, `interface`, `server`, `exec`. */
   | { readonly name: string; readonly kind: 'port' | 'interface' | 'target' }
@@ -262,6 +268,7 @@ export const DIRECTIVE_TABLE: readonly Directive[] = [
   },
   { name: 'writefile', kind: 'setting', key: 'writefile', rest: false, option: 'writefile', parse: (v) => setting('writefile', { ok: true, value: v }) },
   { name: 'workers', kind: 'file' },
+  { name: 'control', kind: 'file' },
   { name: 'allow', kind: 'list', key: 'allow', parse: parseAccessPrefix },
   { name: 'deny', kind: 'list', key: 'deny', parse: parseAccessPrefix },
   { name: 'maxconn', kind: 'setting', key: 'maxconn', rest: false, parse: (v) => setting('maxconn', parseLimit('maxconn', v)) },

@@ -26,6 +26,9 @@ const DEFAULTS: CliOptions = {
   clearEnv: false,
   list: 0,
   foreground: false,
+  control: null,
+  status: 0,
+  json: false,
   server: null,
   help: false,
   version: false,
@@ -385,7 +388,7 @@ describe('parseArgs: the server argument', () => {
 describe('parseArgs: unknown options', () => {
   it.each([
     [['-x'], 'unknown option -x'],
-    [['-S'], 'unknown option -S'],
+    [['-Q'], 'unknown option -Q'],
     [['-d'], 'unknown option -d'],
     [['-sx'], 'unknown option -x'],
     [['-s', '-y', '-Q', 'h'], 'unknown option -Q'],
@@ -441,6 +444,17 @@ describe('parseArgs: --help and --version', () => {
   });
 });
 
+describe('parseArgs: -S, -Z and --json', () => {
+  it('-Z counts, -S takes an absolute path or none, --json goes with -Z', () => {
+    expect(ok('-Z')).toMatchObject({ status: 1, control: null, json: false });
+    expect(ok('-ZZ', '--json', '-S', '/run/x.sock')).toMatchObject({ status: 2, control: '/run/x.sock', json: true });
+    expect(ok('-Z', '-Snone')).toMatchObject({ status: 1, control: 'none' });
+    expect(err('-S', 'rel.sock', '-Z')).toBe('option -S: the socket must be an absolute path or "none", not "rel.sock"');
+    expect(err('--json')).toBe('--json goes with -Z or -ZZ');
+    expect(err('-S')).toBe('option -S needs an argument');
+  });
+});
+
 describe('parseArgs: combined', () => {
   it('a full command line', () => {
     expect(
@@ -459,6 +473,9 @@ describe('parseArgs: combined', () => {
       clearEnv: true,
       list: 2,
       foreground: true,
+      control: null,
+      status: 0,
+      json: false,
       server: { kind: 'exec', argv: ['./h', 'a', 'b'] },
       help: false,
       version: false,
@@ -486,7 +503,7 @@ describe('parseArgs: combined', () => {
 
 describe('USAGE, HELP, OPTION_LETTERS', () => {
   it('OPTION_LETTERS lists every option', () => {
-    expect(OPTION_LETTERS).toEqual(['a', 'b', 'c', 'D', 'f', 'l', 'p', 's', 't', 'v', 'w', 'y', 'z']);
+    expect(OPTION_LETTERS).toEqual(['a', 'b', 'c', 'D', 'f', 'l', 'p', 's', 'S', 't', 'v', 'w', 'y', 'z', 'Z']);
   });
 
   it('every listed letter is accepted and every other letter is not', () => {
@@ -504,8 +521,8 @@ describe('USAGE, HELP, OPTION_LETTERS', () => {
 
   it('the usage line', () => {
     expect(USAGE).toBe(
-      'usage: tcpproxy [-Dsyz] [-a program] [-b [interface:]port] [-f config] [-l logname] ' +
-        '[-p [-p pidfile]] [-t timeout] [-v prefix] [-w writefile] [server ...]',
+      'usage: tcpproxy [-DsyzZ] [-a program] [-b [interface:]port] [-f config] [-l logname] ' +
+        '[-p [-p pidfile]] [-S socket] [-t timeout] [-v prefix] [-w writefile] [--json] [server ...]',
     );
     expect(USAGE).not.toContain('\n');
   });
@@ -513,7 +530,7 @@ describe('USAGE, HELP, OPTION_LETTERS', () => {
   it('the usage line names every option but the alias -c', () => {
     for (const letter of OPTION_LETTERS) {
       if (letter === 'c') continue;
-      if ('Dsyz'.includes(letter)) expect(USAGE).toContain('[-Dsyz]');
+      if ('DsyzZ'.includes(letter)) expect(USAGE).toContain('[-DsyzZ]');
       else expect(USAGE).toContain(`[-${letter} `);
     }
   });

@@ -88,9 +88,9 @@ describe('man/tcpproxy.1: content', () => {
     }
   });
 
-  it('documents every option of src/table/cli.ts, --help and --version, and no other', () => {
+  it('documents every option of src/table/cli.ts, --json, --help and --version, and no other', () => {
     const documented = tags(section('OPTIONS')).map(tagWord);
-    const expected = [...OPTION_LETTERS.map((l) => `-${l}`), '--help', '--version'];
+    const expected = [...OPTION_LETTERS.map((l) => `-${l}`), '--json', '--help', '--version'];
     expect([...documented].sort()).toEqual([...expected].sort());
   });
 
