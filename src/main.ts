@@ -143,6 +143,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
       pidfile: o.pidfile,
       readyFd,
       control: controlPath(o.control, config?.control ?? null),
+      metrics: config?.metrics ?? null,
       reload:
         o.server !== null
           ? null

@@ -13,6 +13,10 @@ import { runningAsRoot } from '../process/privilege';
 import { bindListeners, closeListeners, takeInheritedListeners, type InheritedListener, type Listener } from './listener';
 import { ControlBusyError, ControlSocket, type Request } from './control';
 import { buildStatus } from './status';
+import { MetricsHost } from '../process/metrics-host';
+import type { MetricsSnapshot } from '../process/metrics';
+import { DEFAULT_GID, DEFAULT_UID } from '../process/privilege';
+import type { BindAddress } from '../table/address';
 import { createLogger, type Logger } from '../sys/log';
 import { native } from '../sys/native';
 import { Notifier, takeNotifyEnv } from '../sys/notify';
@@ -44,6 +48,8 @@ export interface StandaloneOptions {
    * default's only gives a warning (another daemon may hold it).
    */
   readonly control: { readonly path: string; readonly explicit: boolean } | null;
+  /** `metrics [interface:]port`: where the metrics process serves /metrics (fixed at start). */
+  readonly metrics: BindAddress | null;
 }
 
 function warnIgnoredIds(services: readonly Service[], log: Logger): void {
@@ -95,7 +101,33 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     const workers = await s.status(r.sessions);
     return buildStatus({ version: VERSION, startedAt, services, asRoot, workers, slotStats: (k) => s.slotStats(k), sessions: r.sessions });
   };
-  const held: { control: ControlSocket | null } = { control: null };
+  const held: { control: ControlSocket | null; metrics: Listener | null } = { control: null, metrics: null };
+  const metricsSnapshot = async (): Promise<MetricsSnapshot> => {
+    if (supervisor === null) throw new Error('not started yet');
+    const s = supervisor;
+    const workers = await s.status(false);
+    const st = buildStatus({ version: VERSION, startedAt, services, asRoot, workers, slotStats: (k) => s.slotStats(k), sessions: false });
+    return {
+      version: VERSION,
+      services: st.services.map((v) => {
+        const slot = s.slotStats(v.service);
+        return {
+          port: v.port,
+          interface: v.interface ?? '*',
+          live: v.live,
+          sessions: v.sessions,
+          refused: v.refused,
+          bytesUp: v.bytesUp,
+          bytesDown: v.bytesDown,
+          durations: slot?.durations ?? [],
+          durationMs: slot?.durationMs ?? 0,
+          servers: v.servers.map((x) => ({ server: x.server, up: x.state === 'up', connectFailed: x.connectFailed })),
+        };
+      }),
+      workers: workers.length,
+      workerRestarts: s.restarts(),
+    };
+  };
   try {
     // A live pidfile means another tcpproxy: say so rather than fail on its ports.
     if (opts.pidfile !== null) checkPidfile(opts.pidfile);
@@ -111,6 +143,17 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       listeners.set(l.key, l);
       log.info(`listening on ${l.key}`);
     }
+    if (opts.metrics !== null) {
+      // Its own socket, never shared with a service's (SO_REUSEPORT would split the connections between them).
+      const m = opts.metrics;
+      const clash = bound.find((l) => l.port === m.port && (l.iface === null || m.iface === null || l.iface === m.iface));
+      if (clash !== undefined) throw new StartError(`metrics ${listenKey(m)}: the port of service ${clash.key}`);
+      const [l] = bindListeners([m], [...listeners.values()]);
+      if (l !== undefined) {
+        held.metrics = l;
+        log.info(`metrics on ${l.key}`);
+      }
+    }
     if (opts.control !== null) {
       try {
         held.control = await ControlSocket.open(opts.control.path, answer, log);
@@ -124,6 +167,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     if (opts.pidfile !== null) writePidfile(opts.pidfile);
   } catch (err) {
     held.control?.close();
+    if (held.metrics !== null) closeListeners([held.metrics]);
     closeListeners(listeners.values());
     if (err instanceof StartError) return fail(err.exitCode, err.message);
     throw err;
@@ -140,6 +184,17 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     log,
   });
   supervisor.start();
+  const metricsHost =
+    held.metrics === null
+      ? null
+      : new MetricsHost({
+          fd: held.metrics.fd,
+          key: held.metrics.key,
+          expect: asRoot ? { uid: DEFAULT_UID, gid: DEFAULT_GID } : null,
+          snapshot: metricsSnapshot,
+          log,
+        });
+  metricsHost?.start();
   log.info(`tcpproxy ${VERSION} serving ${services.length} service(s), pid ${process.pid}`);
   if (opts.readyFd !== null) report(opts.readyFd, { ok: true });
   const running = supervisor;
@@ -204,6 +259,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     const now = (sig: string): void => {
       log.info(`${sig} again: closing every session now`);
       running.kill();
+      metricsHost?.stop();
       held.control?.close();
       if (opts.pidfile !== null) removePidfile(opts.pidfile);
       resolve(EXIT_OK);
@@ -219,6 +275,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       listeners.clear();
       void running.stop(GRACE_MS).then(() => {
         if (opts.pidfile !== null) removePidfile(opts.pidfile);
+        metricsHost?.stop();
         held.control?.close();
         log.info('terminated');
         notifier.stop();

@@ -209,13 +209,14 @@ class Worker {
   private readonly log: Logger;
   private readonly ids: IdSource;
   private readonly limits: Limits;
+  private readonly restarts: { n: number };
 
   constructor(
     id: Identity,
     listeners: readonly WorkerListener[],
     drop: boolean,
     config: WorkerConfig,
-    shared: { readonly ids: IdSource; readonly limits: Limits },
+    shared: { readonly ids: IdSource; readonly limits: Limits; readonly restarts: { n: number } },
     log: Logger,
   ) {
     this.id = id;
@@ -225,6 +226,7 @@ class Worker {
     this.config = config;
     this.ids = shared.ids;
     this.limits = shared.limits;
+    this.restarts = shared.restarts;
     this.log = log;
   }
 
@@ -357,6 +359,7 @@ class Worker {
     if (this.state === 'stopped') return;
     if (Date.now() - this.startedAt >= HEALTHY_MS) this.backoffMs = BACKOFF_FIRST_MS;
     this.log.error(`${this.label} (pid ${child.pid ?? '?'}) ended with ${how}; restarting in ${this.backoffMs} ms`);
+    this.restarts.n++;
     this.state = 'backoff';
     this.timer = setTimeout(() => {
       this.timer = null;
@@ -488,6 +491,7 @@ export class Supervisor {
   private retired = new Map<Worker, Promise<void>>();
   private readonly ids = new IdSource();
   private readonly limits = new Limits();
+  private readonly restarted = { n: 0 };
   private readonly opts: Omit<SupervisorOptions, 'services' | 'listeners'>;
 
   constructor(opts: SupervisorOptions) {
@@ -533,7 +537,7 @@ export class Supervisor {
       for (const w of old) this.retire(w, null);
       next.set(
         k,
-        Array.from({ length: this.opts.workers }, () => new Worker(g.id, held, this.opts.asRoot, config, { ids: this.ids, limits: this.limits }, this.opts.log)),
+        Array.from({ length: this.opts.workers }, () => new Worker(g.id, held, this.opts.asRoot, config, { ids: this.ids, limits: this.limits, restarts: this.restarted }, this.opts.log)),
       );
     }
     for (const [k, ws] of this.workers) if (!next.has(k)) for (const w of ws) this.retire(w, graceMs);
@@ -565,6 +569,11 @@ export class Supervisor {
   async status(sessions: boolean): Promise<WorkerStatus[]> {
     const all = await Promise.all([...this.all(), ...this.retired.keys()].map((w) => w.status(sessions)));
     return all.filter((w): w is WorkerStatus => w !== null);
+  }
+
+  /** Workers restarted after they ended unasked, over the daemon's life. */
+  restarts(): number {
+    return this.restarted.n;
   }
 
   /** A service's shared counts, by its listen key (null: no slot yet). */

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { errorText, type ConfigError } from '../sys/errors';
 import { quote } from '../sys/text';
-import { normalizeIp, parsePort, type PortResolver } from './address';
+import { normalizeIp, parseBind, parsePort, type BindAddress, type PortResolver } from './address';
 import { directive, DIRECTIVES, MAX_ID, parseControl, parseWorkers, type CliSetting, type Settings } from './directives';
 import { DEFAULT_BOUNDS, DEFAULT_LOGLEVEL, DEFAULT_PREFIX, DEFAULT_PROXYING, DEFAULT_SANDBOX, DEFAULT_TIMEOUT_SEC, parseTargetWords, splitCommand, type Access, type Prefix, type Proxying, type Service, type Target } from './service';
 
@@ -23,6 +23,8 @@ export interface Config {
   readonly workers: number | 'auto' | null;
   /** The control socket (`control`): an absolute path or `none`; null: not stated. */
   readonly control: string | null;
+  /** Where the Prometheus metrics are served (`metrics [interface:]port`); null: nowhere. */
+  readonly metrics: BindAddress | null;
   /** In file order. */
   readonly services: readonly Service[];
 }
@@ -192,6 +194,7 @@ class Parser {
   private logname: string | null = null;
   private workers: number | 'auto' | null = null;
   private control: string | null = null;
+  private metrics: BindAddress | null = null;
   private portLines = 0;
   private readonly ports = new Map<number, number>();
   private readonly blocks: PortBlock[] = [];
@@ -298,6 +301,12 @@ class Parser {
     if (arg === null) return;
     if (name === 'logname') {
       if (fresh) this.logname = arg;
+      return;
+    }
+    if (name === 'metrics') {
+      const m = parseBind(arg, this.resolve);
+      if (!m.ok) this.error(lineNo, `metrics: ${m.error}`);
+      else if (fresh) this.metrics = m.value;
       return;
     }
     if (name === 'control') {
@@ -494,7 +503,7 @@ class Parser {
       for (const { line, message } of late.values()) this.error(line, message);
       return { ok: false, errors: this.errors.sort((a, b) => a.line - b.line), programs: this.programs };
     }
-    return { ok: true, config: { file, standalone: this.standalone, logname: this.logname, workers: this.workers, control: this.control, services } };
+    return { ok: true, config: { file, standalone: this.standalone, logname: this.logname, workers: this.workers, control: this.control, metrics: this.metrics, services } };
   }
 }
 

@@ -269,6 +269,7 @@ export const DIRECTIVE_TABLE: readonly Directive[] = [
   { name: 'writefile', kind: 'setting', key: 'writefile', rest: false, option: 'writefile', parse: (v) => setting('writefile', { ok: true, value: v }) },
   { name: 'workers', kind: 'file' },
   { name: 'control', kind: 'file' },
+  { name: 'metrics', kind: 'file' },
   { name: 'allow', kind: 'list', key: 'allow', parse: parseAccessPrefix },
   { name: 'deny', kind: 'list', key: 'deny', parse: parseAccessPrefix },
   { name: 'maxconn', kind: 'setting', key: 'maxconn', rest: false, parse: (v) => setting('maxconn', parseLimit('maxconn', v)) },

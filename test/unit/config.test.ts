@@ -122,7 +122,7 @@ describe('the man page sample', () => {
     const r = readConfig(file, fakeServices);
     expect(r).toEqual({
       ok: true,
-      config: { file, standalone: null, logname: null, workers: null, control: null, services: expected(file) },
+      config: { file, standalone: null, logname: null, workers: null, control: null, metrics: null, services: expected(file) },
     });
   });
 
@@ -245,7 +245,7 @@ describe('line checks', () => {
 describe('global directives', () => {
   it('leaves standalone and logname null when absent', () => {
     const c = configOf(conf('port 25', 'server 127.0.0.1'));
-    expect(c).toEqual({ file: FILE, standalone: null, logname: null, workers: null, control: null, services: [expect.anything()] });
+    expect(c).toEqual({ file: FILE, standalone: null, logname: null, workers: null, control: null, metrics: null, services: [expect.anything()] });
   });
 
   it.each([
@@ -1142,6 +1142,7 @@ describe('DIRECTIVES', () => {
         'loglevel',
         'logname',
         'maxconn',
+        'metrics',
         'no-new-privs',
         'per-source',
         'port',
@@ -1196,6 +1197,7 @@ describe('readConfig', () => {
         logname: null,
         workers: null,
         control: null,
+        metrics: null,
         services: [{ ...svc({ port: 25, target: server('127.0.0.1'), timeoutSec: 7, line: 1 }), origin: { file, line: 1 } }],
       },
     });
