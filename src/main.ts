@@ -96,6 +96,9 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
   const loaded = load(o);
   if (!loaded.ok) {
     for (const e of loaded.errors) io.stderr(`${e}\n`);
+    // The new master of an upgrade: the old one waits for this report (a detached start checked the file before).
+    const readyFd = process.env['TCPPROXY_READY_FD'] === undefined ? null : daemonMode().takeReadyFd();
+    if (readyFd !== null) daemonMode().report(readyFd, { ok: false, code: EXIT_USAGE, message: loaded.errors.join('\n') });
     return EXIT_USAGE;
   }
   const { services, config } = loaded;
@@ -144,6 +147,7 @@ export async function main(argv: readonly string[], ioGiven: Io = processIo): Pr
       readyFd,
       control: controlPath(o.control, config?.control ?? null),
       metrics: config?.metrics ?? null,
+      argv,
       reload:
         o.server !== null
           ? null

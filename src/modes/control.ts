@@ -72,7 +72,7 @@ export class ControlSocket {
    * replaced; one that is answered, or anything else at `p`, is an error:
    * a StartError (exit 1) naming the path.
    */
-  static async open(p: string, answer: (r: Request) => Promise<unknown>, log: Logger): Promise<ControlSocket> {
+  static async open(p: string, answer: (r: Request) => Promise<unknown>, log: Logger, takeOver = false): Promise<ControlSocket> {
     const fail = (why: string): never => {
       throw new StartError(`cannot listen on the control socket ${p}: ${why}`);
     };
@@ -84,7 +84,8 @@ export class ControlSocket {
     }
     if (st !== null) {
       if (!st.isSocket()) fail('the path exists and is not a socket');
-      if (await answered(p)) throw new ControlBusyError(`cannot listen on the control socket ${p}: another daemon answers on it`);
+      // An upgrade's new master takes the socket from the master it replaces.
+      if (!takeOver && (await answered(p))) throw new ControlBusyError(`cannot listen on the control socket ${p}: another daemon answers on it`);
       try {
         fs.unlinkSync(p);
       } catch (err) {
@@ -155,7 +156,18 @@ export class ControlSocket {
     });
   }
 
-  /** Stops listening and removes the socket file if it is still this one's. */
+  /**
+   * Leaves the path to the master that took it over (an upgrade): the server
+   * is only unreferenced, never closed, because libuv unlinks a pipe's path
+   * when its server closes, and the path is the new master's file now.
+   * Nobody can reach this one any more (its file is gone); it ends with
+   * the process.
+   */
+  abandon(): void {
+    this.server.unref();
+  }
+
+  /** Stops listening and removes the socket file if it is still this one's (libuv unlinks the path too). */
   close(): void {
     this.server.close();
     try {

@@ -51,7 +51,8 @@ function running(pid: number): boolean {
 }
 
 /** Throws when the pidfile names another running process (checked again when writing). */
-export function checkPidfile(file: string): void {
+/** `allow`: a running pid the file may name (the master an upgrade replaces). */
+export function checkPidfile(file: string, allow: number | null = null): void {
   let old = '';
   try {
     old = readPidfile(file);
@@ -59,12 +60,12 @@ export function checkPidfile(file: string): void {
     return;
   }
   const pid = Number.parseInt(old.trim(), 10);
-  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && running(pid)) {
+  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pid !== allow && running(pid)) {
     throw new StartError(`pidfile ${file}: tcpproxy is already running as pid ${pid}`);
   }
 }
 
-export function writePidfile(file: string): void {
+export function writePidfile(file: string, allow: number | null = null): void {
   let old = '';
   try {
     old = readPidfile(file);
@@ -74,7 +75,7 @@ export function writePidfile(file: string): void {
     }
   }
   const pid = Number.parseInt(old.trim(), 10);
-  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && running(pid)) {
+  if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && pid !== allow && running(pid)) {
     throw new StartError(`pidfile ${file}: tcpproxy is already running as pid ${pid}`);
   }
   // Write beside it and rename: a reader never sees a half-written file. The

@@ -13,6 +13,7 @@ import { runningAsRoot } from '../process/privilege';
 import { bindListeners, closeListeners, takeInheritedListeners, type InheritedListener, type Listener } from './listener';
 import { ControlBusyError, ControlSocket, type Request } from './control';
 import { buildStatus } from './status';
+import { ID_GAP, startNewMaster, takeHandover } from './upgrade';
 import { MetricsHost } from '../process/metrics-host';
 import type { MetricsSnapshot } from '../process/metrics';
 import { DEFAULT_GID, DEFAULT_UID } from '../process/privilege';
@@ -50,6 +51,8 @@ export interface StandaloneOptions {
   readonly control: { readonly path: string; readonly explicit: boolean } | null;
   /** `metrics [interface:]port`: where the metrics process serves /metrics (fixed at start). */
   readonly metrics: BindAddress | null;
+  /** The command's arguments, for the new master of an upgrade (SIGUSR2). */
+  readonly argv: readonly string[];
 }
 
 function warnIgnoredIds(services: readonly Service[], log: Logger): void {
@@ -85,11 +88,31 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
   process.once('SIGTERM', () => first('SIGTERM'));
   process.once('SIGINT', () => first('SIGINT'));
   process.on('SIGHUP', () => onHup());
+  let usr2Pending = false;
+  let onUsr2 = (): void => {
+    usr2Pending = true;
+  };
+  process.on('SIGUSR2', () => onUsr2());
 
   let services = opts.services;
   const addon = native();
   const inherited: InheritedListener[] = takeInheritedListeners((fd) => addon.sockName(fd));
   for (const l of inherited) log.info(`socket activation: fd ${l.fd} listening on ${formatHostPort(l.address, l.port)}`);
+  // An upgrade (SIGUSR2 to the master this one replaces): its sockets, taken where a service has the same listen key.
+  const handover = takeHandover();
+  const handedMetrics = handover?.listeners.find((l) => opts.metrics !== null && l.key === `metrics:${listenKey(opts.metrics)}`) ?? null;
+  if (handover !== null) {
+    const wantedKeys = new Set(listenAddresses(services).map(listenKey));
+    for (const l of handover.listeners) {
+      const sn = addon.sockName(l.fd);
+      if (l !== handedMetrics && wantedKeys.has(l.key) && sn?.listening === true) {
+        inherited.push({ fd: l.fd, address: sn.local.address, port: sn.local.port });
+        log.info(`upgrade: fd ${l.fd} listening on ${l.key}, from pid ${handover.from}`);
+      } else if (l !== handedMetrics) {
+        addon.close(l.fd);
+      }
+    }
+  }
 
   /** The master's listening sockets by listen key; it never polls them, its workers accept. */
   const listeners = new Map<string, Listener>();
@@ -130,7 +153,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
   };
   try {
     // A live pidfile means another tcpproxy: say so rather than fail on its ports.
-    if (opts.pidfile !== null) checkPidfile(opts.pidfile);
+    if (opts.pidfile !== null) checkPidfile(opts.pidfile, handover?.from ?? null);
     const wanted = listenAddresses(services);
     const bound = bindListeners(wanted, [], inherited);
     // `-b ...:0` asks for an ephemeral port: the service takes the port the kernel chose.
@@ -148,7 +171,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       const m = opts.metrics;
       const clash = bound.find((l) => l.port === m.port && (l.iface === null || m.iface === null || l.iface === m.iface));
       if (clash !== undefined) throw new StartError(`metrics ${listenKey(m)}: the port of service ${clash.key}`);
-      const [l] = bindListeners([m], [...listeners.values()]);
+      const [l] = handedMetrics !== null ? [{ ...m, key: listenKey(m), fd: handedMetrics.fd, inherited: true }] : bindListeners([m], [...listeners.values()]);
       if (l !== undefined) {
         held.metrics = l;
         log.info(`metrics on ${l.key}`);
@@ -156,7 +179,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     }
     if (opts.control !== null) {
       try {
-        held.control = await ControlSocket.open(opts.control.path, answer, log);
+        held.control = await ControlSocket.open(opts.control.path, answer, log, handover !== null);
       } catch (err) {
         if (opts.control.explicit || !(err instanceof StartError)) throw err;
         // The default path, held by another tcpproxy (a second instance on the host): this one goes without.
@@ -164,7 +187,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
         else log.warn(`warning: ${err.message}: no control socket (name one with -S or "control")`);
       }
     }
-    if (opts.pidfile !== null) writePidfile(opts.pidfile);
+    if (opts.pidfile !== null) writePidfile(opts.pidfile, handover?.from ?? null);
   } catch (err) {
     held.control?.close();
     if (held.metrics !== null) closeListeners([held.metrics]);
@@ -182,6 +205,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     stderr: opts.foreground,
     asRoot,
     log,
+    ...(handover !== null ? { firstId: handover.firstId } : {}),
   });
   supervisor.start();
   const metricsHost =
@@ -196,6 +220,8 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
         });
   metricsHost?.start();
   log.info(`tcpproxy ${VERSION} serving ${services.length} service(s), pid ${process.pid}`);
+  // The master being replaced stops accepting when this one reports: its workers first.
+  if (handover !== null) await supervisor.whenReady(15_000);
   if (opts.readyFd !== null) report(opts.readyFd, { ok: true });
   const running = supervisor;
   const status = (): string => {
@@ -264,18 +290,63 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       if (opts.pidfile !== null) removePidfile(opts.pidfile);
       resolve(EXIT_OK);
     };
-    const stop = (sig: string): void => {
-      log.info(`${sig}: no new connections; live sessions have ${GRACE_MS / 1000} s to finish`);
-      notifier.stopping(`stopping: ${running.liveSessions()} live session(s) have ${GRACE_MS / 1000} s to finish`);
-      // From now on SIGHUP is ignored and a second stop signal cuts the grace period short.
+    let upgrading = false;
+    let stopping = false;
+    /** SIGUSR2: a new master from the installed program; this one hands over once it is ready. */
+    const upgrade = async (): Promise<void> => {
+      if (upgrading || stopping) return;
+      upgrading = true;
+      log.info(`SIGUSR2: starting a new master: ${[process.execPath, process.argv[1] ?? '', ...opts.argv].join(' ')}`);
+      const passed = [...listeners.values()].map((l) => ({ fd: l.fd, key: l.key }));
+      if (held.metrics !== null) passed.push({ fd: held.metrics.fd, key: `metrics:${held.metrics.key}` });
+      const o = await startNewMaster({
+        argv: opts.argv,
+        listeners: passed,
+        firstId: running.successorIds(ID_GAP),
+        notifyEnv: notifier.passOn(),
+        foreground: opts.foreground,
+        log,
+      });
+      upgrading = false;
+      if (stopping) return;
+      if (!o.ok) {
+        log.error(`SIGUSR2: the new master failed: ${o.why}; this one goes on serving`);
+        if (opts.pidfile !== null) {
+          try {
+            writePidfile(opts.pidfile);
+          } catch (err) {
+            log.error(`SIGUSR2: ${errorText(err)}`);
+          }
+        }
+        return;
+      }
+      // The service manager follows the new master (NotifyAccess=main takes its messages from now on).
+      notifier.send([`MAINPID=${o.pid}`]);
+      notifier.stop();
+      stop('SIGUSR2', o.pid);
+    };
+    const stop = (sig: string, successor: number | null = null): void => {
+      stopping = true;
+      if (successor !== null) log.info(`SIGUSR2: the new master, pid ${successor}, is serving; this one stops accepting; live sessions have ${GRACE_MS / 1000} s to finish`);
+      else {
+        log.info(`${sig}: no new connections; live sessions have ${GRACE_MS / 1000} s to finish`);
+        notifier.stopping(`stopping: ${running.liveSessions()} live session(s) have ${GRACE_MS / 1000} s to finish`);
+      }
+      // From now on SIGHUP and SIGUSR2 are ignored and a second stop signal cuts the grace period short.
       onHup = () => {};
+      onUsr2 = () => {};
       process.once('SIGTERM', () => now('SIGTERM'));
       process.once('SIGINT', () => now('SIGINT'));
       closeListeners(listeners.values());
       listeners.clear();
+      metricsHost?.stop();
+      if (held.metrics !== null) closeListeners([held.metrics]);
+      held.metrics = null;
+      // The new master has made the control socket its own (a new file at the same path).
+      if (successor !== null) held.control?.abandon();
+      if (successor !== null) held.control = null;
       void running.stop(GRACE_MS).then(() => {
         if (opts.pidfile !== null) removePidfile(opts.pidfile);
-        metricsHost?.stop();
         held.control?.close();
         log.info('terminated');
         notifier.stop();
@@ -283,8 +354,10 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       });
     };
     onHup = () => reload();
+    onUsr2 = () => void upgrade();
     onStop = stop;
     if (requested !== null) stop(requested);
     else if (hupPending) reload();
+    if (usr2Pending && requested === null) void upgrade();
   });
 }

@@ -77,7 +77,7 @@ type State = 'starting' | 'ready' | 'backoff' | 'stopped';
 
 /** Hands out connection numbers: unique for the daemon's life, across workers and restarts. */
 class IdSource {
-  private next = 1;
+  next = 1;
   take(): IdBlock {
     const b = { first: this.next, count: ID_BLOCK };
     this.next += ID_BLOCK;
@@ -482,6 +482,8 @@ export interface SupervisorOptions {
   readonly stderr: boolean;
   readonly asRoot: boolean;
   readonly log: Logger;
+  /** The first connection number (an upgrade's new master starts above the old one's). */
+  readonly firstId?: number;
 }
 
 export class Supervisor {
@@ -496,6 +498,7 @@ export class Supervisor {
 
   constructor(opts: SupervisorOptions) {
     this.opts = opts;
+    this.ids.next = opts.firstId ?? 1;
     this.assign(opts.services, opts.listeners, 0);
   }
 
@@ -569,6 +572,17 @@ export class Supervisor {
   async status(sessions: boolean): Promise<WorkerStatus[]> {
     const all = await Promise.all([...this.all(), ...this.retired.keys()].map((w) => w.status(sessions)));
     return all.filter((w): w is WorkerStatus => w !== null);
+  }
+
+  /** Where a successor's connection numbers may start: `gap` above the next one given here. */
+  successorIds(gap: number): number {
+    return this.ids.next + gap;
+  }
+
+  /** Resolves when every current worker has said it is ready, or after `timeoutMs`. */
+  async whenReady(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (Date.now() < deadline && !this.all().every((w) => w.state === 'ready')) await new Promise((r) => setTimeout(r, 20));
   }
 
   /** Workers restarted after they ended unasked, over the daemon's life. */

@@ -60,6 +60,12 @@ export class Notifier {
     return this.env.socket !== null;
   }
 
+  /** The variables to give a process that takes over as the main one (an upgrade's new master). */
+  passOn(): Record<string, string> {
+    if (this.env.socket === null) return {};
+    return { NOTIFY_SOCKET: this.env.socket, ...(this.env.watchdogMs !== null ? { WATCHDOG_USEC: String(this.env.watchdogMs * 2000) } : {}) };
+  }
+
   /** Sends the `KEY=VALUE` lines; false when there is no manager or the send failed. */
   send(lines: readonly string[]): boolean {
     const socket = this.env.socket;

@@ -10,48 +10,16 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { assertBuilt, launch, startDaemon, waitLog, type Launched } from '../helpers/daemon';
+import { assertBuilt, startDaemon, waitLog } from '../helpers/daemon';
 import { freePort } from '../helpers/ports';
 import { echoServer } from '../helpers/servers';
+import { receiver } from '../helpers/notify';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
 
 beforeAll(() => assertBuilt());
 const tmp = useTempDir('tcpproxy-notify-');
 cleanUpAfterEach();
-
-/** Binds argv[1] ('@name': abstract) and prints each datagram as a JSON string on a line; `bound` first. */
-const RECEIVER = `
-import json, socket, sys
-name = sys.argv[1]
-s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-s.bind('\\0' + name[1:] if name.startswith('@') else name)
-print('bound', flush=True)
-while True:
-    print(json.dumps(s.recv(65536).decode()), flush=True)
-`;
-
-interface Receiver {
-  readonly proc: Launched;
-  /** The datagrams so far, each as its KEY=VALUE lines. */
-  messages(): string[][];
-}
-
-async function receiver(name: string): Promise<Receiver> {
-  const proc = launch(['python3', '-c', RECEIVER, name], { detached: true });
-  await until(() => proc.stdout().startsWith('bound\n') || proc.exit() !== null, () => `the receiver to bind ${name}: ${proc.stderr()}`, 10000);
-  if (proc.exit() !== null) throw new Error(`receiver exited: ${proc.stderr()}`);
-  return {
-    proc,
-    messages: () =>
-      proc
-        .stdout()
-        .split('\n')
-        .slice(1)
-        .filter((l) => l !== '')
-        .map((l) => (JSON.parse(l) as string).split('\n').filter((f) => f !== '')),
-  };
-}
 
 function monotonicUsec(): bigint {
   return process.hrtime.bigint() / 1000n;

@@ -322,9 +322,9 @@ describe('man/tcpproxy.1: content', () => {
     });
   });
 
-  it('documents SIGTERM/SIGINT and SIGHUP as src/modes/standalone.ts handles them, with the grace period GRACE_MS', () => {
+  it('documents SIGTERM/SIGINT, SIGHUP and SIGUSR2 as src/modes/standalone.ts handles them, with the grace period GRACE_MS', () => {
     const sig = section('SIGNALS');
-    expect(tags(sig).map(tagWord)).toEqual(['SIGTERM', 'SIGHUP']);
+    expect(tags(sig).map(tagWord)).toEqual(['SIGTERM', 'SIGHUP', 'SIGUSR2']);
     const text = render(sig);
     const src = fs.readFileSync(path.join(ROOT, 'src', 'modes', 'standalone.ts'), 'utf8');
     const seconds = GRACE_MS / 1000;
@@ -339,6 +339,8 @@ describe('man/tcpproxy.1: content', () => {
       ': keeping the running configuration',
       'SIGHUP: configuration reloaded, serving',
       'stopped listening on',
+      'is serving; this one stops accepting; live sessions have',
+      '; this one goes on serving',
     ]) {
       expect({ m, page: text.includes(m), src: src.includes(m) }).toEqual({ m, page: true, src: true });
     }
