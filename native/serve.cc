@@ -185,10 +185,11 @@ struct Conn {
 };
 
 // A fast-path session being forwarded, as the status socket lists it.
+// The client's address is kept as it is and put in words only when listed.
 struct FastSession {
   double id = 0;
-  std::string client;  // "127.0.0.1:40000"
-  std::string key;     // the service's listen key
+  sockaddr_storage peer{};
+  std::shared_ptr<const FastService> service;
   uint64_t start_ms = 0;
 };
 
@@ -444,7 +445,7 @@ void Connected(Conn* c) {
   // EndConnect's uv_close has taken the fd out of epoll: the pump may poll it at once.
   EndConnect(c);
   auto pump_id = std::make_shared<uint64_t>(0);
-  FastSession info{c->id, HostPort(c->peer, true), c->service->key, c->start_ms};
+  FastSession info{c->id, c->peer, c->service, c->start_ms};
   uint32_t slot = c->service->slot;
   int err = StartPump(
       st->env, client, server, c->service->idle_ms, false,
@@ -1259,7 +1260,7 @@ Napi::Value ServeSessions(const Napi::CallbackInfo& info) {
     PumpLive l;
     if (!PumpSnapshot(env, entry.first, &l)) continue;
     const FastSession& f = entry.second;
-    add(f.id, f.client, f.key, "forwarding", now > f.start_ms ? now - f.start_ms : 0, l);
+    add(f.id, HostPort(f.peer, true), f.service->key, "forwarding", now > f.start_ms ? now - f.start_ms : 0, l);
   }
   return arr;
 }
