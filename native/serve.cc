@@ -12,12 +12,14 @@
 // the backlog instead of the loop spinning on a socket that stays readable.
 //
 // Access lists and limits (limits.h) are checked here, before anything is
-// read: a refused client is closed at once (allow/deny, per-source); a
-// service at its maxconn is not accepted from (the precheck) and one out of
-// rate tokens holds the connection it took, unread, until a token comes;
-// either way the listener stops polling, so later clients wait in the
-// backlog. Sessions ending in this worker wake a waiting listener at once;
-// those ending in another worker are seen by a short recheck timer.
+// read: a refused client is closed at once (allow/deny, per-source). A
+// maxconn place and a rate token are taken before each accept4 (Reserve),
+// so a client is only accepted when it can be served, even when workers
+// race for the last place or token: at maxconn or out of tokens the
+// listener stops polling and the clients wait in the backlog, unaccepted.
+// A reservation that found no client, or a client that is refused, gives
+// them back. Sessions ending in this worker wake a waiting listener at
+// once; those ending in another worker are seen by a short recheck timer.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -96,6 +98,7 @@ struct Admission {
   uint32_t slot = 0;
   bool entered = false;  // a live-session place
   bool source = false;   // a per-source place
+  uint32_t rate = 0;     // the rate a token was taken under (0: none): to give it back (GiveBack)
   uint8_t key[16] = {};
 };
 
@@ -153,11 +156,6 @@ struct Listener {
   // rate gets two lines, not two per token.
   Waiting episode = Waiting::kNone;
   uint32_t episode_limit = 0;
-  // A connection taken from the queue that waits for a rate token (or lost
-  // the race for the last maxconn place to another worker), unread.
-  int held = -1;
-  sockaddr_storage held_peer{};
-  Admission held_adm;
   uint64_t suppressed = 0;  // refusal lines over the budget since the last summary
   bool summary_running = false;
 };
@@ -283,6 +281,14 @@ void Leave(ServeState* st, const Admission& adm) {
     Listener* l = entry.second;
     if (l->waiting == Waiting::kMaxconn && l->service->slot == adm.slot) uv_timer_start(&l->wait, OnWaitTimer, 0, 0);
   }
+}
+
+// Gives back what a connection that did not become a session took: its
+// places and its rate token (a refused client is no new session, and a
+// reservation that found no client took the token for nobody).
+void GiveBack(ServeState* st, const Admission& adm) {
+  if (adm.rate != 0) RateRefund(adm.slot, adm.rate);
+  Leave(st, adm);
 }
 
 // ---------------------------------------------------------------- connect
@@ -647,7 +653,7 @@ void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& a
     // Only a header read that ended after a whole block went by: not worth a session.
     st->Log(kError, ServiceTag(l) + ": client " + HostPort(peer, true) + ": out of connection numbers");
     close(fd);
-    Leave(st, adm);
+    GiveBack(st, adm);
     return;
   }
   sockaddr_storage local{};
@@ -675,13 +681,13 @@ void AfterHeader(Listener* l, int fd, const sockaddr_storage* peer, const sockad
     const std::string* why = svc.access.Check(adm.key);
     if (why != nullptr) {
       Refuse(l, fd, client, *why, why == &svc.access.no_allow ? kRefusedNoAllow : kRefusedDeny);
-      return Leave(l->st, adm);
+      return GiveBack(l->st, adm);
     }
   }
   if (svc.per_source != 0) {
     if (!SourceEnter(svc.slot, adm.key, svc.per_source)) {
       Refuse(l, fd, client, "per-source " + std::to_string(svc.per_source), kRefusedPerSource);
-      return Leave(l->st, adm);
+      return GiveBack(l->st, adm);
     }
     adm.source = true;
   }
@@ -718,10 +724,10 @@ void HeaderFailed(HeaderRead* r, const std::string& why) {
   EndHeader(r);
   if (l == nullptr) {
     close(fd);
-    return Leave(st, adm);
+    return GiveBack(st, adm);
   }
   Refuse(l, fd, peer, why, kRefusedProxy);
-  Leave(l->st, adm);
+  GiveBack(l->st, adm);
   if (--l->reads == 0 && l->closing && l->open_handles == 0) FreeListener(l);
 }
 
@@ -758,7 +764,7 @@ void OnHeaderTimeout(uv_timer_t* t) {
   HeaderFailed(r, "no complete PROXY header within " + std::to_string(kProxyHeaderTimeoutMs / 1000) + " s");
 }
 
-// Reads the PROXY header of an admitted client (it holds its maxconn place and rate token).
+// Reads the PROXY header of a client (it holds its maxconn place and rate token).
 void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
   ServeState* st = l->st;
   // The header is usually in by now, with the first segment: read it at
@@ -768,7 +774,7 @@ void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admiss
   std::string why;
   switch (reader.Step(fd, &header, &why)) {
     case ProxyParse::kNeedMore: break;
-    case ProxyParse::kInvalid: Refuse(l, fd, peer, why, kRefusedProxy); return Leave(st, adm);
+    case ProxyParse::kInvalid: Refuse(l, fd, peer, why, kRefusedProxy); return GiveBack(st, adm);
     case ProxyParse::kOk:
       return AfterHeader(l, fd, header.local ? nullptr : &peer, header.local ? peer : header.source, adm);
   }
@@ -783,7 +789,7 @@ void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admiss
     delete r;
     st->Log(kError, ServiceTag(l) + ": client " + HostPort(peer, true) + ": uv_poll_init " + ErrName(-err));
     close(fd);
-    return Leave(st, adm);
+    return GiveBack(st, adm);
   }
   uv_timer_init(st->loop, &r->timer);
   r->poll.data = r;
@@ -796,96 +802,78 @@ void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admiss
   uv_timer_start(&r->timer, OnHeaderTimeout, kProxyHeaderTimeoutMs, 0);
 }
 
-void Hold(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
-  l->held = fd;
-  l->held_peer = peer;
-  l->held_adm = adm;
-}
-
-// The limits after the access lists: a place under maxconn, then a rate
-// token. False: the connection is held and the listener waits.
-bool Proceed(Listener* l, int fd, const sockaddr_storage& peer, Admission adm) {
+// A place under maxconn, then a rate token, taken before accept4: a
+// client is accepted only when it can be served, and the next one stays in
+// the listen queue. False: none left, the listener waits. (A reservation
+// that then finds the queue empty, given back at once, may make another
+// worker that wanted the same last place wait one recheck: a cheap price
+// for never holding a client that cannot be served.)
+bool Reserve(Listener* l, Admission* adm) {
   const FastService& svc = *l->service;
-  if (!adm.entered) {
-    if (!SessionEnter(svc.slot, svc.maxconn)) {
-      Hold(l, fd, peer, adm);
-      StartWait(l, Waiting::kMaxconn, svc.maxconn, kMaxconnRecheckMs);
-      return false;
-    }
-    adm.entered = true;
+  adm->slot = svc.slot;
+  if (!SessionEnter(svc.slot, svc.maxconn)) {
+    StartWait(l, Waiting::kMaxconn, svc.maxconn, kMaxconnRecheckMs);
+    return false;
   }
+  adm->entered = true;
   if (svc.rate != 0) {
     uint64_t ms = RateTake(svc.slot, svc.rate);
     if (ms != 0) {
-      Hold(l, fd, peer, adm);
+      SessionLeave(svc.slot);
+      adm->entered = false;
       StartWait(l, Waiting::kRate, svc.rate, ms);
       return false;
     }
-  }
-  if (svc.accept_proxy) {
-    StartHeader(l, fd, peer, adm);
-  } else {
-    Serve(l, fd, peer, adm);
+    adm->rate = svc.rate;
   }
   return true;
 }
 
-// A new connection: the access lists and per-source refuse at once; false:
-// it waits (held) for maxconn or rate.
-bool Admit(Listener* l, int fd, const sockaddr_storage& peer) {
+// A new connection, with its reservation: the access lists and per-source
+// refuse at once (the reservation given back); accept-proxy reads the
+// header first (the client it names is the one judged).
+void Admit(Listener* l, int fd, const sockaddr_storage& peer, Admission adm) {
   const FastService& svc = *l->service;
-  Admission adm;
-  adm.slot = svc.slot;
   ClientKeyOf(peer, adm.key);
   if (svc.accept_proxy) {
-    // The header names the client the lists and per-source judge; the limits come first (Proceed).
     if (!svc.trusted.Empty() && svc.trusted.Check(adm.key) != nullptr) {
       Refuse(l, fd, peer, "untrusted PROXY source", kRefusedProxy);
-      return true;
+      return GiveBack(l->st, adm);
     }
-    return Proceed(l, fd, peer, adm);
+    return StartHeader(l, fd, peer, adm);
   }
   if (!svc.access.Empty()) {
     const std::string* why = svc.access.Check(adm.key);
     if (why != nullptr) {
       Refuse(l, fd, peer, *why, why == &svc.access.no_allow ? kRefusedNoAllow : kRefusedDeny);
-      return true;
+      return GiveBack(l->st, adm);
     }
   }
   if (svc.per_source != 0) {
     if (!SourceEnter(svc.slot, adm.key, svc.per_source)) {
       Refuse(l, fd, peer, "per-source " + std::to_string(svc.per_source), kRefusedPerSource);
-      return true;
+      return GiveBack(l->st, adm);
     }
     adm.source = true;
   }
-  return Proceed(l, fd, peer, adm);
+  Serve(l, fd, peer, adm);
 }
 
-// Gives back what a held connection took and closes it (the listener is closing).
-void DropHeld(Listener* l) {
-  if (l->held < 0) return;
-  close(l->held);
-  l->held = -1;
-  Leave(l->st, l->held_adm);
-  l->held_adm = Admission{};
-}
-
+// The wait is over when a place is free (a session of another worker
+// ended: rechecked every kMaxconnRecheckMs) or a token is there; accepting
+// again reserves anew, and a worker that lost the place or the token to
+// another one waits again.
 void OnWaitTimer(uv_timer_t* t) {
   auto* l = static_cast<Listener*>(t->data);
   if (l->closing || l->waiting == Waiting::kNone) return;
-  if (l->held >= 0) {
-    int fd = l->held;
-    l->held = -1;
-    Admission adm = l->held_adm;
-    l->held_adm = Admission{};
-    // Proceed holds it again (and rearms the timer) when it still must wait.
-    if (!Proceed(l, fd, l->held_peer, adm)) return;
-    return EndWait(l);
-  }
   const FastService& svc = *l->service;
   if (svc.maxconn != 0 && SessionsLive(svc.slot) >= svc.maxconn) {
     uv_timer_start(&l->wait, OnWaitTimer, kMaxconnRecheckMs, 0);
+    return;
+  }
+  uint64_t ms = RatePeek(svc.slot, svc.rate);
+  if (ms != 0) {
+    uv_timer_start(&l->wait, OnWaitTimer, ms, 0);
     return;
   }
   EndWait(l);
@@ -904,16 +892,15 @@ void OnAccept(uv_poll_t* h, int status, int) {
       // Out of connection numbers until JS tops them up (next flush): wait.
       return Pause(l);
     }
-    const FastService& svc = *l->service;
-    // At maxconn: leave the next client in the backlog.
-    if (svc.maxconn != 0 && SessionsLive(svc.slot) >= svc.maxconn) {
-      return StartWait(l, Waiting::kMaxconn, svc.maxconn, kMaxconnRecheckMs);
-    }
+    // At maxconn or out of tokens: the next client stays in the backlog.
+    Admission adm;
+    if (!Reserve(l, &adm)) return;
     sockaddr_storage peer{};
     socklen_t plen = sizeof peer;
     int fd = accept4(l->fd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       int err = errno;
+      GiveBack(st, adm);
       if (err == EAGAIN || err == EWOULDBLOCK) {
         if (l->episode != Waiting::kNone) {
           st->Log(kInfo, ServiceTag(l) + ": " + LimitName(l->episode) + std::to_string(l->episode_limit) +
@@ -927,7 +914,7 @@ void OnAccept(uv_poll_t* h, int status, int) {
                           std::to_string(kPauseMs) + " ms");
       return Pause(l);
     }
-    if (!Admit(l, fd, peer)) return;
+    Admit(l, fd, peer, adm);
   }
 }
 
@@ -950,7 +937,6 @@ void CloseListener(Listener* l) {
   l->st->listeners.erase(l->handle_id);
   if (l->waiting == Waiting::kMaxconn) l->st->waiting_maxconn--;
   l->waiting = Waiting::kNone;
-  DropHeld(l);
   if (l->suppressed > 0) l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(l->suppressed) + " more refused");
   uv_timer_stop(&l->pause);
   uv_timer_stop(&l->wait);
@@ -1168,12 +1154,11 @@ Napi::Value ServeAbortAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (StateOf(env) == nullptr || StateOf(env)->loop == nullptr) return env.Undefined();
   ServeState& st = Ready(info);
-  for (auto& entry : st.listeners) DropHeld(entry.second);
   std::vector<HeaderRead*> reads(st.reading.begin(), st.reading.end());
   for (HeaderRead* r : reads) {
     close(r->fd);
     r->fd = -1;
-    Leave(&st, r->adm);
+    GiveBack(&st, r->adm);
     EndHeader(r);
   }
   std::vector<Conn*> conns(st.connecting.begin(), st.connecting.end());
@@ -1223,8 +1208,6 @@ void CleanupServe(void* arg) {
   for (auto& entry : st->listeners) {
     if (entry.second->fd >= 0) close(entry.second->fd);
     entry.second->fd = -1;
-    if (entry.second->held >= 0) close(entry.second->held);
-    entry.second->held = -1;
   }
   for (HeaderRead* r : st->reading) {
     if (r->fd >= 0) close(r->fd);
