@@ -104,10 +104,12 @@ interface Accepting {
   fd: number;
   owner: { readonly kind: 'fast'; readonly handle: number } | { readonly kind: 'js'; readonly server: net.Server } | null;
   /**
-   * The session code's limits (the fast path keeps its own in native): while
-   * a maxconn place or a rate token is missing, the net.Server is closed (its
-   * fd, a dup, kept) so later clients wait in the backlog, and the clients
-   * it had taken wait here, unread.
+   * The session code's limits (the fast path keeps its own in native): as
+   * soon as the next client would find no maxconn place or no rate token,
+   * the net.Server is closed (its fd, a dup, kept), so that client waits in
+   * the backlog, not accepted. A net.Server accepts before it can ask, so a
+   * client it took when another worker had just filled the service (or
+   * whose PROXY header was being read meanwhile) waits here, unread.
    */
   waiting: { readonly why: 'maxconn' | 'rate'; readonly limit: number; timer: NodeJS.Timeout | null } | null;
   /**
@@ -284,6 +286,27 @@ export function runWorker(): void {
       }
     }
     serve(a, h);
+    // The next client would have to wait: stop accepting now, before the
+    // net.Server takes it, so it waits in the listen queue. (In the net.Server's
+    // connection callback, this closes the server before libuv's next accept.)
+    if (a.waiting === null) waitIfFull(a, service);
+    return true;
+  };
+
+  /** What the next client would wait for: a maxconn place (the service's live sessions in all workers) or a rate token. */
+  const fullFor = (a: Accepting, service: Service): { why: 'maxconn' | 'rate'; limit: number; ms: number } | null => {
+    const maxconn = maxconnOf(service);
+    if (maxconn !== null && native().limitStats(a.slot).live >= maxconn) return { why: 'maxconn', limit: maxconn, ms: MAXCONN_RECHECK_MS };
+    const { rate } = service.access;
+    const ms = rate === null ? 0 : native().ratePeek(a.slot, rate);
+    return rate !== null && ms > 0 ? { why: 'rate', limit: rate, ms } : null;
+  };
+
+  /** Stops accepting (the wait and its recheck) when the next client would have to wait; false when it would not. */
+  const waitIfFull = (a: Accepting, service: Service): boolean => {
+    const full = fullFor(a, service);
+    if (full === null) return false;
+    wait(a, full.why, full.limit, full.ms);
     return true;
   };
 
@@ -316,13 +339,19 @@ export function runWorker(): void {
     }, 0);
   };
 
-  /** The held clients in order; when all are served, the listener accepts again. */
+  /**
+   * The held clients in order; when all are served, the listener accepts
+   * again, once the next client would not have to wait (a maxconn place is
+   * free, a token there): until then it rechecks.
+   */
   const retry = (a: Accepting): void => {
     const w = a.waiting;
     if (w === null) return;
     for (let h = a.held.shift(); h !== undefined; h = a.held.shift()) {
       if (!proceed(a, h)) return;
     }
+    const service = byKey.get(a.key);
+    if (service !== undefined && !draining && waitIfFull(a, service)) return;
     a.waiting = null;
     listenJs(a);
     const ep = a.episode;
@@ -435,6 +464,12 @@ export function runWorker(): void {
         continue;
       }
       listenJs(a);
+    }
+    // New limits (a SIGHUP) may leave a service of the session code full: it
+    // stops accepting now, not after taking one more client it must hold.
+    for (const a of accepting) {
+      const service = byKey.get(a.key);
+      if (service !== undefined && a.owner?.kind === 'js' && a.waiting === null) waitIfFull(a, service);
     }
   };
 

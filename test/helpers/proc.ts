@@ -534,6 +534,17 @@ export function holdersOfConnection(pids: readonly number[], localPort: number, 
   return pids.filter((pid) => [...socketInodesOf(pid)].some((i) => inodes.has(i)));
 }
 
+/**
+ * The server's end of the IPv4 connection from `remote` to local port
+ * `localPort`, or null when there is none. Its inode is 0 while it waits in
+ * the listen queue: a socket gets an inode (a file) only when a process
+ * accepts it.
+ */
+export function serverEnd(localPort: number, remote: { readonly host: string; readonly port: number }): TcpSocket | null {
+  const want = procAddress(remote.host, remote.port);
+  return tcpSockets().find((s) => s.localPort === localPort && s.remote === want && s.state !== TCP_LISTEN) ?? null;
+}
+
 /** Inodes of the TCP sockets in LISTEN state on exactly host:port (IPv4). */
 export function listeningInodes(host: string, port: number): number[] {
   const want = procAddress(host, port);
