@@ -156,7 +156,8 @@ struct Listener {
   // rate gets two lines, not two per token.
   Waiting episode = Waiting::kNone;
   uint32_t episode_limit = 0;
-  uint64_t suppressed = 0;  // refusal lines over the budget since the last summary
+  // The summary timer runs while refusals over the budget (counted in the
+  // shared slot, for all workers) wait for their summary line.
   bool summary_running = false;
 };
 
@@ -615,15 +616,21 @@ void EndWait(Listener* l) {
   if (l->polling) OnAccept(&l->poll, 0, 0);
 }
 
+void LogSummary(Listener* l, uint64_t n) {
+  if (n != 0) l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(n) + " more refused");
+}
+
+// Once a second while the service has refusals over the budget: the
+// summary line, when this process has the second's turn (RefusalSummary);
+// the timer stops once none are left, in any worker (one that counts more
+// starts its own).
 void OnSummary(uv_timer_t* t) {
   auto* l = static_cast<Listener*>(t->data);
-  if (l->suppressed == 0) {
-    uv_timer_stop(t);
-    l->summary_running = false;
-    return;
-  }
-  l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(l->suppressed) + " more refused");
-  l->suppressed = 0;
+  bool pending = false;
+  LogSummary(l, RefusalSummary(l->service->slot, false, &pending));
+  if (pending) return;
+  uv_timer_stop(t);
+  l->summary_running = false;
 }
 
 // Closes a refused client at once: nothing read or written, no connection number.
@@ -635,13 +642,11 @@ void Refuse(Listener* l, int fd, const sockaddr_storage& peer, const std::string
     l->st->Log(kWarning, ServiceTag(l) + ": refused " + HostPort(peer, true) + ": " + rule);
     return;
   }
-  // A PROXY header read that outlived its listener: its timers are gone.
-  if (l->closing) return;
-  l->suppressed++;
-  if (!l->summary_running) {
-    l->summary_running = true;
-    uv_timer_start(&l->summary, OnSummary, kSummaryMs, kSummaryMs);
-  }
+  // A PROXY header read that outlived its listener: its timers are gone
+  // (the count waits in the slot for another listener's summary).
+  if (l->closing || l->summary_running) return;
+  l->summary_running = true;
+  uv_timer_start(&l->summary, OnSummary, kSummaryMs, kSummaryMs);
 }
 
 // `via`: the balancer a PROXY header came from, when it named the client.
@@ -937,7 +942,11 @@ void CloseListener(Listener* l) {
   l->st->listeners.erase(l->handle_id);
   if (l->waiting == Waiting::kMaxconn) l->st->waiting_maxconn--;
   l->waiting = Waiting::kNone;
-  if (l->suppressed > 0) l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(l->suppressed) + " more refused");
+  // The refusals still to summarize: now (the workers that count more report those).
+  if (l->summary_running) {
+    bool pending = false;
+    LogSummary(l, RefusalSummary(l->service->slot, true, &pending));
+  }
   uv_timer_stop(&l->pause);
   uv_timer_stop(&l->wait);
   uv_timer_stop(&l->summary);

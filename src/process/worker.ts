@@ -119,8 +119,7 @@ interface Accepting {
    */
   episode: { readonly why: 'maxconn' | 'rate'; readonly limit: number; quiet: NodeJS.Timeout | null } | null;
   readonly held: Admitted[];
-  /** Refusal lines over the shared budget since the last summary. */
-  suppressed: number;
+  /** Runs while refusals over the shared budget (counted in native, for all workers) wait for their summary line. */
   summary: NodeJS.Timeout | null;
 }
 
@@ -187,16 +186,21 @@ export function runWorker(): void {
       log?.warn(`service ${a.key}: refused ${formatHostPort(who.address, who.port)}: ${rule}`);
       return;
     }
-    a.suppressed++;
+    // Over the budget: counted in the shared slot. Every worker that counts
+    // some asks once a second; the first in a second takes the whole count
+    // (refusalSummary), so the service has one summary line a second.
     a.summary ??= setInterval(() => {
-      if (a.suppressed === 0) {
-        if (a.summary) clearInterval(a.summary);
+      const n = native().refusalSummary(a.slot, false);
+      summarize(a, n);
+      if (n >= 0 && a.summary) {
+        clearInterval(a.summary);
         a.summary = null;
-        return;
       }
-      log?.warn(`service ${a.key}: ${a.suppressed} more refused`);
-      a.suppressed = 0;
     }, SUMMARY_MS);
+  };
+
+  const summarize = (a: Accepting, n: number): void => {
+    if (n > 0) log?.warn(`service ${a.key}: ${n} more refused`);
   };
 
   /**
@@ -432,7 +436,15 @@ export function runWorker(): void {
 
   /** Stops the current owner of a listener; with `keep`, first dups the fd for the next one. */
   const release = (a: Accepting, keep = false): void => {
-    if (!keep) dropHeld(a);
+    if (!keep) {
+      dropHeld(a);
+      // The refusals still to summarize: now (the workers that count more report those).
+      if (a.summary) {
+        clearInterval(a.summary);
+        a.summary = null;
+        summarize(a, native().refusalSummary(a.slot, true));
+      }
+    }
     const owner = a.owner;
     if (owner === null) return;
     if (keep) a.fd = native().dupCloexec(a.fd);
@@ -555,7 +567,7 @@ export function runWorker(): void {
         if (engine.name === 'splice') startFast(l, numbers);
         setServices(msg.services);
         for (const { fd, key, slot } of msg.listeners) {
-          accepting.push({ key, slot, fd, owner: null, waiting: null, episode: null, held: [], suppressed: 0, summary: null });
+          accepting.push({ key, slot, fd, owner: null, waiting: null, episode: null, held: [], summary: null });
         }
         place();
         send({ type: 'ready', ...currentIds() });
