@@ -373,6 +373,40 @@ describe.each(ENGINES)('%s engine', (engine) => {
       });
     });
 
+    it('rate 5: 20 clients at once are all served, spread over about 3 s as one bucket of burst 5 and 5 a second spreads them (a bucket per worker: half that)', async () => {
+      const accepted: number[] = [];
+      const up = await startServer((s) => {
+        accepted.push(Date.now());
+        s.pipe(s);
+      });
+      const port = await freePort();
+      const key = `127.0.0.1:${port}`;
+      await withProxy(['-s', '-f', limitConf(port, up.port, ['rate 5'], ['workers 2'])], { env }, async (p) => {
+        await twoWorkers(p);
+        const n = 20;
+        const datas = Array.from({ length: n }, (_, i) => payload(16 * KiB, `workers-rate-${engine}-${i}`));
+        const clients = await Promise.all(datas.map(() => Client.connect('127.0.0.1', port, { keep: false, timeoutMs: 10000 })));
+        for (const [i, c] of clients.entries()) c.socket.end(datas[i] ?? Buffer.alloc(0));
+        await until(() => clients.every((c) => c.ended || c.closed), () => `all ${n} served (${accepted.length} upstream connections)`, 15000);
+        const wrong = clients.flatMap((c, i) => {
+          const ok = howEnded(c) === 'eof' && c.digest().sha256 === digestOf(datas[i] ?? Buffer.alloc(0)).sha256;
+          return ok ? [] : [`client ${i}: ${c.received} bytes, ${howEnded(c)}`];
+        });
+        expect(wrong).toEqual([]);
+        expect(accepted).toHaveLength(n);
+
+        const t = [...accepted].sort((x, y) => x - y).map((x) => x - (accepted[0] ?? 0));
+        const spreadMs = (t[n - 1] ?? 0) - (t[0] ?? 0);
+        // One bucket: the 20th at 15 × 200 = 3000 ms, as with one worker. A bucket per worker
+        // would let 10 through at once and the rest at 10 a second: about 1 s.
+        expect({ spreadMs, atLeast3s: spreadMs >= 2900, under6s: spreadMs < 6000 }).toEqual({ spreadMs, atLeast3s: true, under6s: true });
+        const early = t.flatMap((ms, k) => (k >= 5 && ms < (k - 4) * 200 - 100 ? [`session ${k} at ${ms} ms`] : []));
+        expect(early).toEqual([]);
+        expect(refusals(p.stderr(), key)).toEqual({ lines: [], summaries: [] });
+        expect(logLines(p.stderr()).filter((l) => /^worker .* ended with /.test(l))).toEqual([]);
+      });
+    }, 40000);
+
     it('per-source 1: with the worker holding the session from 127.0.0.7 stopped, the other worker refuses a second one from .7 and serves .8', async () => {
       const up = await echoServer();
       const port = await freePort();
