@@ -11,7 +11,8 @@
  * its bytes and sha256 through the proxy, and the ACP ran for it. Then a
  * refusal flood (2,000 denied connects, with one worker and with two: at
  * most 10 lines and one summary a second, summaries that add up, still
- * serving) and a SIGHUP that changes the lists under a live session.
+ * serving), a SIGHUP that changes the lists under a live session, and a
+ * refused client whose bytes were never read (it is reset).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -21,6 +22,7 @@ import { Client } from '../helpers/client';
 import { ENGINES, logLines, re, waitWorkers, withProxy, type Proxy } from '../helpers/daemon';
 import { handler, unusableByOthers } from '../helpers/fixtures';
 import { freePort, freePortOn } from '../helpers/ports';
+import { readStat, serverEnd } from '../helpers/proc';
 import { requireRoot } from '../helpers/root';
 import { digestOf, echoServer, payload, StreamHash, type Upstream } from '../helpers/servers';
 import { cleanUpAfterEach, useHandlerFixtures, useTempDir } from '../helpers/setup';
@@ -43,7 +45,29 @@ beforeAll(() => {
   const problem = unusableByOthers(records.path);
   if (problem !== null) throw new Error(`the ACP cannot write its record: ${problem}`);
 });
-cleanUpAfterEach();
+const stopped: number[] = [];
+cleanUpAfterEach(() => {
+  // A worker a test stopped and did not resume (it failed meanwhile).
+  for (const pid of stopped.splice(0)) {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  }
+});
+
+/** SIGSTOPs `pid` and waits until it is stopped (state T); the cleanup resumes it if the test does not. */
+async function stop(pid: number): Promise<void> {
+  stopped.push(pid);
+  process.kill(pid, 'SIGSTOP');
+  await until(() => readStat(pid)?.state === 'T', `worker ${pid} to stop`, 5000);
+}
+
+function resume(pid: number): void {
+  process.kill(pid, 'SIGCONT');
+  stopped.splice(stopped.indexOf(pid), 1);
+}
 
 /** One client of a matrix: where it connects, from where, and what must happen. */
 interface Probe {
@@ -319,4 +343,33 @@ describe.each(ENGINES)('%s engine', (engine) => {
     });
   });
 
+  it('a refused client that sent bytes first is reset: the proxy closed it with its bytes unread', async () => {
+    const up = await echoServer();
+    const port = await freePort();
+    const key = `127.0.0.1:${port}`;
+    const conf = tmp.config([`port ${port}`, '  interface 127.0.0.1', '  deny 127.0.0.7', `  server 127.0.0.1:${up.port}`]);
+    await withProxy(['-s', '-f', conf], { env }, async (p) => {
+      const [worker] = await waitWorkers(p.stderr, 65535, 65534, 1);
+      const pid = worker?.pid ?? 0;
+      // The bytes must be in the socket before the worker gets to it, so that what the close
+      // sends tells whether they were read: the kernel answers a close with unread data with a
+      // reset (RFC 2525 2.17), and one without with a FIN. (Bytes that came after a close would
+      // be reset too, whatever was read: hence the order.) The worker is stopped meanwhile, for
+      // far less than the master's silence limit.
+      const sent = 'bytes a refused client sent before the proxy got to it\n';
+      await stop(pid);
+      let c: Client;
+      try {
+        c = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.7' });
+        c.socket.write(sent);
+        await until(() => serverEnd(port, { host: c.local.address, port: c.local.port })?.rxQueue === sent.length, 'the bytes queued on the proxy\'s side, not accepted yet', 5000);
+      } finally {
+        resume(pid);
+      }
+      await c.waitClosed(5000);
+      expect({ bytes: c.received, end: howEnded(c) }).toEqual({ bytes: 0, end: 'ECONNRESET' });
+      await waitLine(p.stderr, refusalLine(key, c, 'deny 127.0.0.7/32'));
+      expect(up.sockets).toHaveLength(0);
+    });
+  });
 });

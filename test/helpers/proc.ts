@@ -466,6 +466,8 @@ export interface TcpSocket {
   readonly remotePort: number;
   /** Kernel state number (1 = ESTABLISHED, 10 = LISTEN). */
   readonly state: number;
+  /** Bytes received and not yet read (`rx_queue`; for a LISTEN socket, its accept queue's length). */
+  readonly rxQueue: number;
   /** The pending timer (`tr`: 0 none, 1 retransmit, 2 keepalive, 3 TIME_WAIT, 4 zero-window probe) and when it fires, in clock ticks. */
   readonly timer: number;
   readonly timerTicks: number;
@@ -496,6 +498,7 @@ export function tcpSockets(): TcpSocket[] {
         localPort: parseInt(local.slice(local.lastIndexOf(':') + 1), 16),
         remotePort: parseInt(remote.slice(remote.lastIndexOf(':') + 1), 16),
         state: parseInt(f[3] ?? '0', 16),
+        rxQueue: parseInt((f[4] ?? '0:0').split(':')[1] ?? '0', 16),
         timer: parseInt((f[5] ?? '0:0').split(':')[0] ?? '0', 16),
         timerTicks: parseInt((f[5] ?? '0:0').split(':')[1] ?? '0', 16),
         inode: Number(f[9]),
