@@ -12,7 +12,7 @@
 
 namespace tcpproxy {
 
-constexpr int kAbiVersion = 13;
+constexpr int kAbiVersion = 14;
 
 struct PumpState;  // pump.cc: live sessions and the idle pipe pool
 

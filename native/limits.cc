@@ -10,7 +10,9 @@
 // Lock-free where one word is enough: live counts are fetch_add/fetch_sub on
 // std::atomic in the shared pages (lock-free, address-free on Linux's
 // 64-bit targets), the bucket is one 64-bit word (the GCRA form of a token
-// bucket: the theoretical arrival time). The per-source table is open
+// bucket: the theoretical arrival time), the refusals over the log budget
+// one counter that the summary takes with an exchange (so no refusal is
+// reported twice, whichever process reports it). The per-source table is open
 // addressing with linear probing under a robust process-shared mutex (a
 // worker killed while holding it does not wedge the others).
 #include "limits.h"
@@ -32,7 +34,7 @@ namespace tcpproxy {
 
 namespace {
 
-constexpr uint32_t kMagic = 0x7470'6c32;  // "tpl2"
+constexpr uint32_t kMagic = 0x7470'6c33;  // "tpl3": the Slot with the summary counter and the status counts
 
 struct Header {
   uint32_t magic;
@@ -48,6 +50,8 @@ struct alignas(64) Slot {
   std::atomic<uint64_t> log_second;  // the second the log budget counts
   std::atomic<uint32_t> log_lines;   // refusal lines in that second
   std::atomic<uint64_t> refused[kRefusalReasons];
+  std::atomic<uint64_t> suppressed;      // refusals over the log budget, not yet in a summary line
+  std::atomic<uint64_t> summary_second;  // the second (plus 1) of the last summary, of any process
   // Counted for the status socket and the metrics (never reset but with the slot).
   std::atomic<uint64_t> sessions;              // admitted since the slot was given its key
   std::atomic<uint64_t> bytes_up, bytes_down;  // of the sessions that ended
@@ -158,7 +162,6 @@ bool SessionEnter(uint32_t s, uint32_t maxconn) {
     return false;
   }
   if (g_region.worker >= 0) g_region.mine(g_region.worker, s)->fetch_add(1, std::memory_order_relaxed);
-  sl->sessions.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -192,6 +195,29 @@ uint64_t RateTake(uint32_t s, uint32_t rate) {
       return wait_ns / 1000000ull + 1;
     }
     if (tat.compare_exchange_weak(cur, next, std::memory_order_acq_rel)) return 0;
+  }
+}
+
+uint64_t RatePeek(uint32_t s, uint32_t rate) {
+  if (!Ready(s) || rate == 0) return 0;
+  const uint64_t interval = 1000000000ull / rate;
+  const uint64_t burst = interval * rate;
+  uint64_t now = NowNs();
+  uint64_t cur = g_region.slot(s)->tat_ns.load(std::memory_order_acquire);
+  uint64_t next = (cur > now ? cur : now) + interval;
+  if (next <= now + burst) return 0;
+  return (next - (now + burst)) / 1000000ull + 1;
+}
+
+// Takes the token's interval off the arrival time: the bucket is as it was
+// before the take, or fuller when time has passed (a time in the past
+// counts as now), never fuller than a burst.
+void RateRefund(uint32_t s, uint32_t rate) {
+  if (!Ready(s) || rate == 0) return;
+  const uint64_t interval = 1000000000ull / rate;
+  std::atomic<uint64_t>& tat = g_region.slot(s)->tat_ns;
+  uint64_t cur = tat.load(std::memory_order_acquire);
+  while (!tat.compare_exchange_weak(cur, cur > interval ? cur - interval : 0, std::memory_order_acq_rel)) {
   }
 }
 
@@ -253,7 +279,33 @@ bool RefusalLogAllowed(uint32_t s) {
   if (seen != second && sl->log_second.compare_exchange_strong(seen, second, std::memory_order_acq_rel)) {
     sl->log_lines.store(0, std::memory_order_release);
   }
-  return sl->log_lines.fetch_add(1, std::memory_order_acq_rel) < kRefusalLinesPerSecond;
+  if (sl->log_lines.fetch_add(1, std::memory_order_acq_rel) < kRefusalLinesPerSecond) return true;
+  sl->suppressed.fetch_add(1, std::memory_order_acq_rel);
+  return false;
+}
+
+// Each process with refusals in the count asks once a second (its summary
+// timer); the first to ask in a second of CLOCK_MONOTONIC wins that second
+// (a compare-exchange on its number) and takes the count (an exchange to
+// 0): one line a second for the service, however many workers refuse.
+uint64_t RefusalSummary(uint32_t s, bool force, bool* pending) {
+  *pending = false;
+  if (!Ready(s)) return 0;
+  Slot* sl = g_region.slot(s);
+  if (sl->suppressed.load(std::memory_order_acquire) == 0) return 0;
+  uint64_t second = NowNs() / 1000000000ull + 1;
+  uint64_t last = sl->summary_second.load(std::memory_order_acquire);
+  if (force) {
+    sl->summary_second.store(second, std::memory_order_release);
+  } else if (last >= second || !sl->summary_second.compare_exchange_strong(last, second, std::memory_order_acq_rel)) {
+    *pending = true;
+    return 0;
+  }
+  return sl->suppressed.exchange(0, std::memory_order_acq_rel);
+}
+
+void StatsSession(uint32_t s) {
+  if (Ready(s)) g_region.slot(s)->sessions.fetch_add(1, std::memory_order_relaxed);
 }
 
 void StatsEnd(uint32_t s, uint64_t up, uint64_t down, uint64_t ms) {
@@ -380,9 +432,12 @@ Napi::Value LimitLeave(const Napi::CallbackInfo& info) {
   SessionLeave(SlotArg(info));
   return info.Env().Undefined();
 }
-// rateTake(slot, rate) -> 0, or the ms until the next token.
+// rateTake(slot, rate) -> 0, or the ms until the next token; ratePeek the same without taking it.
 Napi::Value RateTakeJs(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(RateTake(SlotArg(info), LimitArg(info, 1))));
+}
+Napi::Value RatePeekJs(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(RatePeek(SlotArg(info), LimitArg(info, 1))));
 }
 // sourceEnter(slot, address, max) -> bool; sourceLeave(slot, address).
 Napi::Value SourceEnterJs(const Napi::CallbackInfo& info) {
@@ -406,6 +461,15 @@ Napi::Value RefusalCountJs(const Napi::CallbackInfo& info) {
 Napi::Value RefusalLogAllowedJs(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), RefusalLogAllowed(SlotArg(info)));
 }
+// refusalSummary(slot, force) -> the count to log, 0: none left, -1: some left for a later call.
+Napi::Value RefusalSummaryJs(const Napi::CallbackInfo& info) {
+  uint32_t s = SlotArg(info);
+  bool force = info.Length() > 1 && info[1].IsBoolean() && info[1].As<Napi::Boolean>().Value();
+  bool pending = false;
+  uint64_t n = RefusalSummary(s, force, &pending);
+  return Napi::Number::New(info.Env(), pending ? -1 : static_cast<double>(n));
+}
+
 Napi::Array Counts(Napi::Env env, const std::atomic<uint64_t>* c, uint32_t n) {
   Napi::Array a = Napi::Array::New(env, n);
   for (uint32_t i = 0; i < n; i++) a.Set(i, static_cast<double>(c[i].load(std::memory_order_relaxed)));
@@ -456,6 +520,12 @@ Napi::Value LimitsWorkerLive(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(n));
 }
 
+// statsSession(slot): a session of the session code begins.
+Napi::Value StatsSessionJs(const Napi::CallbackInfo& info) {
+  StatsSession(SlotArg(info));
+  return info.Env().Undefined();
+}
+
 // statsEnd(slot, up, down, ms); statsConnectFailed(slot, server): the session code's counts.
 Napi::Value StatsEndJs(const Napi::CallbackInfo& info) {
   uint32_t s = SlotArg(info);
@@ -483,13 +553,16 @@ void InitLimits(Napi::Env env, Napi::Object exports) {
   exports.Set("limitEnter", Napi::Function::New(env, LimitEnter, "limitEnter"));
   exports.Set("limitLeave", Napi::Function::New(env, LimitLeave, "limitLeave"));
   exports.Set("rateTake", Napi::Function::New(env, RateTakeJs, "rateTake"));
+  exports.Set("ratePeek", Napi::Function::New(env, RatePeekJs, "ratePeek"));
   exports.Set("sourceEnter", Napi::Function::New(env, SourceEnterJs, "sourceEnter"));
   exports.Set("sourceLeave", Napi::Function::New(env, SourceLeaveJs, "sourceLeave"));
   exports.Set("refusalCount", Napi::Function::New(env, RefusalCountJs, "refusalCount"));
   exports.Set("refusalLogAllowed", Napi::Function::New(env, RefusalLogAllowedJs, "refusalLogAllowed"));
+  exports.Set("refusalSummary", Napi::Function::New(env, RefusalSummaryJs, "refusalSummary"));
   exports.Set("limitStats", Napi::Function::New(env, LimitStats, "limitStats"));
   exports.Set("limitsSlotReset", Napi::Function::New(env, LimitsSlotReset, "limitsSlotReset"));
   exports.Set("limitsWorkerLive", Napi::Function::New(env, LimitsWorkerLive, "limitsWorkerLive"));
+  exports.Set("statsSession", Napi::Function::New(env, StatsSessionJs, "statsSession"));
   exports.Set("statsEnd", Napi::Function::New(env, StatsEndJs, "statsEnd"));
   exports.Set("statsConnectFailed", Napi::Function::New(env, StatsConnectFailedJs, "statsConnectFailed"));
 }

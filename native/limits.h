@@ -36,17 +36,29 @@ void SessionLeave(uint32_t slot);
 uint32_t SessionsLive(uint32_t slot);
 // rate: takes a token; 0, or the ms until the next one.
 uint64_t RateTake(uint32_t slot, uint32_t rate);
+// rate: whether a token is there, without taking it; 0, or the ms until the next one.
+uint64_t RatePeek(uint32_t slot, uint32_t rate);
+// Gives back a token RateTake took for a connection that did not become a session.
+void RateRefund(uint32_t slot, uint32_t rate);
 // per-source: a place for this client (false: it has `max` already).
 bool SourceEnter(uint32_t slot, const uint8_t addr[16], uint32_t max);
 void SourceLeave(uint32_t slot, const uint8_t addr[16]);
 void CountRefusal(uint32_t slot, RefusalReason why);
 uint64_t Refusals(uint32_t slot, RefusalReason why);
-// The shared budget of refusal lines: false once this second's are spent.
+// The shared budget of refusal lines: false once this second's are spent
+// (the refusal is then counted for the summary line).
 bool RefusalLogAllowed(uint32_t slot);
+// A session of the service begins (its connection number is given).
+void StatsSession(uint32_t slot);
 // A session of the service ended: its bytes each way and its duration.
 void StatsEnd(uint32_t slot, uint64_t up, uint64_t down, uint64_t ms);
 // A connect to the service's server `server` (its place in the group) failed.
 void StatsConnectFailed(uint32_t slot, uint32_t server);
+// The refusals counted for the summary, taken by one process a second (of
+// all the daemon's): the count to log (0: nothing to log); `pending` is set
+// when some are left for a later call (another process took this second's
+// turn). `force` takes them whatever the second (a listener that closes).
+uint64_t RefusalSummary(uint32_t slot, bool force, bool* pending);
 
 // access.cc: a client address as 16 bytes, IPv4 (and IPv4-mapped IPv6) as
 // ::ffff:a.b.c.d, so one client has one key whatever socket it came in on.

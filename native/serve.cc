@@ -12,12 +12,14 @@
 // the backlog instead of the loop spinning on a socket that stays readable.
 //
 // Access lists and limits (limits.h) are checked here, before anything is
-// read: a refused client is closed at once (allow/deny, per-source); a
-// service at its maxconn is not accepted from (the precheck) and one out of
-// rate tokens holds the connection it took, unread, until a token comes;
-// either way the listener stops polling, so later clients wait in the
-// backlog. Sessions ending in this worker wake a waiting listener at once;
-// those ending in another worker are seen by a short recheck timer.
+// read: a refused client is closed at once (allow/deny, per-source). A
+// maxconn place and a rate token are taken before each accept4 (Reserve),
+// so a client is only accepted when it can be served, even when workers
+// race for the last place or token: at maxconn or out of tokens the
+// listener stops polling and the clients wait in the backlog, unaccepted.
+// A reservation that found no client, or a client that is refused, gives
+// them back. Sessions ending in this worker wake a waiting listener at
+// once; those ending in another worker are seen by a short recheck timer.
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -96,6 +98,7 @@ struct Admission {
   uint32_t slot = 0;
   bool entered = false;  // a live-session place
   bool source = false;   // a per-source place
+  uint32_t rate = 0;     // the rate a token was taken under (0: none): to give it back (GiveBack)
   uint8_t key[16] = {};
 };
 
@@ -153,12 +156,8 @@ struct Listener {
   // rate gets two lines, not two per token.
   Waiting episode = Waiting::kNone;
   uint32_t episode_limit = 0;
-  // A connection taken from the queue that waits for a rate token (or lost
-  // the race for the last maxconn place to another worker), unread.
-  int held = -1;
-  sockaddr_storage held_peer{};
-  Admission held_adm;
-  uint64_t suppressed = 0;  // refusal lines over the budget since the last summary
+  // The summary timer runs while refusals over the budget (counted in the
+  // shared slot, for all workers) wait for their summary line.
   bool summary_running = false;
 };
 
@@ -180,8 +179,9 @@ struct Conn {
   int open_handles = 0;
   bool closing = false;
   Admission adm;
-  bool adm_live = false;  // still this Conn's to give back
-  uint64_t start_ms = 0;  // loop time of the accept, for the status socket
+  bool adm_live = false;   // still this Conn's to give back
+  uint64_t start_ms = 0;   // loop time of the accept, for the status socket and the durations
+  bool forwarded = false;  // handed to the pump (which counts the session's end)
 };
 
 // A fast-path session being forwarded, as the status socket lists it.
@@ -295,6 +295,14 @@ void Leave(ServeState* st, const Admission& adm) {
   }
 }
 
+// Gives back what a connection that did not become a session took: its
+// places and its rate token (a refused client is no new session, and a
+// reservation that found no client took the token for nobody).
+void GiveBack(ServeState* st, const Admission& adm) {
+  if (adm.rate != 0) RateRefund(adm.slot, adm.rate);
+  Leave(st, adm);
+}
+
 // ---------------------------------------------------------------- connect
 
 void OnConnClosed(uv_handle_t* h) {
@@ -325,6 +333,8 @@ void EndConnect(Conn* c) {
   if (c->closing) return;
   c->closing = true;
   c->st->connecting.erase(c);
+  // A session that never reached the pump (no server answered, the PROXY header failed, aborted) ends here.
+  if (!c->forwarded) StatsEnd(c->service->slot, 0, 0, uv_now(c->st->loop) - c->start_ms);
   if (c->adm_live) {
     c->adm_live = false;
     Leave(c->st, c->adm);
@@ -442,17 +452,21 @@ void Connected(Conn* c) {
   bool adm_live = c->adm_live;
   c->adm_live = false;
   c->client = c->server = -1;
+  c->forwarded = true;
   // EndConnect's uv_close has taken the fd out of epoll: the pump may poll it at once.
   EndConnect(c);
   auto pump_id = std::make_shared<uint64_t>(0);
   FastSession info{c->id, c->peer, c->service, c->start_ms};
   uint32_t slot = c->service->slot;
+  uint64_t accepted = c->start_ms;
   int err = StartPump(
       st->env, client, server, c->service->idle_ms, false,
-      [st, tag, route, pump_id, adm, adm_live, level, slot](const PumpOutcome& o) {
+      [st, tag, route, pump_id, adm, adm_live, level, slot, accepted](const PumpOutcome& o) {
         st->pumps.erase(*pump_id);
         if (adm_live) Leave(st, adm);
-        StatsEnd(slot, o.bytes_up, o.bytes_down, static_cast<uint64_t>(o.duration_ms));
+        // Timed from the accept, as the session code times its sessions.
+        uint64_t now = uv_now(st->loop);
+        StatsEnd(slot, o.bytes_up, o.bytes_down, now > accepted ? now - accepted : 0);
         // As describeEnd in src/session/session.ts words it.
         std::string why = o.end;
         if (o.syscall != nullptr) {
@@ -472,6 +486,7 @@ void Connected(Conn* c) {
   if (err < 0) {
     st->Log(kError, tag + ": cannot forward: uv_poll_init " + ErrName(-err));
     if (adm_live) Leave(st, adm);
+    StatsEnd(slot, 0, 0, uv_now(st->loop) - accepted);
     return;
   }
   st->pumps.emplace(*pump_id, std::move(info));
@@ -624,15 +639,21 @@ void EndWait(Listener* l) {
   if (l->polling) OnAccept(&l->poll, 0, 0);
 }
 
+void LogSummary(Listener* l, uint64_t n) {
+  if (n != 0) l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(n) + " more refused");
+}
+
+// Once a second while the service has refusals over the budget: the
+// summary line, when this process has the second's turn (RefusalSummary);
+// the timer stops once none are left, in any worker (one that counts more
+// starts its own).
 void OnSummary(uv_timer_t* t) {
   auto* l = static_cast<Listener*>(t->data);
-  if (l->suppressed == 0) {
-    uv_timer_stop(t);
-    l->summary_running = false;
-    return;
-  }
-  l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(l->suppressed) + " more refused");
-  l->suppressed = 0;
+  bool pending = false;
+  LogSummary(l, RefusalSummary(l->service->slot, false, &pending));
+  if (pending) return;
+  uv_timer_stop(t);
+  l->summary_running = false;
 }
 
 // Closes a refused client at once: nothing read or written, no connection number.
@@ -644,13 +665,11 @@ void Refuse(Listener* l, int fd, const sockaddr_storage& peer, const std::string
     l->st->Log(kWarning, ServiceTag(l) + ": refused " + HostPort(peer, true) + ": " + rule);
     return;
   }
-  // A PROXY header read that outlived its listener: its timers are gone.
-  if (l->closing) return;
-  l->suppressed++;
-  if (!l->summary_running) {
-    l->summary_running = true;
-    uv_timer_start(&l->summary, OnSummary, kSummaryMs, kSummaryMs);
-  }
+  // A PROXY header read that outlived its listener: its timers are gone
+  // (the count waits in the slot for another listener's summary).
+  if (l->closing || l->summary_running) return;
+  l->summary_running = true;
+  uv_timer_start(&l->summary, OnSummary, kSummaryMs, kSummaryMs);
 }
 
 // `via`: the balancer a PROXY header came from, when it named the client.
@@ -662,9 +681,10 @@ void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& a
     // Only a header read that ended after a whole block went by: not worth a session.
     st->Log(kError, ServiceTag(l) + ": client " + HostPort(peer, true) + ": out of connection numbers");
     close(fd);
-    Leave(st, adm);
+    GiveBack(st, adm);
     return;
   }
+  StatsSession(l->service->slot);
   sockaddr_storage local{};
   socklen_t llen = sizeof local;
   getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
@@ -690,13 +710,13 @@ void AfterHeader(Listener* l, int fd, const sockaddr_storage* peer, const sockad
     const std::string* why = svc.access.Check(adm.key);
     if (why != nullptr) {
       Refuse(l, fd, client, *why, why == &svc.access.no_allow ? kRefusedNoAllow : kRefusedDeny);
-      return Leave(l->st, adm);
+      return GiveBack(l->st, adm);
     }
   }
   if (svc.per_source != 0) {
     if (!SourceEnter(svc.slot, adm.key, svc.per_source)) {
       Refuse(l, fd, client, "per-source " + std::to_string(svc.per_source), kRefusedPerSource);
-      return Leave(l->st, adm);
+      return GiveBack(l->st, adm);
     }
     adm.source = true;
   }
@@ -733,10 +753,10 @@ void HeaderFailed(HeaderRead* r, const std::string& why) {
   EndHeader(r);
   if (l == nullptr) {
     close(fd);
-    return Leave(st, adm);
+    return GiveBack(st, adm);
   }
   Refuse(l, fd, peer, why, kRefusedProxy);
-  Leave(l->st, adm);
+  GiveBack(l->st, adm);
   if (--l->reads == 0 && l->closing && l->open_handles == 0) FreeListener(l);
 }
 
@@ -773,7 +793,7 @@ void OnHeaderTimeout(uv_timer_t* t) {
   HeaderFailed(r, "no complete PROXY header within " + std::to_string(kProxyHeaderTimeoutMs / 1000) + " s");
 }
 
-// Reads the PROXY header of an admitted client (it holds its maxconn place and rate token).
+// Reads the PROXY header of a client (it holds its maxconn place and rate token).
 void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
   ServeState* st = l->st;
   // The header is usually in by now, with the first segment: read it at
@@ -783,7 +803,7 @@ void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admiss
   std::string why;
   switch (reader.Step(fd, &header, &why)) {
     case ProxyParse::kNeedMore: break;
-    case ProxyParse::kInvalid: Refuse(l, fd, peer, why, kRefusedProxy); return Leave(st, adm);
+    case ProxyParse::kInvalid: Refuse(l, fd, peer, why, kRefusedProxy); return GiveBack(st, adm);
     case ProxyParse::kOk:
       return AfterHeader(l, fd, header.local ? nullptr : &peer, header.local ? peer : header.source, adm);
   }
@@ -798,7 +818,7 @@ void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admiss
     delete r;
     st->Log(kError, ServiceTag(l) + ": client " + HostPort(peer, true) + ": uv_poll_init " + ErrName(-err));
     close(fd);
-    return Leave(st, adm);
+    return GiveBack(st, adm);
   }
   uv_timer_init(st->loop, &r->timer);
   r->poll.data = r;
@@ -811,96 +831,78 @@ void StartHeader(Listener* l, int fd, const sockaddr_storage& peer, const Admiss
   uv_timer_start(&r->timer, OnHeaderTimeout, kProxyHeaderTimeoutMs, 0);
 }
 
-void Hold(Listener* l, int fd, const sockaddr_storage& peer, const Admission& adm) {
-  l->held = fd;
-  l->held_peer = peer;
-  l->held_adm = adm;
-}
-
-// The limits after the access lists: a place under maxconn, then a rate
-// token. False: the connection is held and the listener waits.
-bool Proceed(Listener* l, int fd, const sockaddr_storage& peer, Admission adm) {
+// A place under maxconn, then a rate token, taken before accept4: a
+// client is accepted only when it can be served, and the next one stays in
+// the listen queue. False: none left, the listener waits. (A reservation
+// that then finds the queue empty, given back at once, may make another
+// worker that wanted the same last place wait one recheck: a cheap price
+// for never holding a client that cannot be served.)
+bool Reserve(Listener* l, Admission* adm) {
   const FastService& svc = *l->service;
-  if (!adm.entered) {
-    if (!SessionEnter(svc.slot, svc.maxconn)) {
-      Hold(l, fd, peer, adm);
-      StartWait(l, Waiting::kMaxconn, svc.maxconn, kMaxconnRecheckMs);
-      return false;
-    }
-    adm.entered = true;
+  adm->slot = svc.slot;
+  if (!SessionEnter(svc.slot, svc.maxconn)) {
+    StartWait(l, Waiting::kMaxconn, svc.maxconn, kMaxconnRecheckMs);
+    return false;
   }
+  adm->entered = true;
   if (svc.rate != 0) {
     uint64_t ms = RateTake(svc.slot, svc.rate);
     if (ms != 0) {
-      Hold(l, fd, peer, adm);
+      SessionLeave(svc.slot);
+      adm->entered = false;
       StartWait(l, Waiting::kRate, svc.rate, ms);
       return false;
     }
-  }
-  if (svc.accept_proxy) {
-    StartHeader(l, fd, peer, adm);
-  } else {
-    Serve(l, fd, peer, adm);
+    adm->rate = svc.rate;
   }
   return true;
 }
 
-// A new connection: the access lists and per-source refuse at once; false:
-// it waits (held) for maxconn or rate.
-bool Admit(Listener* l, int fd, const sockaddr_storage& peer) {
+// A new connection, with its reservation: the access lists and per-source
+// refuse at once (the reservation given back); accept-proxy reads the
+// header first (the client it names is the one judged).
+void Admit(Listener* l, int fd, const sockaddr_storage& peer, Admission adm) {
   const FastService& svc = *l->service;
-  Admission adm;
-  adm.slot = svc.slot;
   ClientKeyOf(peer, adm.key);
   if (svc.accept_proxy) {
-    // The header names the client the lists and per-source judge; the limits come first (Proceed).
     if (!svc.trusted.Empty() && svc.trusted.Check(adm.key) != nullptr) {
       Refuse(l, fd, peer, "untrusted PROXY source", kRefusedProxy);
-      return true;
+      return GiveBack(l->st, adm);
     }
-    return Proceed(l, fd, peer, adm);
+    return StartHeader(l, fd, peer, adm);
   }
   if (!svc.access.Empty()) {
     const std::string* why = svc.access.Check(adm.key);
     if (why != nullptr) {
       Refuse(l, fd, peer, *why, why == &svc.access.no_allow ? kRefusedNoAllow : kRefusedDeny);
-      return true;
+      return GiveBack(l->st, adm);
     }
   }
   if (svc.per_source != 0) {
     if (!SourceEnter(svc.slot, adm.key, svc.per_source)) {
       Refuse(l, fd, peer, "per-source " + std::to_string(svc.per_source), kRefusedPerSource);
-      return true;
+      return GiveBack(l->st, adm);
     }
     adm.source = true;
   }
-  return Proceed(l, fd, peer, adm);
+  Serve(l, fd, peer, adm);
 }
 
-// Gives back what a held connection took and closes it (the listener is closing).
-void DropHeld(Listener* l) {
-  if (l->held < 0) return;
-  close(l->held);
-  l->held = -1;
-  Leave(l->st, l->held_adm);
-  l->held_adm = Admission{};
-}
-
+// The wait is over when a place is free (a session of another worker
+// ended: rechecked every kMaxconnRecheckMs) or a token is there; accepting
+// again reserves anew, and a worker that lost the place or the token to
+// another one waits again.
 void OnWaitTimer(uv_timer_t* t) {
   auto* l = static_cast<Listener*>(t->data);
   if (l->closing || l->waiting == Waiting::kNone) return;
-  if (l->held >= 0) {
-    int fd = l->held;
-    l->held = -1;
-    Admission adm = l->held_adm;
-    l->held_adm = Admission{};
-    // Proceed holds it again (and rearms the timer) when it still must wait.
-    if (!Proceed(l, fd, l->held_peer, adm)) return;
-    return EndWait(l);
-  }
   const FastService& svc = *l->service;
   if (svc.maxconn != 0 && SessionsLive(svc.slot) >= svc.maxconn) {
     uv_timer_start(&l->wait, OnWaitTimer, kMaxconnRecheckMs, 0);
+    return;
+  }
+  uint64_t ms = RatePeek(svc.slot, svc.rate);
+  if (ms != 0) {
+    uv_timer_start(&l->wait, OnWaitTimer, ms, 0);
     return;
   }
   EndWait(l);
@@ -919,16 +921,15 @@ void OnAccept(uv_poll_t* h, int status, int) {
       // Out of connection numbers until JS tops them up (next flush): wait.
       return Pause(l);
     }
-    const FastService& svc = *l->service;
-    // At maxconn: leave the next client in the backlog.
-    if (svc.maxconn != 0 && SessionsLive(svc.slot) >= svc.maxconn) {
-      return StartWait(l, Waiting::kMaxconn, svc.maxconn, kMaxconnRecheckMs);
-    }
+    // At maxconn or out of tokens: the next client stays in the backlog.
+    Admission adm;
+    if (!Reserve(l, &adm)) return;
     sockaddr_storage peer{};
     socklen_t plen = sizeof peer;
     int fd = accept4(l->fd, reinterpret_cast<sockaddr*>(&peer), &plen, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       int err = errno;
+      GiveBack(st, adm);
       if (err == EAGAIN || err == EWOULDBLOCK) {
         if (l->episode != Waiting::kNone) {
           st->Log(kInfo, ServiceTag(l) + ": " + LimitName(l->episode) + std::to_string(l->episode_limit) +
@@ -942,7 +943,7 @@ void OnAccept(uv_poll_t* h, int status, int) {
                           std::to_string(kPauseMs) + " ms");
       return Pause(l);
     }
-    if (!Admit(l, fd, peer)) return;
+    Admit(l, fd, peer, adm);
   }
 }
 
@@ -965,8 +966,11 @@ void CloseListener(Listener* l) {
   l->st->listeners.erase(l->handle_id);
   if (l->waiting == Waiting::kMaxconn) l->st->waiting_maxconn--;
   l->waiting = Waiting::kNone;
-  DropHeld(l);
-  if (l->suppressed > 0) l->st->Log(kWarning, ServiceTag(l) + ": " + std::to_string(l->suppressed) + " more refused");
+  // The refusals still to summarize: now (the workers that count more report those).
+  if (l->summary_running) {
+    bool pending = false;
+    LogSummary(l, RefusalSummary(l->service->slot, true, &pending));
+  }
   uv_timer_stop(&l->pause);
   uv_timer_stop(&l->wait);
   uv_timer_stop(&l->summary);
@@ -1183,12 +1187,11 @@ Napi::Value ServeAbortAll(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (StateOf(env) == nullptr || StateOf(env)->loop == nullptr) return env.Undefined();
   ServeState& st = Ready(info);
-  for (auto& entry : st.listeners) DropHeld(entry.second);
   std::vector<HeaderRead*> reads(st.reading.begin(), st.reading.end());
   for (HeaderRead* r : reads) {
     close(r->fd);
     r->fd = -1;
-    Leave(&st, r->adm);
+    GiveBack(&st, r->adm);
     EndHeader(r);
   }
   std::vector<Conn*> conns(st.connecting.begin(), st.connecting.end());
@@ -1302,8 +1305,6 @@ void CleanupServe(void* arg) {
   for (auto& entry : st->listeners) {
     if (entry.second->fd >= 0) close(entry.second->fd);
     entry.second->fd = -1;
-    if (entry.second->held >= 0) close(entry.second->held);
-    entry.second->held = -1;
   }
   for (HeaderRead* r : st->reading) {
     if (r->fd >= 0) close(r->fd);

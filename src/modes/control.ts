@@ -130,7 +130,14 @@ export class ControlSocket {
       if (sock.destroyed) return;
       clearTimeout(timer);
       timer = setTimeout(() => sock.destroy(), CLIENT_MS);
-      sock.end(`${JSON.stringify(body)}\n`);
+      let text: string;
+      try {
+        text = JSON.stringify(body);
+      } catch (err) {
+        log.error(`control socket: the answer cannot be written: ${errorText(err)}`);
+        text = JSON.stringify({ error: 'the answer is too large' });
+      }
+      sock.end(`${text}\n`);
     };
     sock.setEncoding('latin1');
     sock.on('data', (chunk: string) => {

@@ -115,9 +115,10 @@ export function writePidfile(file: string, allow: number | null = null): void {
 }
 
 /** Removes the pidfile if it still names this process. */
-export function removePidfile(file: string): void {
+/** Removes the pid file if it names `pid` (this process, or a new master it gave up). */
+export function removePidfile(file: string, pid = process.pid): void {
   try {
-    if (Number.parseInt(readPidfile(file).trim(), 10) === process.pid) fs.rmSync(file);
+    if (Number.parseInt(readPidfile(file).trim(), 10) === pid) fs.rmSync(file);
   } catch {
     // Already gone: nothing to do.
   }

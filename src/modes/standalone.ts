@@ -8,15 +8,21 @@ import { formatHostPort } from '../table/address';
 import { GRACE_MS } from '../process/grace';
 import { report } from './daemon';
 import { errorText, StartError } from '../sys/errors';
-import { EXIT_OK } from '../sys/exit-codes';
+import { EXIT_FAILURE, EXIT_OK } from '../sys/exit-codes';
 import { runningAsRoot } from '../process/privilege';
 import { bindListeners, closeListeners, takeInheritedListeners, type InheritedListener, type Listener } from './listener';
 import { ControlBusyError, ControlSocket, type Request } from './control';
 import { buildStatus } from './status';
-import { ID_GAP, startNewMaster, takeHandover } from './upgrade';
+import { ID_GAP, startNewMaster, takeHandover, type Upgrade } from './upgrade';
+
+/** How long an upgrade's new master waits for its workers before it gives up (and the old one goes on). */
+const UPGRADE_WORKERS_MS = 15_000;
 import { MetricsHost } from '../process/metrics-host';
 import type { MetricsSnapshot } from '../process/metrics';
-import { DEFAULT_GID, DEFAULT_UID } from '../process/privilege';
+import { DEFAULT_GID } from '../process/privilege';
+
+/** The metrics process's uid when started by root: nobody. */
+const METRICS_UID = 65534;
 import type { BindAddress } from '../table/address';
 import { createLogger, type Logger } from '../sys/log';
 import { native } from '../sys/native';
@@ -140,8 +146,9 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
           live: v.live,
           sessions: v.sessions,
           refused: v.refused,
-          bytesUp: v.bytesUp,
-          bytesDown: v.bytesDown,
+          // Counters may not go back: the ended sessions' bytes only (a live session's are added when it ends).
+          bytesUp: slot?.bytesUp ?? 0,
+          bytesDown: slot?.bytesDown ?? 0,
           durations: slot?.durations ?? [],
           durationMs: slot?.durationMs ?? 0,
           servers: v.servers.map((x) => ({ server: x.server, up: x.state === 'up', connectFailed: x.connectFailed })),
@@ -214,14 +221,23 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       : new MetricsHost({
           fd: held.metrics.fd,
           key: held.metrics.key,
-          expect: asRoot ? { uid: DEFAULT_UID, gid: DEFAULT_GID } : null,
+          // nobody, not the default service uid: a worker's uid could signal it, and it them.
+          expect: asRoot ? { uid: METRICS_UID, gid: DEFAULT_GID } : null,
           snapshot: metricsSnapshot,
           log,
         });
   metricsHost?.start();
   log.info(`tcpproxy ${VERSION} serving ${services.length} service(s), pid ${process.pid}`);
-  // The master being replaced stops accepting when this one reports: its workers first.
-  if (handover !== null) await supervisor.whenReady(15_000);
+  // The master being replaced stops accepting when this one reports: its workers first. Workers
+  // that do not come up (a broken install) fail the upgrade: the old master goes on serving.
+  if (handover !== null && !(await supervisor.whenReady(UPGRADE_WORKERS_MS))) {
+    supervisor.kill();
+    metricsHost?.stop();
+    const message = `upgrade: the workers are not ready ${UPGRADE_WORKERS_MS / 1000} s after the start`;
+    log.error(message);
+    if (opts.readyFd !== null) report(opts.readyFd, { ok: false, code: EXIT_FAILURE, message });
+    return EXIT_FAILURE;
+  }
   if (opts.readyFd !== null) report(opts.readyFd, { ok: true });
   const running = supervisor;
   const status = (): string => {
@@ -290,16 +306,15 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       if (opts.pidfile !== null) removePidfile(opts.pidfile);
       resolve(EXIT_OK);
     };
-    let upgrading = false;
+    let upgrading: Upgrade | null = null;
     let stopping = false;
     /** SIGUSR2: a new master from the installed program; this one hands over once it is ready. */
     const upgrade = async (): Promise<void> => {
-      if (upgrading || stopping) return;
-      upgrading = true;
+      if (upgrading !== null || stopping) return;
       log.info(`SIGUSR2: starting a new master: ${[process.execPath, process.argv[1] ?? '', ...opts.argv].join(' ')}`);
       const passed = [...listeners.values()].map((l) => ({ fd: l.fd, key: l.key }));
       if (held.metrics !== null) passed.push({ fd: held.metrics.fd, key: `metrics:${held.metrics.key}` });
-      const o = await startNewMaster({
+      const started = startNewMaster({
         argv: opts.argv,
         listeners: passed,
         firstId: running.successorIds(ID_GAP),
@@ -307,10 +322,23 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
         foreground: opts.foreground,
         log,
       });
-      upgrading = false;
+      upgrading = started;
+      if (started.pid !== 0) log.info(`SIGUSR2: the new master is pid ${started.pid}; this one serves until it is ready`);
+      const o = await started.outcome;
+      upgrading = null;
       if (stopping) return;
       if (!o.ok) {
         log.error(`SIGUSR2: the new master failed: ${o.why}; this one goes on serving`);
+        // It may have taken the control socket's path before it failed: take it back.
+        if (opts.control !== null && held.control !== null) {
+          held.control.abandon();
+          held.control = null;
+          try {
+            held.control = await ControlSocket.open(opts.control.path, answer, log, true);
+          } catch (err) {
+            log.error(`SIGUSR2: ${errorText(err)}`);
+          }
+        }
         if (opts.pidfile !== null) {
           try {
             writePidfile(opts.pidfile);
@@ -327,6 +355,9 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
     };
     const stop = (sig: string, successor: number | null = null): void => {
       stopping = true;
+      // A stop signal during an upgrade stops the service: the new master is given up too.
+      const givenUp = upgrading?.pid ?? null;
+      upgrading?.cancel();
       if (successor !== null) log.info(`SIGUSR2: the new master, pid ${successor}, is serving; this one stops accepting; live sessions have ${GRACE_MS / 1000} s to finish`);
       else {
         log.info(`${sig}: no new connections; live sessions have ${GRACE_MS / 1000} s to finish`);
@@ -347,6 +378,7 @@ export async function standalone(opts: StandaloneOptions): Promise<number> {
       if (successor !== null) held.control = null;
       void running.stop(GRACE_MS).then(() => {
         if (opts.pidfile !== null) removePidfile(opts.pidfile);
+        if (opts.pidfile !== null && givenUp !== null) removePidfile(opts.pidfile, givenUp);
         held.control?.close();
         log.info('terminated');
         notifier.stop();

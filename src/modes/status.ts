@@ -10,6 +10,9 @@ import type { WorkerStatus } from '../process/supervisor';
 import type { SlotStats } from '../sys/native';
 import { describeTarget, formatServer, listenKey, type Service } from '../table/service';
 
+/** Live sessions -ZZ lists at most. */
+export const MAX_LISTED = 200_000;
+
 export interface ServerStatus {
   /** `host:port` as the config names it. */
   readonly server: string;
@@ -52,8 +55,10 @@ export interface DaemonStatus {
     /** False: it did not answer in time (its live bytes and sessions are missing). */
     readonly answered: boolean;
   }[];
-  /** -ZZ only: every live session, by connection number. */
+  /** -ZZ only: every live session, by connection number (the first MAX_LISTED). */
   readonly liveSessions?: readonly SessionReport[];
+  /** -ZZ: live sessions beyond MAX_LISTED, not listed. */
+  readonly liveSessionsLeftOut?: number;
 }
 
 export interface StatusInputs {
@@ -68,7 +73,13 @@ export interface StatusInputs {
 
 export function buildStatus(i: StatusInputs): DaemonStatus {
   const reports = new Map<string, ServiceReport[]>();
-  for (const w of i.workers) for (const r of w.report?.services ?? []) reports.set(r.key, [...(reports.get(r.key) ?? []), r]);
+  for (const w of i.workers) {
+    for (const r of w.report?.services ?? []) {
+      const list = reports.get(r.key);
+      if (list === undefined) reports.set(r.key, [r]);
+      else list.push(r);
+    }
+  }
   const seen = new Set<string>();
   const services: ServiceStatus[] = [];
   for (const s of i.services) {
@@ -113,8 +124,10 @@ export function buildStatus(i: StatusInputs): DaemonStatus {
   }));
   const base = { version: i.version, pid: process.pid, uptimeSec: Math.floor((Date.now() - i.startedAt) / 1000), services, workers };
   if (!i.sessions) return base;
-  const liveSessions = i.workers.flatMap((w) => w.report?.sessions ?? []).sort((a, b) => a.id - b.id);
-  return { ...base, liveSessions };
+  const all = i.workers.flatMap((w) => w.report?.sessions ?? []).sort((a, b) => a.id - b.id);
+  // However many workers: one answer stays well inside what JSON.stringify can make.
+  const liveSessions = all.slice(0, MAX_LISTED);
+  return { ...base, liveSessions, ...(all.length > MAX_LISTED ? { liveSessionsLeftOut: all.length - MAX_LISTED } : {}) };
 }
 
 /** Columns padded to their widest cell; numbers right-aligned. */
@@ -177,6 +190,7 @@ export function formatStatus(s: DaemonStatus): string {
         s.liveSessions.map((x) => [x.id, x.client, x.service, x.phase, seconds(x.ageMs), dash(x.bytesUp), dash(x.bytesDown), seconds(x.idleMs)]),
       ),
     );
+    if (s.liveSessionsLeftOut !== undefined) out.push(`(${s.liveSessionsLeftOut} more live sessions not listed)`);
   }
   return `${out.join('\n')}\n`;
 }

@@ -63,9 +63,20 @@ export interface UpgradeRequest {
 
 export type UpgradeOutcome = { ok: true; pid: number } | { ok: false; why: string };
 
-/** Starts the new master and waits for its report. */
-export function startNewMaster(r: UpgradeRequest): Promise<UpgradeOutcome> {
-  return new Promise((resolve) => {
+/** A new master being started: its report to come, and a way to give it up (the old one is stopping). */
+export interface Upgrade {
+  /** The new master's pid (0 when it could not be started). */
+  readonly pid: number;
+  readonly outcome: Promise<UpgradeOutcome>;
+  /** Kills the new master if it has not reported ready yet. */
+  cancel(): void;
+}
+
+/** Starts the new master; its outcome resolves with its report. */
+export function startNewMaster(r: UpgradeRequest): Upgrade {
+  let cancel = (): void => {};
+  let started = 0;
+  const outcome = new Promise<UpgradeOutcome>((resolve) => {
     const handover: Handover = {
       from: process.pid,
       listeners: r.listeners.map((l, i) => ({ fd: FIRST_FD + i, key: l.key })),
@@ -86,6 +97,7 @@ export function startNewMaster(r: UpgradeRequest): Promise<UpgradeOutcome> {
       return;
     }
     const pid = child.pid ?? 0;
+    started = pid;
     let report = '';
     let settled = false;
     const settle = (o: UpgradeOutcome): void => {
@@ -98,6 +110,7 @@ export function startNewMaster(r: UpgradeRequest): Promise<UpgradeOutcome> {
       resolve(o);
     };
     const timer = setTimeout(() => settle({ ok: false, why: `not ready ${UPGRADE_MS / 1000} s after its start` }), UPGRADE_MS);
+    cancel = () => settle({ ok: false, why: 'given up: this master is stopping' });
     child.on('error', (err) => settle({ ok: false, why: `cannot start it: ${err.message}` }));
     const pipe = child.stdio[3];
     pipe?.on('data', (chunk: Buffer) => {
@@ -111,4 +124,5 @@ export function startNewMaster(r: UpgradeRequest): Promise<UpgradeOutcome> {
     });
     child.once('exit', (code, signal) => settle({ ok: false, why: `it ended before it was ready (${signal ?? `exit ${code ?? '?'}`})` }));
   });
+  return { pid: started, outcome, cancel: () => cancel() };
 }

@@ -19,7 +19,11 @@ const PROGRAM = ((): string => {
   return fs.existsSync(here) ? here : path.join(__dirname, '..', 'process', 'metrics.js');
 })();
 
-/** Scrapes a second beyond which the process is not a Prometheus server's client but out of control. */
+/**
+ * Questions a second beyond which the process is out of control: it shares
+ * one question among its clients for 100 ms (metrics.ts), so it asks about
+ * ten times a second however hard it is scraped.
+ */
 const MAX_SCRAPES = 50;
 const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 10_000;

@@ -94,7 +94,7 @@ export async function renderMetrics(s: MetricsSnapshot): Promise<string> {
     ),
   );
   r.registerMetric(
-    metric('tcpproxy_bytes_total', 'Bytes forwarded, by service and direction (up: client to server); live sessions included.', 'counter', () =>
+    metric('tcpproxy_bytes_total', 'Bytes forwarded by the sessions that ended, by service and direction (up: client to server).', 'counter', () =>
       per((v, l) => [
         { labels: { ...l, direction: 'up' }, value: v.bytesUp },
         { labels: { ...l, direction: 'down' }, value: v.bytesDown },
@@ -134,12 +134,31 @@ export async function renderMetrics(s: MetricsSnapshot): Promise<string> {
 
 /** How long a scrape waits for the master's snapshot. */
 const SNAPSHOT_MS = 5000;
+/** How long one snapshot answers every scrape. */
+const SHARE_MS = 100;
+/** Connections served at once; more are closed at once (a scraper needs one). */
+const MAX_CONNECTIONS = 64;
 
 export function runMetrics(): void {
   let started = false;
   let nextReq = 1;
   const waiting = new Map<number, (s: MetricsSnapshot | null) => void>();
-  const snapshot = (): Promise<MetricsSnapshot | null> =>
+  // Scrapes at the same time share one question to the master, and its answer
+  // serves for SHARE_MS: however many clients ask, the master hears at most
+  // about ten questions a second.
+  let shared: { at: number; answer: Promise<MetricsSnapshot | null> } | null = null;
+  const snapshot = (): Promise<MetricsSnapshot | null> => {
+    const now = Date.now();
+    if (shared !== null && now - shared.at < SHARE_MS) return shared.answer;
+    const answer = ask();
+    shared = { at: now, answer };
+    void answer.then((s) => {
+      // A failed question is not kept: the next scrape asks again.
+      if (s === null && shared?.answer === answer) shared = null;
+    });
+    return answer;
+  };
+  const ask = (): Promise<MetricsSnapshot | null> =>
     new Promise((resolve) => {
       const req = nextReq++;
       const timer = setTimeout(() => {
@@ -159,7 +178,8 @@ export function runMetrics(): void {
   };
 
   const serve = (fd: number): void => {
-    const server = http.createServer({ maxHeaderSize: MAX_HEAD, requestTimeout: IDLE_MS, headersTimeout: IDLE_MS }, (req, res) => {
+    // connectionsCheckingInterval: Node checks the request timeouts only this often (30 s by default).
+    const server = http.createServer({ maxHeaderSize: MAX_HEAD, requestTimeout: IDLE_MS, headersTimeout: IDLE_MS, connectionsCheckingInterval: 1000 }, (req, res) => {
       const url = (req.url ?? '').split('?')[0];
       if (url !== '/metrics') return answer(res, 404, 'not found: the metrics are at /metrics\n');
       if (req.method !== 'GET' && req.method !== 'HEAD') return answer(res, 405, 'only GET\n');
@@ -170,6 +190,7 @@ export function runMetrics(): void {
       });
     });
     server.keepAliveTimeout = IDLE_MS;
+    server.maxConnections = MAX_CONNECTIONS;
     // A connection with nothing going on for 10 s is closed (between requests, or before the first).
     server.setTimeout(IDLE_MS, (sock: net.Socket) => sock.destroy());
     server.on('clientError', (err: NodeJS.ErrnoException, sock: net.Socket) => {

@@ -26,6 +26,7 @@ import { native } from '../sys/native';
 import {
   HEARTBEAT_MS,
   parseToMaster,
+  STATUS_PART_ITEMS,
   type DrainMessage,
   type IdBlock,
   type IdsMessage,
@@ -179,6 +180,7 @@ const MAX_REPORTED_SESSIONS = 100_000;
 
 /** An answer being gathered from a worker's StatusParts. */
 interface Pending {
+  parts: number;
   readonly services: ServiceReport[];
   readonly sessions: SessionReport[];
   readonly done: (r: Pending | null) => void;
@@ -297,7 +299,8 @@ class Worker {
         if (this.state === 'starting') this.state = 'ready';
         this.log.info(`${this.label} ready, pid ${pid}`);
       } else if (m.type === 'status') {
-        this.statusPart(m);
+        const problem = this.statusPart(m);
+        if (problem !== null) return refuse(problem);
       } else if (m.type === 'more-ids') {
         if (++moreIds > MAX_MORE_IDS) return refuse(`asked for connection numbers ${moreIds} times in ${WATCH_MS} ms`);
         if (child.connected) child.send({ type: 'ids', ids: this.ids.take() } satisfies IdsMessage);
@@ -368,16 +371,25 @@ class Worker {
     this.backoffMs = Math.min(this.backoffMs * 2, BACKOFF_MAX_MS);
   }
 
-  /** A part of an answer to the status socket: an answer nobody asked for, or too long, is dropped. */
-  private statusPart(m: StatusPart): void {
+  /**
+   * A part of an answer to the status socket. One nobody asked for (late) is
+   * dropped; an answer longer than this worker's services and
+   * MAX_REPORTED_SESSIONS sessions could make, or naming a service it does
+   * not serve, is why the worker is killed.
+   */
+  private statusPart(m: StatusPart): string | null {
     const p = this.pending.get(m.req);
-    if (p === undefined) return;
+    if (p === undefined) return null;
+    const keys = new Set(this.listeners.map((l) => l.key));
+    if (m.services.some((s) => !keys.has(s.key))) return 'reported a service it does not serve';
+    if (++p.parts > Math.ceil((keys.size + MAX_REPORTED_SESSIONS) / STATUS_PART_ITEMS) + 1) return 'sent a status answer longer than it can be';
     p.services.push(...m.services);
     for (const s of m.sessions) if (p.sessions.length < MAX_REPORTED_SESSIONS) p.sessions.push(s);
     if (m.last) {
       this.pending.delete(m.req);
       p.done(p);
     }
+    return null;
   }
 
   /** What the status socket shows of this worker, its answer waited for at most STATUS_WAIT_MS. */
@@ -394,6 +406,7 @@ class Worker {
           resolve(null);
         }, STATUS_WAIT_MS);
         this.pending.set(req, {
+          parts: 0,
           services: [],
           sessions: [],
           done: (r) => {
@@ -579,10 +592,12 @@ export class Supervisor {
     return this.ids.next + gap;
   }
 
-  /** Resolves when every current worker has said it is ready, or after `timeoutMs`. */
-  async whenReady(timeoutMs: number): Promise<void> {
+  /** Whether every current worker has said it is ready within `timeoutMs`. */
+  async whenReady(timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
-    while (Date.now() < deadline && !this.all().every((w) => w.state === 'ready')) await new Promise((r) => setTimeout(r, 20));
+    const ready = (): boolean => this.all().every((w) => w.state === 'ready');
+    while (Date.now() < deadline && !ready()) await new Promise((r) => setTimeout(r, 20));
+    return ready();
   }
 
   /** Workers restarted after they ended unasked, over the daemon's life. */

@@ -126,10 +126,12 @@ interface Accepting {
   fd: number;
   owner: { readonly kind: 'fast'; readonly handle: number } | { readonly kind: 'js'; readonly server: net.Server } | null;
   /**
-   * The session code's limits (the fast path keeps its own in native): while
-   * a maxconn place or a rate token is missing, the net.Server is closed (its
-   * fd, a dup, kept) so later clients wait in the backlog, and the clients
-   * it had taken wait here, unread.
+   * The session code's limits (the fast path keeps its own in native): as
+   * soon as the next client would find no maxconn place or no rate token,
+   * the net.Server is closed (its fd, a dup, kept), so that client waits in
+   * the backlog, not accepted. A net.Server accepts before it can ask, so a
+   * client it took when another worker had just filled the service (or
+   * whose PROXY header was being read meanwhile) waits here, unread.
    */
   waiting: { readonly why: 'maxconn' | 'rate'; readonly limit: number; timer: NodeJS.Timeout | null } | null;
   /**
@@ -139,8 +141,7 @@ interface Accepting {
    */
   episode: { readonly why: 'maxconn' | 'rate'; readonly limit: number; quiet: NodeJS.Timeout | null } | null;
   readonly held: Admitted[];
-  /** Refusal lines over the shared budget since the last summary. */
-  suppressed: number;
+  /** Runs while refusals over the shared budget (counted in native, for all workers) wait for their summary line. */
   summary: NodeJS.Timeout | null;
 }
 
@@ -209,16 +210,21 @@ export function runWorker(): void {
       log?.warn(`service ${a.key}: refused ${formatHostPort(who.address, who.port)}: ${rule}`);
       return;
     }
-    a.suppressed++;
+    // Over the budget: counted in the shared slot. Every worker that counts
+    // some asks once a second; the first in a second takes the whole count
+    // (refusalSummary), so the service has one summary line a second.
     a.summary ??= setInterval(() => {
-      if (a.suppressed === 0) {
-        if (a.summary) clearInterval(a.summary);
+      const n = native().refusalSummary(a.slot, false);
+      summarize(a, n);
+      if (n >= 0 && a.summary) {
+        clearInterval(a.summary);
         a.summary = null;
-        return;
       }
-      log?.warn(`service ${a.key}: ${a.suppressed} more refused`);
-      a.suppressed = 0;
     }, SUMMARY_MS);
+  };
+
+  const summarize = (a: Accepting, n: number): void => {
+    if (n > 0) log?.warn(`service ${a.key}: ${n} more refused`);
   };
 
   /**
@@ -308,6 +314,27 @@ export function runWorker(): void {
       }
     }
     serve(a, h);
+    // The next client would have to wait: stop accepting now, before the
+    // net.Server takes it, so it waits in the listen queue. (In the net.Server's
+    // connection callback, this closes the server before libuv's next accept.)
+    if (a.waiting === null) waitIfFull(a, service);
+    return true;
+  };
+
+  /** What the next client would wait for: a maxconn place (the service's live sessions in all workers) or a rate token. */
+  const fullFor = (a: Accepting, service: Service): { why: 'maxconn' | 'rate'; limit: number; ms: number } | null => {
+    const maxconn = maxconnOf(service);
+    if (maxconn !== null && native().limitStats(a.slot).live >= maxconn) return { why: 'maxconn', limit: maxconn, ms: MAXCONN_RECHECK_MS };
+    const { rate } = service.access;
+    const ms = rate === null ? 0 : native().ratePeek(a.slot, rate);
+    return rate !== null && ms > 0 ? { why: 'rate', limit: rate, ms } : null;
+  };
+
+  /** Stops accepting (the wait and its recheck) when the next client would have to wait; false when it would not. */
+  const waitIfFull = (a: Accepting, service: Service): boolean => {
+    const full = fullFor(a, service);
+    if (full === null) return false;
+    wait(a, full.why, full.limit, full.ms);
     return true;
   };
 
@@ -340,13 +367,19 @@ export function runWorker(): void {
     }, 0);
   };
 
-  /** The held clients in order; when all are served, the listener accepts again. */
+  /**
+   * The held clients in order; when all are served, the listener accepts
+   * again, once the next client would not have to wait (a maxconn place is
+   * free, a token there): until then it rechecks.
+   */
   const retry = (a: Accepting): void => {
     const w = a.waiting;
     if (w === null) return;
     for (let h = a.held.shift(); h !== undefined; h = a.held.shift()) {
       if (!proceed(a, h)) return;
     }
+    const service = byKey.get(a.key);
+    if (service !== undefined && !draining && waitIfFull(a, service)) return;
     a.waiting = null;
     listenJs(a);
     const ep = a.episode;
@@ -401,6 +434,7 @@ export function runWorker(): void {
     }
     const ctl = new AbortController();
     live.add(ctl);
+    native().statsSession(a.slot);
     const started = Date.now();
     const w: Watched = { id, client: formatHostPort(h.client, h.clientPort), key: a.key, started, phase: 'starting', forwarding: null };
     watched.set(id, w);
@@ -443,7 +477,15 @@ export function runWorker(): void {
 
   /** Stops the current owner of a listener; with `keep`, first dups the fd for the next one. */
   const release = (a: Accepting, keep = false): void => {
-    if (!keep) dropHeld(a);
+    if (!keep) {
+      dropHeld(a);
+      // The refusals still to summarize: now (the workers that count more report those).
+      if (a.summary) {
+        clearInterval(a.summary);
+        a.summary = null;
+        summarize(a, native().refusalSummary(a.slot, true));
+      }
+    }
     const owner = a.owner;
     if (owner === null) return;
     if (keep) a.fd = native().dupCloexec(a.fd);
@@ -475,6 +517,12 @@ export function runWorker(): void {
         continue;
       }
       listenJs(a);
+    }
+    // New limits (a SIGHUP) may leave a service of the session code full: it
+    // stops accepting now, not after taking one more client it must hold.
+    for (const a of accepting) {
+      const service = byKey.get(a.key);
+      if (service !== undefined && a.owner?.kind === 'js' && a.waiting === null) waitIfFull(a, service);
     }
   };
 
@@ -531,8 +579,10 @@ export function runWorker(): void {
   const answerStatus = (req: StatusRequest): void => {
     const services = new Map<string, { bytesUp: number; bytesDown: number; down: Set<number> }>();
     const now = Date.now();
-    for (const [key, s] of byKey) {
-      const down = new Set(s.target.kind === 'server' ? downServers({ key, servers: s.target.servers }, now) : []);
+    // This worker's listeners only (the table it has names every service of the daemon).
+    for (const { key } of accepting) {
+      const s = byKey.get(key);
+      const down = new Set(s?.target.kind === 'server' ? downServers({ key, servers: s.target.servers }, now) : []);
       services.set(key, { bytesUp: 0, bytesDown: 0, down });
     }
     const sessions: SessionReport[] = [];
@@ -622,7 +672,7 @@ export function runWorker(): void {
         if (engine.name === 'splice') startFast(l, numbers);
         setServices(msg.services);
         for (const { fd, key, slot } of msg.listeners) {
-          accepting.push({ key, slot, fd, owner: null, waiting: null, episode: null, held: [], suppressed: 0, summary: null });
+          accepting.push({ key, slot, fd, owner: null, waiting: null, episode: null, held: [], summary: null });
         }
         place();
         send({ type: 'ready', ...currentIds() });

@@ -303,16 +303,27 @@ export interface Addon {
   limitLeave(slot: number): void;
   /** A rate token: 0, or the ms until the next one. */
   rateTake(slot: number, rate: number): number;
+  /** Whether a rate token is there, without taking it: 0, or the ms until the next one. */
+  ratePeek(slot: number, rate: number): number;
   sourceEnter(slot: number, client: string, max: number): boolean;
   sourceLeave(slot: number, client: string): void;
   refusalCount(slot: number, reason: Refusal): void;
-  /** The shared budget of refusal lines (10 a second a service): false once spent. */
+  /** The shared budget of refusal lines (10 a second a service): false once spent (the refusal is then counted for the summary). */
   refusalLogAllowed(slot: number): boolean;
+  /**
+   * The refusals counted for the summary line, shared by all workers and
+   * taken by one process a second: the number to log now; 0: none left; -1:
+   * some left, but another process had this second's turn (ask again later).
+   * `force` takes them whatever the second (a listener that closes).
+   */
+  refusalSummary(slot: number, force: boolean): number;
   limitStats(slot: number): SlotStats;
   /** A slot given to a new listen key starts its counts again. */
   limitsSlotReset(slot: number): void;
   /** The live sessions worker `worker` holds, over every service. */
   limitsWorkerLive(worker: number): number;
+  /** A session of the slot's service begins (the session code's; the fast path counts its own). */
+  statsSession(slot: number): void;
   /** A session of the slot's service ended (the session code's; the fast path counts its own). */
   statsEnd(slot: number, bytesUp: number, bytesDown: number, durationMs: number): void;
   /** A connect to server `server` (its place in the group) failed. */
@@ -341,7 +352,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 13;
+const ABI_VERSION = 14;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

@@ -466,6 +466,8 @@ export interface TcpSocket {
   readonly remotePort: number;
   /** Kernel state number (1 = ESTABLISHED, 10 = LISTEN). */
   readonly state: number;
+  /** Bytes received and not yet read (`rx_queue`; for a LISTEN socket, its accept queue's length). */
+  readonly rxQueue: number;
   /** The pending timer (`tr`: 0 none, 1 retransmit, 2 keepalive, 3 TIME_WAIT, 4 zero-window probe) and when it fires, in clock ticks. */
   readonly timer: number;
   readonly timerTicks: number;
@@ -496,6 +498,7 @@ export function tcpSockets(): TcpSocket[] {
         localPort: parseInt(local.slice(local.lastIndexOf(':') + 1), 16),
         remotePort: parseInt(remote.slice(remote.lastIndexOf(':') + 1), 16),
         state: parseInt(f[3] ?? '0', 16),
+        rxQueue: parseInt((f[4] ?? '0:0').split(':')[1] ?? '0', 16),
         timer: parseInt((f[5] ?? '0:0').split(':')[0] ?? '0', 16),
         timerTicks: parseInt((f[5] ?? '0:0').split(':')[1] ?? '0', 16),
         inode: Number(f[9]),
@@ -532,6 +535,17 @@ export function holdersOfConnection(pids: readonly number[], localPort: number, 
   const want = procAddress(remote.host, remote.port);
   const inodes = new Set(tcpSockets().filter((s) => s.localPort === localPort && s.remote === want).map((s) => s.inode));
   return pids.filter((pid) => [...socketInodesOf(pid)].some((i) => inodes.has(i)));
+}
+
+/**
+ * The server's end of the IPv4 connection from `remote` to local port
+ * `localPort`, or null when there is none. Its inode is 0 while it waits in
+ * the listen queue: a socket gets an inode (a file) only when a process
+ * accepts it.
+ */
+export function serverEnd(localPort: number, remote: { readonly host: string; readonly port: number }): TcpSocket | null {
+  const want = procAddress(remote.host, remote.port);
+  return tcpSockets().find((s) => s.localPort === localPort && s.remote === want && s.state !== TCP_LISTEN) ?? null;
 }
 
 /** Inodes of the TCP sockets in LISTEN state on exactly host:port (IPv4). */

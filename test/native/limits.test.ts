@@ -78,6 +78,16 @@ describe('limits in one process', () => {
     expect(waits[5]).toBeGreaterThan(0);
     expect(waits[5]).toBeLessThanOrEqual(201);
   });
+  it('ratePeek: tells whether a token is there without taking it', () => {
+    expect([1, 2, 3].map(() => addon.ratePeek(17, 2))).toStrictEqual([0, 0, 0]);
+    expect([addon.rateTake(17, 2), addon.rateTake(17, 2)]).toStrictEqual([0, 0]);
+    // The bucket of 2 is empty: the peek gives the wait, as the take does, and takes nothing.
+    const peek = addon.ratePeek(17, 2);
+    expect(peek).toBeGreaterThan(0);
+    expect(peek).toBeLessThanOrEqual(501);
+    expect(addon.rateTake(17, 2)).toBeGreaterThan(0);
+    expect(addon.ratePeek(18, 2)).toBe(0); // another service
+  });
   it('per-source: one address at its limit does not stop another; v4 and v4-mapped are one client', () => {
     expect(addon.sourceEnter(12, '127.0.0.7', 1)).toBe(true);
     expect(addon.sourceEnter(12, '::ffff:127.0.0.7', 1)).toBe(false);
@@ -102,6 +112,31 @@ describe('limits in one process', () => {
     // Two seconds may start within the loop: 10 each at most.
     expect(allowed === 10 || allowed === 15).toBe(true);
     expect(addon.refusalLogAllowed(16)).toBe(true);
+  });
+  it('refusal summary: the refusals over the budget, each taken once; one turn a second', () => {
+    let lines = 0;
+    let calls = 0;
+    const refuse = (): boolean => {
+      calls++;
+      const allowed = addon.refusalLogAllowed(19);
+      if (allowed) lines++;
+      return allowed;
+    };
+    for (let i = 0; i < 25; i++) refuse();
+    // Nothing counted for another service.
+    expect(addon.refusalSummary(20, false)).toBe(0);
+    // The first ask of a second takes them all.
+    const first = addon.refusalSummary(19, false);
+    expect(first).toBe(calls - lines);
+    expect(addon.refusalSummary(19, false)).toBe(0);
+    // More over the budget: in the same second, not this call's turn (-1), unless a second began.
+    for (let i = 0; i < 30 && refuse(); i++);
+    const again = addon.refusalSummary(19, false);
+    expect(again === -1 || again === calls - lines - first).toBe(true);
+    // A forced take has them whatever the second, and leaves none.
+    const forced = again === -1 ? addon.refusalSummary(19, true) : 0;
+    expect(first + Math.max(again, 0) + forced).toBe(calls - lines);
+    expect(addon.refusalSummary(19, false)).toBe(0);
   });
 });
 

@@ -4,7 +4,7 @@
  * 1000 bytes each way, one of 10 bytes that failed over from a dead server
  * to a live one) /metrics is parsed by prometheus_client's own parser (the
  * Debian package python3-prometheus-client) and every value checked; it is
- * served by a process of the default service ids, not by root; only GET
+ * served by a process of uid nobody, not root nor a service's uid; only GET
  * /metrics is answered, a request head over 8 KiB is refused and an idle
  * connection is closed after 10 s; a metrics port that is a service's
  * fails the start, and a bad `metrics` line is a config error at its line.
@@ -61,28 +61,38 @@ function get(port: number, urlPath: string, opts: { method?: string; headers?: R
   });
 }
 
+const alive = (pid: number): boolean => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
 async function connectionOf(p: Proxy, c: Client): Promise<number> {
   const m = await waitLog(p.stderr, new RegExp(`^connection (\\d+): client ${re(clientText(c))} on `));
   return Number(m[1]);
 }
 
-async function workload(name: string): Promise<{ conf: string; port: number; groupPort: number; metricsPort: number; up: number; dead: number }> {
+async function workload(name: string): Promise<{ conf: string; port: number; groupPort: number; metricsPort: number; up: number; dead: number; deadPort: number }> {
   const up = await echoServer();
-  const [port, groupPort, dead, metricsPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [port, groupPort, dead, metricsPort, deadPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   const conf = path.join(tmp.path, `${name}.conf`);
   fs.writeFileSync(
     conf,
     [`metrics 127.0.0.1:${metricsPort}`, `port ${port}`, '  interface 127.0.0.1', `    server 127.0.0.1:${up.port}`, '    deny 127.0.0.9',
-      `port ${groupPort}`, '  interface 127.0.0.1', `    server 127.0.0.1:${dead} 127.0.0.1:${up.port}`, ''].join('\n'),
+      `port ${groupPort}`, '  interface 127.0.0.1', `    server 127.0.0.1:${dead} 127.0.0.1:${up.port}`,
+      `port ${deadPort}`, '  interface 127.0.0.1', `    server 127.0.0.1:${dead}`, ''].join('\n'),
     { mode: 0o600 },
   );
-  return { conf, port, groupPort, metricsPort, up: up.port, dead };
+  return { conf, port, groupPort, metricsPort, up: up.port, dead, deadPort };
 }
 
 describe.each(ENGINES)('%s engine', (engine) => {
   it('/metrics, parsed by prometheus_client, has the values of a known workload', async () => {
     const w = await workload(`known-${engine}`);
-    await withProxy(['-f', w.conf, '-S', 'none'], { env: { TCPPROXY_ENGINE: engine }, listeners: 2 }, async (p) => {
+    await withProxy(['-f', w.conf, '-S', 'none'], { env: { TCPPROXY_ENGINE: engine }, listeners: 3 }, async (p) => {
       await waitLog(p.stderr, /^metrics on 127\.0\.0\.1:\d+ ready, pid \d+$/);
       const refused = await Client.connect('127.0.0.1', w.port, { localAddress: '127.0.0.9' });
       await refused.waitClosed(5000);
@@ -92,6 +102,12 @@ describe.each(ENGINES)('%s engine', (engine) => {
         expect(await echoThrough(c, data)).toEqual(digestOf(data));
         await waitLog(p.stderr, new RegExp(`^connection ${await connectionOf(p, c)}: end: `));
       }
+      // A session whose only server is down: counted and timed like the others on both engines.
+      const lost = await Client.connect('127.0.0.1', w.deadPort);
+      await lost.waitClosed(10000);
+      await waitLog(p.stderr, new RegExp(`^connection ${await connectionOf(p, lost)}: server 127\\.0\\.0\\.1:${w.dead}: connect ECONNREFUSED `));
+      const dsv = { port: String(w.deadPort), interface: '127.0.0.1' };
+      await until(async () => (await parse((await get(w.metricsPort, '/metrics')).body)).some((x) => x[2] === 'tcpproxy_session_duration_seconds_count' && x[3]['port'] === dsv.port && x[4] === 1), 'the failed session in the histogram', 10000);
       const r = await get(w.metricsPort, '/metrics');
       expect({ status: r.status, type: r.type }).toEqual({ status: 200, type: 'text/plain; version=0.0.4; charset=utf-8' });
       const samples = await parse(r.body);
@@ -141,13 +157,13 @@ describe.each(ENGINES)('%s engine', (engine) => {
 });
 
 describe('the metrics process', () => {
-  it('runs as the default service ids; answers only GET /metrics; refuses a head over 8 KiB; closes idle connections', async () => {
+  it('runs as nobody (not the default service uid 65535); answers only GET /metrics; refuses a head over 8 KiB; closes idle connections', async () => {
     const w = await workload('http');
-    await withProxy(['-f', w.conf, '-S', 'none'], { listeners: 2 }, async (p) => {
+    await withProxy(['-f', w.conf, '-S', 'none'], { listeners: 3 }, async (p) => {
       const m = await waitLog(p.stderr, /^metrics on 127\.0\.0\.1:\d+ ready, pid (\d+)$/);
       const status = fs.readFileSync(`/proc/${m[1]}/status`, 'latin1');
       expect([/^Uid:\s+(.*)$/m.exec(status)?.[1], /^Gid:\s+(.*)$/m.exec(status)?.[1], /^Groups:[ \t]*(.*)$/m.exec(status)?.[1]]).toEqual([
-        '65535\t65535\t65535\t65535',
+        '65534\t65534\t65534\t65534',
         '65534\t65534\t65534\t65534',
         '',
       ]);
@@ -156,6 +172,11 @@ describe('the metrics process', () => {
       expect((await get(w.metricsPort, '/metrics', { method: 'POST' })).status).toBe(405);
       expect((await get(w.metricsPort, '/metrics?x=1')).status).toBe(200);
       expect((await get(w.metricsPort, '/metrics', { headers: { 'X-Big': 'a'.repeat(9000) } })).status).toBe(431);
+      // 60 scrapes at once: all answered, by the same process (they share one question to the master).
+      const all = await Promise.all(Array.from({ length: 60 }, () => get(w.metricsPort, '/metrics')));
+      expect(all.map((r) => r.status)).toEqual(Array.from({ length: 60 }, () => 200));
+      expect(p.stderr()).not.toMatch(/metrics on .*: .*killing it/);
+      expect(alive(Number(m[1]))).toBe(true);
       // A connection that sends nothing is closed after 10 s.
       const idle = net.connect(w.metricsPort, '127.0.0.1');
       let closedAt: number | null = null;

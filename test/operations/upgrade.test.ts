@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { ENGINES, logLines, runCli, startProxy, waitLog, type Proxy } from '../helpers/daemon';
+import { ENGINES, logLines, packageWithWorker, ROOT, runCli, startDaemon, startProxy, waitLog, type Proxy } from '../helpers/daemon';
 import { freePort } from '../helpers/ports';
 import { requireRoot } from '../helpers/root';
 import { digestOf, echoServer, payload, sha256 } from '../helpers/servers';
@@ -177,6 +177,54 @@ describe('a detached daemon under a service manager', () => {
 });
 
 describe('an upgrade that fails', () => {
+  /** A daemon run from a copy of the package, whose worker.js the test can break (an upgrade to a bad install). */
+  async function fromCopy(name: string): Promise<{ p: Proxy; port: number; pidfile: string; sock: string; worker: string }> {
+    const dir = path.join(tmp.path, `${name}-pkg`);
+    fs.mkdirSync(dir);
+    const cli = packageWithWorker(dir, path.join(ROOT, 'dist', 'src', 'process', 'worker.js'));
+    const up = await echoServer();
+    const port = await freePort();
+    const conf = path.join(tmp.path, `${name}.conf`);
+    fs.writeFileSync(conf, `port ${port}\n  interface 127.0.0.1\n    server 127.0.0.1:${up.port}\n`, { mode: 0o600 });
+    const pidfile = path.join(tmp.path, `${name}.pid`);
+    const sock = path.join(tmp.path, `${name}.sock`);
+    const p = await startDaemon({ cli, args: ['-f', conf, '-pp', pidfile, '-S', sock], detached: false });
+    await waitLog(p.stderr, /^worker uid \d+ gid \d+ ready, pid \d+$/);
+    return { p, port, pidfile, sock, worker: path.join(dir, 'dist', 'src', 'process', 'worker.js') };
+  }
+
+  it('to an install whose workers cannot start: the old master goes on serving and gets its control socket back', async () => {
+    const d = await fromCopy('broken-worker');
+    const oldPid = d.p.child.pid ?? 0;
+    fs.writeFileSync(d.worker, 'process.exit(3);\n');
+    process.kill(oldPid, 'SIGUSR2');
+    const m = await waitLog(d.p.stderr, /^SIGUSR2: the new master is pid (\d+); this one serves until it is ready$/, 10000);
+    successors.push(Number(m[1]));
+    await waitLog(d.p.stderr, /^SIGUSR2: the new master failed: exit 1: .*the workers are not ready 15 s after the start; this one goes on serving$/, 40000);
+    await until(() => !alive(Number(m[1])), 'the failed new master to be gone', 10000);
+    expect(await once(d.port, 0)).toBeNull();
+    expect({ pidfile: pidIn(d.pidfile), alive: alive(oldPid) }).toEqual({ pidfile: oldPid, alive: true });
+    // The new master had taken the control socket's path before it failed: the old one has it again.
+    const z = await runCli(['-Z', '--json', '-S', d.sock]);
+    expect({ code: z.code, stderr: z.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(JSON.parse(z.stdout)).toMatchObject({ pid: oldPid });
+  }, 90000);
+
+  it('SIGTERM while the new master is not ready yet stops both', async () => {
+    const d = await fromCopy('term-during');
+    const oldPid = d.p.child.pid ?? 0;
+    fs.writeFileSync(d.worker, 'process.exit(3);\n');
+    process.kill(oldPid, 'SIGUSR2');
+    const m = await waitLog(d.p.stderr, /^SIGUSR2: the new master is pid (\d+); this one serves until it is ready$/, 10000);
+    const newPid = Number(m[1]);
+    successors.push(newPid);
+    await until(() => fs.existsSync(d.pidfile) && pidIn(d.pidfile) === newPid, 'the new master to write the pid file', 10000);
+    process.kill(oldPid, 'SIGTERM');
+    await d.p.gone;
+    await until(() => !alive(newPid), 'the new master to be given up', 10000);
+    expect({ exit: d.p.child.exitCode, pidfile: fs.existsSync(d.pidfile) }).toEqual({ exit: 0, pidfile: false });
+  }, 60000);
+
   it('to a broken config: the old master goes on serving, its pid in the pid file', async () => {
     const d = await daemon('broken', 'splice');
     const oldPid = d.p.child.pid ?? 0;
