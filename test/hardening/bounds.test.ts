@@ -30,7 +30,7 @@ function handlers(worker: number): number[] {
 }
 
 describeAsRoot('bounds (root)', () => {
-  test(`${ATTACK} connections to an exec service: at most ${DEFAULT_MAXCONN} handlers, the host's pids bounded, a fresh client served once they end`, async () => {
+  test(`${ATTACK} connections to an exec service: at most ${DEFAULT_MAXCONN} handlers, the host's pids bounded; full again, a waiting client is served once exactly one handler ends`, async () => {
     const p = await startProxy(['-b', '127.0.0.1:0', '/bin/cat']);
     const port = p.addresses[0]?.port ?? 0;
     await until(() => readyWorkers(p.stderr()).length === 1, () => `the worker's ready line; stderr:\n${p.stderr()}`);
@@ -51,12 +51,24 @@ describeAsRoot('bounds (root)', () => {
     for (const s of sockets) s.destroy();
     sockets.clear();
     // The handlers see EOF and end; what waited in the queue is taken and ends too.
-    const c = await Client.connect('127.0.0.1', port, { timeoutMs: 60000 });
+    await until(() => handlers(worker).length === 0, () => `the attack's handlers to end (${handlers(worker).length} left)`, 60000);
+
+    // Full again, with live clients only: one more waits, and is served once exactly one ends.
+    const full = await Promise.all(Array.from({ length: DEFAULT_MAXCONN }, () => Client.connect('127.0.0.1', port, { timeoutMs: 20000 })));
+    await until(() => handlers(worker).length === DEFAULT_MAXCONN, () => `${DEFAULT_MAXCONN} handlers again (have ${handlers(worker).length})`, 60000);
+    const running = new Set(handlers(worker));
+    const c = await Client.connect('127.0.0.1', port, { timeoutMs: 20000 });
     c.socket.write('ping\n');
-    await c.waitBytes(5, 60000);
+    await holds(() => c.received === 0 && handlers(worker).length === DEFAULT_MAXCONN, () => `the extra client waiting (${c.received} bytes back, ${handlers(worker).length} handlers)`, 500);
+    full[0]?.socket.destroy();
+    await c.waitBytes(5, 20000);
     expect(c.data().toString()).toBe('ping\n');
+    // One handler ended, the fresh client's took its place; the other 255 still run.
+    const now = handlers(worker);
+    expect({ handlers: now.length, kept: now.filter((pid) => running.has(pid)).length }).toEqual({ handlers: DEFAULT_MAXCONN, kept: DEFAULT_MAXCONN - 1 });
     c.socket.destroy();
-  }, 180000);
+    for (const f of full) f.socket.destroy();
+  }, 240000);
 
   test('a handler cannot forge log lines: control characters (C0 and C1) in what it writes to stderr are escaped', async () => {
     const p = await startProxy(['-b', '127.0.0.1:0', handler('stderr-controls.sh')]);
