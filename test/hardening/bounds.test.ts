@@ -8,17 +8,21 @@
 import * as net from 'node:net';
 import { Client } from '../helpers/client';
 import { ENGINES, killLaunched, readyWorkers, startProxy } from '../helpers/daemon';
-import { handler } from '../helpers/fixtures';
-import { allPids, comm, descendants, socketInodesOf, tcpSockets, TCP_ESTABLISHED } from '../helpers/proc';
+import { handler, uniqueSeconds } from '../helpers/fixtures';
+import { killProcesses } from '../helpers/kill';
+import { allPids, comm, descendants, findProcesses, socketInodesOf, tcpSockets, TCP_ESTABLISHED } from '../helpers/proc';
 import { describeAsRoot } from '../helpers/root';
-import { echoServer } from '../helpers/servers';
+import { closeAllServers, echoServer } from '../helpers/servers';
 import { holds, until } from '../helpers/until';
 
 const sockets = new Set<net.Socket>();
+const tokens: string[] = [];
 afterEach(async () => {
   for (const s of sockets) s.destroy();
   sockets.clear();
   await killLaunched();
+  for (const t of tokens.splice(0)) killProcesses(t);
+  await closeAllServers();
 });
 
 const ATTACK = 5000;
@@ -69,6 +73,30 @@ describeAsRoot('bounds (root)', () => {
     c.socket.destroy();
     for (const f of full) f.socket.destroy();
   }, 240000);
+
+  test(`an ACP service without maxconn: at most ${DEFAULT_MAXCONN} ACPs at once; when one ends, a waiting client gets the next`, async () => {
+    const token = uniqueSeconds();
+    tokens.push(token);
+    const up = await echoServer();
+    const p = await startProxy(['-a', `${handler('sleeper.sh')} ${token}`, '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`]);
+    const port = p.addresses[0]?.port ?? 0;
+    // After `exec sleep`, each ACP is sleep(1) with the test's unique argument.
+    const acps = (): number[] => findProcesses(token, 'sleep');
+    for (let i = 0; i < DEFAULT_MAXCONN + 44; i++) {
+      const s = net.connect({ host: '127.0.0.1', port });
+      s.on('error', () => {});
+      sockets.add(s);
+    }
+    await until(() => acps().length >= DEFAULT_MAXCONN, () => `${DEFAULT_MAXCONN} ACPs (have ${acps().length})`, 60000);
+    await holds(() => acps().length === DEFAULT_MAXCONN, () => `${DEFAULT_MAXCONN} ACPs at most (have ${acps().length})`, 1000);
+    expect(p.stderr()).toContain(`service 127.0.0.1:${port}: maxconn ${DEFAULT_MAXCONN} reached: new connections wait`);
+    const before = new Set(acps());
+    const [first] = before;
+    if (first !== undefined) process.kill(first, 'SIGKILL');
+    // Its client is denied; one of the 44 waiting gets an ACP of its own.
+    await until(() => !acps().includes(first ?? 0) && acps().length === DEFAULT_MAXCONN, () => `a new ACP in its place (have ${acps().length})`, 20000);
+    expect(acps().filter((pid) => !before.has(pid))).toHaveLength(1);
+  }, 120000);
 
   test('a handler cannot forge log lines: control characters (C0 and C1) in what it writes to stderr are escaped', async () => {
     const p = await startProxy(['-b', '127.0.0.1:0', handler('stderr-controls.sh')]);
