@@ -384,16 +384,35 @@ Napi::Value LimitsAttach(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// limitsForget(worker): the master takes back what a dead worker held.
+// The master's way into the table: it never waits for the lock. A worker
+// stopped (SIGSTOP, by a handler of its uid) while holding it would stop the
+// root master too, for good: nothing would then kill the stopped worker.
+// False while someone holds it; a holder that died leaves it to us.
+bool TryLock() {
+  int r = pthread_mutex_trylock(&g_region.header()->lock);
+  if (r == EOWNERDEAD) {
+    pthread_mutex_consistent(&g_region.header()->lock);
+    return true;
+  }
+  return r == 0;
+}
+
+// limitsForget(worker) -> bool: the master takes back what a dead worker
+// held. Its live-session places at once; its per-source entries only when
+// the table's lock is free: false when it was not, and the master calls
+// again later (the worker index must stay unused until then, or a new
+// worker's entries would be taken for the dead one's).
 Napi::Value LimitsForget(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int worker = IntArg(info, 0, "limitsForget(worker)");
-  if (g_region.base == nullptr || worker < 0 || worker >= static_cast<int>(kLimitWorkers)) return env.Undefined();
+  if (g_region.base == nullptr || worker < 0 || worker >= static_cast<int>(kLimitWorkers)) {
+    return Napi::Boolean::New(env, true);
+  }
   for (uint32_t s = 0; s < kLimitSlots; s++) {
     uint32_t n = g_region.mine(worker, s)->exchange(0, std::memory_order_relaxed);
     if (n != 0) g_region.slot(s)->live.fetch_sub(n, std::memory_order_acq_rel);
   }
-  Locked lock;
+  if (!TryLock()) return Napi::Boolean::New(env, false);
   Entry* t = g_region.table();
   for (bool again = true; again;) {
     again = false;
@@ -404,7 +423,18 @@ Napi::Value LimitsForget(const Napi::CallbackInfo& info) {
       }
     }
   }
-  return env.Undefined();
+  pthread_mutex_unlock(&g_region.header()->lock);
+  return Napi::Boolean::New(env, true);
+}
+
+// limitsHoldLock(): takes the table's lock and keeps it until this process
+// ends (the robust mutex then passes to the next taker). For tests only: a
+// worker stopped while it holds the lock.
+Napi::Value LimitsHoldLock(const Napi::CallbackInfo& info) {
+  if (g_region.base == nullptr) ThrowType(info.Env(), "limitsHoldLock: not attached");
+  int r = pthread_mutex_lock(&g_region.header()->lock);
+  if (r == EOWNERDEAD) pthread_mutex_consistent(&g_region.header()->lock);
+  return info.Env().Undefined();
 }
 
 uint32_t SlotArg(const Napi::CallbackInfo& info) {
@@ -550,6 +580,7 @@ void InitLimits(Napi::Env env, Napi::Object exports) {
   exports.Set("limitsCreate", Napi::Function::New(env, LimitsCreate, "limitsCreate"));
   exports.Set("limitsAttach", Napi::Function::New(env, LimitsAttach, "limitsAttach"));
   exports.Set("limitsForget", Napi::Function::New(env, LimitsForget, "limitsForget"));
+  exports.Set("limitsHoldLock", Napi::Function::New(env, LimitsHoldLock, "limitsHoldLock"));
   exports.Set("limitEnter", Napi::Function::New(env, LimitEnter, "limitEnter"));
   exports.Set("limitLeave", Napi::Function::New(env, LimitLeave, "limitLeave"));
   exports.Set("rateTake", Napi::Function::New(env, RateTakeJs, "rateTake"));

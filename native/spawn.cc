@@ -4,7 +4,10 @@
 // our own because posix_spawn cannot apply the sandbox (prctl, setrlimit).
 // The child gets exactly fds 0, 1 and 2 (close-from 3), every signal at its
 // default and an empty mask, a session and process group of its own without
-// a controlling terminal, and the service's sandbox (sandbox.cc). It is
+// a controlling terminal, the service's sandbox (sandbox.cc), and SIGKILL as
+// its parent-death signal: a worker that dies (SIGKILL, a crash) takes its
+// handlers and ACPs with it, so that the places the master then gives back
+// (limitsForget) are not still held by running programs. It is
 // reaped through a pidfd polled on the loop (waitid(P_PIDFD)), so libuv's
 // SIGCHLD handling, which waits only for its own children, is not disturbed.
 // See clone(2), pidfd_open(2), waitid(2).
@@ -15,6 +18,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -109,6 +113,7 @@ struct ChildArgs {
   char* const* envp;
   int fds[3];  // the sources of fds 0, 1, 2; -1: /dev/null
   const Sandbox* sandbox;
+  pid_t parent;            // the worker: the child ends if it is gone
   volatile int error = 0;  // set by the child when a step failed
 };
 
@@ -174,6 +179,13 @@ int ChildMain(void* p) {
   }
   if ((err = CloseFrom3()) != 0) goto report;
   if ((err = OwnSession()) != 0) goto report;
+  // SIGKILL when the thread that cloned us ends: the worker's JS thread, so
+  // when the worker does. Kept across the execve (not across a set-user-ID
+  // one, which no-new-privs prevents by default), not passed to the
+  // program's own children. A parent that died before the prctl is not
+  // ours any more (we were reparented): nothing would signal us then.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) goto fail;
+  if (getppid() != a->parent) _exit(127);
   if ((err = ApplyLimits(*a->sandbox, 0)) != 0) goto report;
   if ((err = ApplyNoNewPrivs(*a->sandbox)) != 0) goto report;
   {
@@ -252,6 +264,7 @@ Napi::Value SpawnChild(const Napi::CallbackInfo& info) {
   args.fds[1] = out;
   args.fds[2] = err_pipe[1];
   args.sandbox = &sandbox;
+  args.parent = getpid();
   int rc = 0;
   pid_t pid = StartChild(&args, &rc);
   close(err_pipe[1]);

@@ -14,8 +14,16 @@ export const spliceEngine: Engine = {
   },
   forward(client, server, idleMs, done) {
     if (client.kind !== 'fd') throw new Error('splice engine given a socket');
-    // On a failure here the client stays the caller's to release.
-    const s = detachFd(server);
+    // Both are the engine's from this call on, on every path, as they are the
+    // native pump's (it closes both fds when it cannot start, as the fast path
+    // relies on): a failed dup closes the client here, never the caller after.
+    let s: number;
+    try {
+      s = detachFd(server);
+    } catch (err) {
+      native().close(client.fd);
+      throw err;
+    }
     return native().pump({ client: client.fd, server: s, idleMs }, (r) =>
       done({
         end: r.end,

@@ -54,7 +54,7 @@ export interface Engine {
   hold(sock: net.Socket): HeldClient;
   /** Takes over a raw connected socket fd (inetd mode); the engine owns it from now on. */
   adopt(fd: number, endpoints: Endpoints): HeldClient;
-  /** Forwards until both directions are done; `done` runs once. Owns both from now on. */
+  /** Forwards until both directions are done; `done` runs once. Owns both from the call on, also when it throws (closed then). */
   forward(client: HeldClient, server: net.Socket, idleMs: number, done: (r: ForwardResult) => void): Forwarding;
   /** Closes a held client that will not be forwarded. */
   release(client: HeldClient): void;

@@ -139,6 +139,10 @@ export class ControlSocket {
       }
       sock.end(`${text}\n`);
     };
+    // A client gone before its request (another daemon's start-up probe of the path) is closed at once.
+    sock.once('end', () => {
+      if (!asked) sock.destroy();
+    });
     sock.setEncoding('latin1');
     sock.on('data', (chunk: string) => {
       if (asked) return;

@@ -89,6 +89,8 @@ class IdSource {
 /** Places in the shared limits region (native/limits.cc), which the master creates and every worker maps. */
 const LIMIT_SLOTS = 4096;
 const LIMIT_WORKERS = 1024;
+/** How often the master tries again to forget a dead worker while the limits table is locked. */
+const FORGET_RETRY_MS = 100;
 
 /**
  * The limits region and its numbering: a slot per listen key (kept across
@@ -134,10 +136,24 @@ class Limits {
     return i;
   }
 
-  /** A worker has exited: what its sessions held is free again. */
+  /**
+   * A worker has exited: what its sessions held is free again. The master
+   * never waits for the table's lock (a worker stopped while holding it
+   * would stop the master too): when it is held, the forget is tried again
+   * every FORGET_RETRY_MS, and the index is given out again only once it
+   * is done, so no new worker's entries are taken for the dead one's.
+   */
   giveWorker(i: number): void {
-    native().limitsForget(i);
-    this.freeWorkers.push(i);
+    if (native().limitsForget(i)) {
+      this.freeWorkers.push(i);
+      return;
+    }
+    const retry = setInterval(() => {
+      if (!native().limitsForget(i)) return;
+      clearInterval(retry);
+      this.freeWorkers.push(i);
+    }, FORGET_RETRY_MS);
+    retry.unref();
   }
 }
 

@@ -1,11 +1,11 @@
 /**
  * The client's name for PROXY_CLIENTNAME, found within one bound and
- * without the libuv threadpool: the name /etc/hosts gives the address,
- * else a DNS PTR lookup through c-ares (node:dns Resolver, whose sockets are
+ * without the libuv threadpool: the name /etc/hosts gives the address
+ * (taken as it is: root's file, not confirmed against DNS), else a DNS PTR lookup through c-ares (node:dns Resolver, whose sockets are
  * on the event loop: a server that never answers holds no thread, unlike
  * getnameinfo), confirmed by looking the name up again (A or AAAA, by the
  * client's family) and finding the client's address among the answers. A
- * name is kept only if it is made of host-name characters; in every other
+ * name of either source is kept only if it is a host name; in every other
  * case the name is the address itself.
  */
 import type * as Dns from 'node:dns';
@@ -18,6 +18,8 @@ export const CLIENTNAME_TIMEOUT_MS = 2000;
 export const HOSTS_FILE = '/etc/hosts';
 /** Longest host name (RFC 1035, without the final dot). */
 const NAME_MAX = 253;
+/** A label of a host name (RFC 952, 1123): letters and digits, hyphens only inside, 1 to 63 of them. */
+const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
 
 export interface ClientNameOptions {
   readonly timeoutMs?: number;
@@ -26,10 +28,16 @@ export interface ClientNameOptions {
   readonly hostsFile?: string;
 }
 
-/** The name in lower case without a final dot, if it is a host name: letters, digits, `-`, `.`; else null. */
+/**
+ * The name in lower case without a final dot, if it is a host name: labels
+ * of letters, digits and inner hyphens, 1 to 63 each, 253 in all; else null.
+ * A handler may pass the name on to a shell or a command line, where one
+ * starting with `-` would read as an option and an empty label as something
+ * else than a name.
+ */
 export function hostName(text: string): string | null {
   const name = text.toLowerCase().replace(/\.$/, '');
-  if (name === '' || name.length > NAME_MAX || !/^[a-z0-9.-]+$/.test(name)) return null;
+  if (name === '' || name.length > NAME_MAX || !name.split('.').every((l) => LABEL.test(l))) return null;
   // A name that reads as an address would pass for another client.
   if (isIP(name) !== 0) return null;
   return name;

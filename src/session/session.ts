@@ -267,10 +267,15 @@ async function serve(ctx: SessionContext, hold: Hold): Promise<SessionEnd> {
     };
     try {
       // A transcribed connection goes through the copying JS path; the others keep the engine's.
-      const f = transcript
-        ? jsForward().forwardJs(socketOf(client), server, service.timeoutSec * 1000, finish, (d, chunk) => transcript.write(d, chunk))
-        : engine.forward(client, server, service.timeoutSec * 1000, finish);
+      // Wrapping the client may still fail while it is ours; the forwarding owns it from the
+      // call on, on every path (a pump that cannot start has closed both fds): it is handed
+      // over first, so a failure below never closes its number again.
+      const sock = transcript ? socketOf(client) : null;
       hold.handOver();
+      const f =
+        transcript && sock
+          ? jsForward().forwardJs(sock, server, service.timeoutSec * 1000, finish, (d, chunk) => transcript.write(d, chunk))
+          : engine.forward(client, server, service.timeoutSec * 1000, finish);
       watch?.phase('forwarding', f);
       if (ctx.signal?.aborted) f.abort();
       else ctx.signal?.addEventListener('abort', () => f.abort(), { once: true });

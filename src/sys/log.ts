@@ -7,6 +7,7 @@
  */
 import * as fs from 'node:fs';
 import { native } from './native';
+import { escapeControlsHex } from './text';
 
 const LOG_DAEMON = 3 << 3;
 const LOG_ERR = 3;
@@ -30,19 +31,14 @@ export interface LogOptions {
   readonly syslog: boolean;
 }
 
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\x00-\x1f\x7f]/;
-// eslint-disable-next-line no-control-regex
-const CONTROLS = /[\x00-\x1f\x7f]/g;
-
 /**
  * A line as it may be logged: control characters (from a handler's stderr,
- * an ACP's message, a file name) become `\xNN`, so nothing logged can
- * forge a line, move a terminal's cursor or hide text; a backslash stays.
+ * an ACP's message, a file name), C0, DEL and C1 alike, become `\xNN` (the
+ * Unicode line separators `\uNNNN`), so nothing logged can forge a line,
+ * move a terminal's cursor or hide text; a backslash stays.
  */
 export function escapeControls(line: string): string {
-  if (!CONTROL.test(line)) return line;
-  return line.replace(CONTROLS, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+  return escapeControlsHex(line);
 }
 
 /**

@@ -297,7 +297,14 @@ export interface Addon {
    */
   limitsCreate(): number;
   limitsAttach(fd: number, worker: number): void;
-  limitsForget(worker: number): void;
+  /**
+   * Takes back a dead worker's places; never blocks. False when the table's lock was held
+   * (by a worker that may be stopped): its live-session places are back, its per-source
+   * entries not yet, and the call must be repeated (the index kept unused until it returns true).
+   */
+  limitsForget(worker: number): boolean;
+  /** Takes the table's lock and keeps it until this process ends: for tests only. */
+  limitsHoldLock(): void;
   /** A live-session place under `maxconn` (0: none); false: the service is full. */
   limitEnter(slot: number, maxconn: number): boolean;
   limitLeave(slot: number): void;
@@ -352,7 +359,7 @@ export interface Addon {
   pumpStats(): { sessions: number; pipesBusy: number; pipesIdle: number; pipesBig: number; wakeups: number };
 }
 
-const ABI_VERSION = 14;
+const ABI_VERSION = 15;
 
 /** The addon could not be loaded: the message says what failed and how to rebuild. */
 export class NativeLoadError extends Error {

@@ -6,23 +6,30 @@
  * forge log lines with control characters.
  */
 import * as net from 'node:net';
-import { Client } from '../helpers/client';
+import { Client, destroyAllClients } from '../helpers/client';
 import { ENGINES, killLaunched, readyWorkers, startProxy } from '../helpers/daemon';
-import { handler } from '../helpers/fixtures';
-import { allPids, comm, descendants, socketInodesOf, tcpSockets, TCP_ESTABLISHED } from '../helpers/proc';
+import { handler, uniqueSeconds } from '../helpers/fixtures';
+import { killProcesses } from '../helpers/kill';
+import { allPids, comm, descendants, findProcesses, socketInodesOf, tcpSockets, TCP_ESTABLISHED, TCP_LISTEN } from '../helpers/proc';
 import { describeAsRoot } from '../helpers/root';
-import { echoServer } from '../helpers/servers';
+import { closeAllServers, echoServer } from '../helpers/servers';
 import { holds, until } from '../helpers/until';
 
 const sockets = new Set<net.Socket>();
+const tokens: string[] = [];
 afterEach(async () => {
   for (const s of sockets) s.destroy();
   sockets.clear();
+  destroyAllClients();
   await killLaunched();
+  for (const t of tokens.splice(0)) killProcesses(t);
+  await closeAllServers();
 });
 
 const ATTACK = 5000;
 const DEFAULT_MAXCONN = 256;
+/** Kernel TCP state (include/net/tcp_states.h). */
+const TCP_TIME_WAIT = 6;
 
 /** The worker's handler processes (`cat`), children of the worker. */
 function handlers(worker: number): number[] {
@@ -30,7 +37,7 @@ function handlers(worker: number): number[] {
 }
 
 describeAsRoot('bounds (root)', () => {
-  test(`${ATTACK} connections to an exec service: at most ${DEFAULT_MAXCONN} handlers, the host's pids bounded, a fresh client served once they end`, async () => {
+  test(`${ATTACK} connections to an exec service: at most ${DEFAULT_MAXCONN} handlers, the host's pids bounded; full again, a waiting client is served once exactly one handler ends`, async () => {
     const p = await startProxy(['-b', '127.0.0.1:0', '/bin/cat']);
     const port = p.addresses[0]?.port ?? 0;
     await until(() => readyWorkers(p.stderr()).length === 1, () => `the worker's ready line; stderr:\n${p.stderr()}`);
@@ -50,15 +57,54 @@ describeAsRoot('bounds (root)', () => {
     expect(p.stderr()).toContain(`service 127.0.0.1:${port}: maxconn ${DEFAULT_MAXCONN} reached: new connections wait`);
     for (const s of sockets) s.destroy();
     sockets.clear();
-    // The handlers see EOF and end; what waited in the queue is taken and ends too.
-    const c = await Client.connect('127.0.0.1', port, { timeoutMs: 60000 });
-    c.socket.write('ping\n');
-    await c.waitBytes(5, 60000);
-    expect(c.data().toString()).toBe('ping\n');
-    c.socket.destroy();
-  }, 180000);
+    // The handlers see EOF and end; what waited in the queue is taken and ends too. Drained
+    // means no connection to the port is left in the kernel either (in the accept queue, or
+    // half-open behind a full one): a client of the next step must not queue behind one.
+    const left = (): number => tcpSockets().filter((t) => t.localPort === port && t.state !== TCP_LISTEN && t.state !== TCP_TIME_WAIT).length;
+    await until(() => handlers(worker).length === 0 && left() === 0, () => `the attack's connections to end (${handlers(worker).length} handlers, ${left()} sockets left)`, 90000);
 
-  test('a handler cannot forge log lines: control characters in what it writes to stderr are escaped', async () => {
+    // Full again, with live clients only: one more waits, and is served once exactly one ends.
+    const full = await Promise.all(Array.from({ length: DEFAULT_MAXCONN }, () => Client.connect('127.0.0.1', port, { timeoutMs: 20000 })));
+    await until(() => handlers(worker).length === DEFAULT_MAXCONN, () => `${DEFAULT_MAXCONN} handlers again (have ${handlers(worker).length})`, 60000);
+    const running = new Set(handlers(worker));
+    const c = await Client.connect('127.0.0.1', port, { timeoutMs: 20000 });
+    c.socket.write('ping\n');
+    await holds(() => c.received === 0 && handlers(worker).length === DEFAULT_MAXCONN, () => `the extra client waiting (${c.received} bytes back, ${handlers(worker).length} handlers)`, 500);
+    full[0]?.socket.destroy();
+    await c.waitBytes(5, 20000);
+    expect(c.data().toString()).toBe('ping\n');
+    // One handler ended, the fresh client's took its place; the other 255 still run.
+    const now = handlers(worker);
+    expect({ handlers: now.length, kept: now.filter((pid) => running.has(pid)).length }).toEqual({ handlers: DEFAULT_MAXCONN, kept: DEFAULT_MAXCONN - 1 });
+    c.socket.destroy();
+    for (const f of full) f.socket.destroy();
+  }, 300000);
+
+  test(`an ACP service without maxconn: at most ${DEFAULT_MAXCONN} ACPs at once; when one ends, a waiting client gets the next`, async () => {
+    const token = uniqueSeconds();
+    tokens.push(token);
+    const up = await echoServer();
+    const p = await startProxy(['-a', `${handler('sleeper.sh')} ${token}`, '-b', '127.0.0.1:0', `127.0.0.1:${up.port}`]);
+    const port = p.addresses[0]?.port ?? 0;
+    // After `exec sleep`, each ACP is sleep(1) with the test's unique argument.
+    const acps = (): number[] => findProcesses(token, 'sleep');
+    for (let i = 0; i < DEFAULT_MAXCONN + 44; i++) {
+      const s = net.connect({ host: '127.0.0.1', port });
+      s.on('error', () => {});
+      sockets.add(s);
+    }
+    await until(() => acps().length >= DEFAULT_MAXCONN, () => `${DEFAULT_MAXCONN} ACPs (have ${acps().length})`, 60000);
+    await holds(() => acps().length === DEFAULT_MAXCONN, () => `${DEFAULT_MAXCONN} ACPs at most (have ${acps().length})`, 1000);
+    expect(p.stderr()).toContain(`service 127.0.0.1:${port}: maxconn ${DEFAULT_MAXCONN} reached: new connections wait`);
+    const before = new Set(acps());
+    const [first] = before;
+    if (first !== undefined) process.kill(first, 'SIGKILL');
+    // Its client is denied; one of the 44 waiting gets an ACP of its own.
+    await until(() => !acps().includes(first ?? 0) && acps().length === DEFAULT_MAXCONN, () => `a new ACP in its place (have ${acps().length})`, 20000);
+    expect(acps().filter((pid) => !before.has(pid))).toHaveLength(1);
+  }, 120000);
+
+  test('a handler cannot forge log lines: control characters (C0 and C1) in what it writes to stderr are escaped', async () => {
     const p = await startProxy(['-b', '127.0.0.1:0', handler('stderr-controls.sh')]);
     const port = p.addresses[0]?.port ?? 0;
     const c = await Client.connect('127.0.0.1', port);
@@ -66,9 +112,9 @@ describeAsRoot('bounds (root)', () => {
     expect(c.data().toString()).toBe('ok\n');
     await until(() => /: end: handler /.test(p.stderr()), 'the end line');
     const line = p.stderr().split('\n').find((l) => l.includes('forged')) ?? '';
-    expect(line).toMatch(/^\S+Z tcpproxy: connection \d+: \S*stderr-controls\.sh: forged\\x1b\[2Jline\\x0dover\\x07 end$/);
+    expect(line).toMatch(/^\S+Z tcpproxy: connection \d+: \S*stderr-controls\.sh: forged\\x1b\[2Jline\\x0dover\\x07 \\x9b2J end$/);
     // eslint-disable-next-line no-control-regex
-    expect(p.stderr()).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f]/);
+    expect(p.stderr()).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/);
   });
 });
 

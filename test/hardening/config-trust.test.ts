@@ -6,11 +6,14 @@
  * between root's good file and their own `uid 6` file while tcpproxy
  * starts and reloads never gets their file accepted. The pid file's
  * temporary file is new (O_EXCL|O_NOFOLLOW, random name): a link planted
- * at the old predictable name is not written through. Started
+ * at the old predictable name is not written through, nor links planted at
+ * the very names it draws (its random bytes chosen by the test). Started
  * set-user-ID (real uid not root, effective root), tcpproxy refuses to run.
  */
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { writePidfile } from '../../src/modes/pidfile';
 import { mixedIds } from '../../src/process/privilege';
 import { configFileProblem, readConfigFile } from '../../src/table/config';
 import { CLI, launch, logLines, readyWorkers, runCli, runToExit, startDaemon, type Launched } from '../helpers/daemon';
@@ -19,6 +22,13 @@ import { requireRoot } from '../helpers/root';
 import { echoServer } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
 import { until } from '../helpers/until';
+
+// The pid file's random draws, chosen by the tests that plant links at the names they
+// give (pidfileWith); real random bytes everywhere else.
+jest.mock('node:crypto', () => {
+  const actual = jest.requireActual<typeof crypto>('node:crypto');
+  return { ...actual, randomBytes: jest.fn(actual.randomBytes) };
+});
 
 const ATTACKER = 65534;
 const REFUSING = 'refusing it when started as root';
@@ -309,6 +319,67 @@ describe('the pid file', () => {
     expect(fs.readdirSync(d).sort()).toEqual([path.basename(planted), 'tcpproxy.pid'].sort());
     await p.stop();
     expect(fs.existsSync(pidfile)).toBe(false);
+  });
+
+  /**
+   * writePidfile in this process, its random draws made `draws` (8 bytes each, as hex) in
+   * turn; a link planted beforehand at `links[i]`'s temporary name points to `links[i]`'s target.
+   */
+  function pidfileWith(draws: readonly string[], links: readonly { draw: string; target: string }[]): { pidfile: string; d: string; error: string | null; drawn: number } {
+    const d = dir(0o755);
+    const pidfile = path.join(d, 'tcpproxy.pid');
+    const tmpName = (draw: string): string => path.join(d, `.tcpproxy.pid.${draw}.tmp`);
+    for (const l of links) fs.symlinkSync(l.target, tmpName(l.draw));
+    let drawn = 0;
+    const sizes: number[] = [];
+    jest.mocked(crypto.randomBytes).mockImplementation(((n: number) => {
+      sizes.push(n);
+      return Buffer.from(draws[Math.min(drawn++, draws.length - 1)] ?? '', 'hex');
+    }) as unknown as typeof crypto.randomBytes);
+    let error: string | null = null;
+    try {
+      writePidfile(pidfile);
+    } catch (err) {
+      error = (err as Error).message;
+    } finally {
+      jest.mocked(crypto.randomBytes).mockImplementation(jest.requireActual<typeof crypto>('node:crypto').randomBytes);
+    }
+    // 8 random bytes a name: 2^64 names, none to guess.
+    expect(sizes.every((n) => n === 8)).toBe(true);
+    return { pidfile, d, error, drawn };
+  }
+
+  test('the temporary file is new (O_EXCL|O_NOFOLLOW): links at the names it draws, to a file or to no file, are neither followed nor replaced; it draws again', () => {
+    const elsewhere = dir(0o755);
+    const precious = file(elsewhere, 'precious', 'precious\n', 0o600);
+    const before = fs.statSync(precious);
+    // A dangling link: O_CREAT alone would create its target.
+    const created = path.join(elsewhere, 'created');
+    const [a, b, c] = ['00000000000000aa', '00000000000000bb', '00000000000000cc'];
+    const r = pidfileWith([a, b, c], [
+      { draw: a, target: precious },
+      { draw: b, target: created },
+    ]);
+    expect({ error: r.error, drawn: r.drawn }).toEqual({ error: null, drawn: 3 });
+    expect(fs.readFileSync(r.pidfile, 'utf8')).toBe(`${process.pid}\n`);
+    expect(fs.lstatSync(r.pidfile).isFile()).toBe(true);
+    expect(fs.readFileSync(precious, 'utf8')).toBe('precious\n');
+    expect(fs.statSync(precious)).toMatchObject({ size: before.size, mtimeMs: before.mtimeMs, mode: before.mode });
+    expect(fs.existsSync(created)).toBe(false);
+    // The planted links are as they were; the third name became the pid file.
+    expect(fs.readdirSync(r.d).sort()).toEqual([`.tcpproxy.pid.${a}.tmp`, `.tcpproxy.pid.${b}.tmp`, 'tcpproxy.pid']);
+    expect([a, b].map((x) => fs.readlinkSync(path.join(r.d, `.tcpproxy.pid.${x}.tmp`)))).toEqual([precious, created]);
+  });
+
+  test('every name it draws taken (11 in a row): no pid file, EEXIST, nothing followed', () => {
+    const elsewhere = dir(0o755);
+    const precious = file(elsewhere, 'precious', 'precious\n', 0o600);
+    const draws = Array.from({ length: 11 }, (_, i) => (i + 1).toString(16).padStart(16, '0'));
+    const r = pidfileWith(draws, draws.map((draw) => ({ draw, target: precious })));
+    expect({ error: r.error, drawn: r.drawn }).toEqual({ error: `pidfile ${r.pidfile}: EEXIST`, drawn: 11 });
+    expect(fs.existsSync(r.pidfile)).toBe(false);
+    expect(fs.readFileSync(precious, 'utf8')).toBe('precious\n');
+    expect(fs.readdirSync(r.d)).toHaveLength(11);
   });
 
   test('a symbolic link or a FIFO planted at the pid file\'s name is replaced, never written through or blocked on', async () => {

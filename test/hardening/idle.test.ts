@@ -60,7 +60,8 @@ function idleConnection(port: number): Promise<void> {
 describe.each(ENGINES)('idle connections (%s engine)', (engine) => {
   test(`${IDLE} idle connections hold two descriptors each in the worker, none in the master`, async () => {
     const up = await echoChild();
-    const p = await startProxy(['-b', '127.0.0.1:0', `127.0.0.1:${up}`], { TCPPROXY_ENGINE: engine });
+    // No control socket: its clients (other tests' daemons probing the default path) would be descriptors of the master too.
+    const p = await startProxy(['-S', 'none', '-b', '127.0.0.1:0', `127.0.0.1:${up}`], { TCPPROXY_ENGINE: engine });
     const port = p.addresses[0]?.port ?? 0;
     await until(() => readyWorkers(p.stderr()).length === 1, () => `the worker's ready line; stderr:\n${p.stderr()}`);
     const worker = readyWorkers(p.stderr())[0]?.pid ?? 0;

@@ -70,6 +70,20 @@ describe('hostName: host-name characters only', () => {
     ['::1', null],
     ['', null],
     [`${'a'.repeat(254)}`, null],
+    // Labels: letters, digits and inner hyphens, 1 to 63 of them.
+    ['-rf.evil.example', null],
+    ['-', null],
+    ['a..b', null],
+    ['.example.org', null],
+    ['host-.example.org', null],
+    ['host.-example.org', null],
+    ['.', null],
+    ['x-1.y--2.example', 'x-1.y--2.example'],
+    ['7.example', '7.example'],
+    [`${'a'.repeat(63)}.example`, `${'a'.repeat(63)}.example`],
+    [`${'a'.repeat(64)}.example`, null],
+    [`${Array.from({ length: 4 }, () => 'a'.repeat(62)).join('.')}.a`, `${Array.from({ length: 4 }, () => 'a'.repeat(62)).join('.')}.a`],
+    [`${Array.from({ length: 4 }, () => 'a'.repeat(62)).join('.')}.ab`, null],
   ])('%j → %j', (text, expected) => {
     expect(hostName(text)).toBe(expected);
   });
@@ -125,7 +139,7 @@ describe('clientName: forward-confirmed, within the bound', () => {
   // The forward zone confirms any name here: only the character check can refuse.
   const confirmsAll: DnsAnswerer = (q) => (q.type === 'A' ? [{ type: 'A', address: CLIENT4 }] : null);
 
-  test.each([['evil$(id).example.org'], ['a;reboot.example.org'], ['192.0.2.99'], ['under_score.example.org']])(
+  test.each([['evil$(id).example.org'], ['a;reboot.example.org'], ['192.0.2.99'], ['under_score.example.org'], ['-rf.evil.example'], ['-'], ['trailing-.example.org']])(
     'a PTR name %j that is not a host name, even one that resolves back: the address, not asked forward',
     async (ptr) => {
       const s = await zone({ [`PTR ${ptrName4(CLIENT4)}`]: [{ type: 'PTR', name: ptr }] }, confirmsAll);
@@ -175,9 +189,9 @@ describe('clientName: forward-confirmed, within the bound', () => {
     expect(s.questions).toEqual([]);
   });
 
-  test('a hosts-file name that is not a host name: the address', async () => {
+  test.each([['we!rd'], ['-rf.example'], ['a..b']])('a hosts-file name %j that is not a host name: the address', async (listed) => {
     const s = await zone({}, () => 'silent');
-    const file = hosts(`${CLIENT4} we!rd\n`);
+    const file = hosts(`${CLIENT4} ${listed}\n`);
     expect((await timedName(CLIENT4, s, { hostsFile: file })).name).toBe(CLIENT4);
     expect(s.questions).toEqual([]);
   });

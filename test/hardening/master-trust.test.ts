@@ -54,8 +54,15 @@ describeAsRoot('the master trusts no worker (root)', () => {
     expect(await roundTrip(port, 'after')).toBe('after');
   });
 
-  test('a process of the worker\'s uid cannot read the worker\'s memory or environment', async () => {
-    const { worker } = await forwarder();
+  // Dropping the uid alone clears the dumpable flag (with fs.suid_dumpable 0), so the root
+  // start does not show the worker's own PR_SET_DUMPABLE; a start as 65535 changes no id,
+  // and there only that call closes /proc/WORKER to the worker's uid.
+  test.each([
+    ['started as root, the worker drops to 65535', []],
+    ['started as 65535, no id changes', ['setpriv', '--reuid=65535', '--regid=65534', '--clear-groups']],
+  ])('a process of the worker\'s uid cannot read the worker\'s memory or environment (%s)', async (_how, wrapper) => {
+    const { d, worker } = await forwarder(wrapper.length > 0 ? { wrapper } : {});
+    expect(readyWorkers(d.stderr()).map((w) => [w.uid, w.gid])).toEqual([[65535, 65534]]);
     for (const file of ['environ', 'mem', 'maps']) {
       expect(fs.statSync(`/proc/${worker}/${file}`).uid).toBe(0);
     }
@@ -79,6 +86,10 @@ describeAsRoot('the master trusts no worker (root)', () => {
     ['not-json', 'sent a line that is not JSON'],
     ['fd', 'passed a descriptor'],
     ['ids', 'reported uid 0 gid 0, expected uid 65535 gid 65534'],
+    // The ids it should have, but the kernel shows it never dropped them.
+    ['no-drop', 'runs as uid 0/0/0/0 gid 0/0/0/0, expected uid 65535 gid 65534'],
+    // An internal message of Node's channel (a handle acknowledgement nobody asked for).
+    ['ack', 'sent an internal message'],
   ])('a worker that attacks its master (%s): logged, killed, replaced; the master serves on', async (attack, why) => {
     const dir = fs.mkdtempSync(path.join(tmp.path, `${attack}-`));
     fs.chmodSync(dir, 0o755);

@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
 import { native, type AccessRule, type Addon } from '../../src/sys/native';
+import { readStat } from '../helpers/proc';
 import { until } from '../helpers/until';
 
 const addon: Addon = native();
@@ -162,5 +163,40 @@ describe('limits across processes', () => {
     expect(addon.limitStats(20).live).toBe(0);
     expect(addon.sourceEnter(20, '127.0.0.9', 1)).toBe(true);
     expect(addon.limitEnter(20, 3)).toBe(true);
+  });
+
+  it('the master never waits for the table lock: a stopped holder makes forget return false at once; once it is dead, forget succeeds', async () => {
+    const child = spawn(process.execPath, [CHILD, '8', '21', '2', 'lock'], { stdio: ['pipe', 'pipe', 'inherit', regionFd] });
+    const pid = child.pid ?? 0;
+    let out = '';
+    child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    // The bound of this test should forget block (the fault under test): the holder is killed
+    // after 5 s from outside, and a blocked call then returns, too late.
+    const guard = spawn(process.execPath, ['-e', `setTimeout(() => { try { process.kill(${pid}, 'SIGKILL'); } catch {} }, 5000)`], { stdio: 'ignore' });
+    try {
+      await until(() => out.includes('\n'), 'the child took its places and the lock');
+      expect(out).toBe('held 2 true locked\n');
+      process.kill(pid, 'SIGSTOP');
+      await until(() => readStat(pid)?.state === 'T', 'the holder stopped');
+      const tries = [0, 1].map(() => {
+        const t0 = Date.now();
+        const done = addon.limitsForget(8);
+        return { done, fast: Date.now() - t0 < 1000 };
+      });
+      expect(tries).toEqual([
+        { done: false, fast: true },
+        { done: false, fast: true },
+      ]);
+      // The live-session places are back at once; only the per-source entry waits for the lock.
+      expect(addon.limitStats(21).live).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      await exited;
+      guard.kill('SIGKILL');
+    }
+    // The holder died with the lock: the next taker gets it (robust mutex), the forget completes.
+    expect(addon.limitsForget(8)).toBe(true);
+    expect(addon.sourceEnter(21, '127.0.0.9', 1)).toBe(true);
   });
 });

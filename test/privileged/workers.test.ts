@@ -6,19 +6,21 @@
  */
 import { Client } from '../helpers/client';
 import { ENGINES, logLines, runCli, startProxy, waitLog, waitWorkers } from '../helpers/daemon';
-import { writeConfig } from '../helpers/fixtures';
+import { handler, uniqueSeconds, writeConfig } from '../helpers/fixtures';
 import { freePort } from '../helpers/ports';
-import { alive, procIds } from '../helpers/proc';
+import { alive, findProcesses, parentOf, procIds } from '../helpers/proc';
 import { describeAsRoot, requireRoot } from '../helpers/root';
 import { echoServer, payload, StreamHash } from '../helpers/servers';
-import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
-import { until } from '../helpers/until';
+import { cleanUpAfterEach, killTokens, useHandlerFixtures, useTempDir } from '../helpers/setup';
+import { holds, until } from '../helpers/until';
 
 const KiB = 1024;
 
 beforeAll(requireRoot);
+useHandlerFixtures();
 const tmp = useTempDir('tcpproxy-workers-');
-cleanUpAfterEach();
+const tokens: string[] = [];
+cleanUpAfterEach(() => killTokens(tokens));
 
 describeAsRoot('worker supervision (root)', () => {
   test.each(ENGINES)(
@@ -107,6 +109,37 @@ describeAsRoot('worker supervision (root)', () => {
     if (third === undefined) throw new Error('no third worker');
     expect(new Set([first.pid, second.pid, third.pid]).size).toBe(3);
     expect(procIds(third.pid).uid).toEqual([65535, 65535, 65535, 65535]);
+  });
+});
+
+describeAsRoot('a dead worker\'s handlers (root)', () => {
+  test('SIGKILL of a worker with 3 running handlers: they end with it (parent-death signal), their clients are closed, and the new worker serves up to maxconn again', async () => {
+    const token = uniqueSeconds();
+    tokens.push(token);
+    const port = await freePort();
+    const conf = writeConfig(tmp.path, 'orphans.conf', `port ${port}\n  interface 127.0.0.1\n  maxconn 3\n  exec ${handler('sleeper.sh')} ${token}\n`);
+    const p = await startProxy(['-f', conf]);
+    const [first] = await waitWorkers(p.stderr, 65535, 65534);
+    if (first === undefined) throw new Error('no worker');
+    // After `exec sleep`, each handler is sleep(1) with the test's unique argument.
+    const sleepers = (): number[] => findProcesses(token, 'sleep');
+    const old = await Promise.all([0, 1, 2].map(() => Client.connect('127.0.0.1', port)));
+    await until(() => sleepers().length === 3, () => `3 handlers (have ${sleepers().length})`);
+    expect(sleepers().map(parentOf)).toEqual([first.pid, first.pid, first.pid]);
+
+    process.kill(first.pid, 'SIGKILL');
+    await until(() => sleepers().length === 0, () => `the handlers of the dead worker to end (left: ${sleepers().join(' ')})`, 5000);
+    // They held their connections alone: those are closed now.
+    for (const c of old) await c.waitClosed(5000);
+
+    // The master gave their places back: the next worker takes maxconn (3) new clients, and no more.
+    const second = (await waitWorkers(p.stderr, 65535, 65534, 2))[1];
+    if (second === undefined) throw new Error('no second worker');
+    const fresh = await Promise.all([0, 1, 2, 3].map(() => Client.connect('127.0.0.1', port)));
+    await until(() => sleepers().length === 3, () => `3 handlers of the new worker (have ${sleepers().length})`);
+    await holds(() => sleepers().length === 3, () => `3 handlers at most (have ${sleepers().length})`, 300);
+    expect(sleepers().map(parentOf)).toEqual([second.pid, second.pid, second.pid]);
+    for (const c of fresh) c.socket.destroy();
   });
 });
 

@@ -1,11 +1,14 @@
 import type { PortResolver } from '../../src/table/address';
+import { parseConfig } from '../../src/table/config';
 import {
   DEFAULT_PREFIX,
+  DEFAULT_PROCESS_MAXCONN,
   DEFAULT_TIMEOUT_SEC,
   describeTarget,
   listenAddresses,
   listenKey,
   lookupService,
+  maxconnOf,
   parseTarget,
   splitCommand,
   type Service,
@@ -216,5 +219,39 @@ describe('describeTarget', () => {
     ],
   ])('describes %j as %j', (target, text) => {
     expect(describeTarget(target)).toBe(text);
+  });
+});
+
+describe('maxconnOf: services that start a process per connection are bounded by default', () => {
+  const config = [
+    'acp /bin/true', // global: every port below has this ACP unless it sets its own
+    'port 2001',
+    '  server 127.0.0.1:1',
+    'port 2002',
+    '  maxconn 10',
+    '  server 127.0.0.1:1',
+    'port 2003',
+    '  acp /bin/false',
+    '  maxconn 1000',
+    '  server 127.0.0.1:1',
+  ].join('\n');
+  const plain = ['port 2004', '  server 127.0.0.1:1', 'port 2005', '  exec /bin/cat', 'port 2006', '  maxconn 3', '  exec /bin/cat'].join('\n');
+
+  const maxconns = (text: string): Record<number, number | null> => {
+    const r = parseConfig(`${text}\n`, 'x.conf', () => null);
+    if (!r.ok) throw new Error(JSON.stringify(r.errors));
+    return Object.fromEntries(r.config.services.map((s) => [s.port, maxconnOf(s)]));
+  };
+
+  it('is 256', () => {
+    expect(DEFAULT_PROCESS_MAXCONN).toBe(256);
+  });
+
+  it('an ACP service without maxconn gets 256; a configured maxconn wins, above 256 too', () => {
+    expect(maxconns(config)).toEqual({ 2001: 256, 2002: 10, 2003: 1000 });
+  });
+
+  it('an exec service without maxconn gets 256; a plain forward has none', () => {
+    expect(maxconns(plain)).toEqual({ 2004: null, 2005: 256, 2006: 3 });
   });
 });
