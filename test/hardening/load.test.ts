@@ -126,7 +126,8 @@ describe.each(ENGINES)('load (%s engine)', (engine) => {
     `${CONNECTIONS} concurrent connections × 64 KiB echo, every sha256 checked; fds back to baseline, no zombies`,
     async () => {
       const upstream = await echoServer();
-      const p = await startProxy(['-b', '127.0.0.1:0', `127.0.0.1:${upstream.port}`], { TCPPROXY_ENGINE: engine });
+      // No control socket: its clients (other tests' daemons probing the default path) would be descriptors of the master too.
+      const p = await startProxy(['-S', 'none', '-b', '127.0.0.1:0', `127.0.0.1:${upstream.port}`], { TCPPROXY_ENGINE: engine });
       const port = p.addresses[0]?.port ?? 0;
       await until(() => workerPids(p).length === 1, () => `the worker's ready line; stderr:\n${p.stderr()}`);
       const [worker] = workerPids(p) as [number];
