@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Client } from '../helpers/client';
-import { killLaunched, packageWithWorker, readyWorkers, startDaemon, type Daemon } from '../helpers/daemon';
+import { killLaunched, packageWithWorker, readyWorkers, ROOT, startDaemon, type Daemon } from '../helpers/daemon';
 import { FIXTURES_IN_TREE } from '../helpers/fixtures';
 import { portOf } from '../helpers/ports';
 import { alive } from '../helpers/proc';
@@ -61,7 +61,14 @@ describeAsRoot('the master trusts no worker (root)', () => {
     ['started as root, the worker drops to 65535', []],
     ['started as 65535, no id changes', ['setpriv', '--reuid=65535', '--regid=65534', '--clear-groups']],
   ])('a process of the worker\'s uid cannot read the worker\'s memory or environment (%s)', async (_how, wrapper) => {
-    const { d, worker } = await forwarder(wrapper.length > 0 ? { wrapper } : {});
+    // As 65535 the command must be readable by 65535: a copy of the package in the 0755 temp directory
+    // (the checkout may sit below a directory only root may enter, as CI's does).
+    const copy = (): { cli: string; cwd: string } => {
+      const dir = fs.mkdtempSync(path.join(tmp.path, 'pkg-'));
+      fs.chmodSync(dir, 0o755);
+      return { cli: packageWithWorker(dir, path.join(ROOT, 'dist', 'src', 'process', 'worker.js')), cwd: dir };
+    };
+    const { d, worker } = await forwarder(wrapper.length > 0 ? { wrapper, ...copy() } : {});
     expect(readyWorkers(d.stderr()).map((w) => [w.uid, w.gid])).toEqual([[65535, 65534]]);
     for (const file of ['environ', 'mem', 'maps']) {
       expect(fs.statSync(`/proc/${worker}/${file}`).uid).toBe(0);
