@@ -58,13 +58,11 @@ function answered(p: string): Promise<boolean> {
 export class ControlSocket {
   readonly path: string;
   private readonly server: net.Server;
-  private readonly ino: number;
   private clients = 0;
 
-  private constructor(p: string, server: net.Server, ino: number) {
+  private constructor(p: string, server: net.Server) {
     this.path = p;
     this.server = server;
-    this.ino = ino;
   }
 
   /**
@@ -106,8 +104,7 @@ export class ControlSocket {
       server.once('listening', () => resolve());
       server.once('error', (err: NodeJS.ErrnoException) => reject(new StartError(`cannot listen on the control socket ${p}: ${err.code ?? errorText(err)}`)));
     });
-    const ino = fs.lstatSync(p).ino;
-    const c = new ControlSocket(p, server, ino);
+    const c = new ControlSocket(p, server);
     server.on('connection', (sock) => c.serve(sock, answer, log));
     server.on('error', (err) => log.error(`control socket ${p}: ${errorText(err)}`));
     return c;
@@ -178,14 +175,9 @@ export class ControlSocket {
     this.server.unref();
   }
 
-  /** Stops listening and removes the socket file if it is still this one's (libuv unlinks the path too). */
+  /** Stops listening; libuv removes the socket file (it unlinks a pipe server's path when the server closes). */
   close(): void {
     this.server.close();
-    try {
-      if (fs.lstatSync(this.path).ino === this.ino) fs.unlinkSync(this.path);
-    } catch {
-      // gone already
-    }
   }
 }
 

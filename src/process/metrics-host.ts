@@ -7,17 +7,13 @@
  * number, or scrapes faster than MAX_SCRAPES a second, kills it.
  */
 import { fork, type ChildProcess } from 'node:child_process';
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { guardChannel } from './channel';
+import { processProgram } from './program';
 import type { MetricsSnapshot, ToMetrics } from './metrics';
 import type { Identity } from './privilege';
 import type { Logger } from '../sys/log';
 
-const PROGRAM = ((): string => {
-  const here = path.join(__dirname, 'metrics.js');
-  return fs.existsSync(here) ? here : path.join(__dirname, '..', 'process', 'metrics.js');
-})();
+const PROGRAM = processProgram('metrics.js');
 
 /**
  * Questions a second beyond which the process is out of control: it shares

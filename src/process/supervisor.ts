@@ -18,8 +18,8 @@
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { guardChannel } from './channel';
+import { processProgram } from './program';
 import { identityKey, serviceIdentity, type Identity } from './privilege';
 import type { Logger } from '../sys/log';
 import { native } from '../sys/native';
@@ -41,15 +41,8 @@ import {
 } from './protocol';
 import { listenKey, type Service } from '../table/service';
 
-/**
- * The worker's program, dist/src/process/worker.js: beside this module, or,
- * from the bundled command in dist/src/bin/ (scripts/bundle.mjs), one
- * directory over.
- */
-const WORKER = ((): string => {
-  const here = path.join(__dirname, 'worker.js');
-  return fs.existsSync(here) ? here : path.join(__dirname, '..', 'process', 'worker.js');
-})();
+/** The worker's program, dist/src/process/worker.js. */
+const WORKER = processProgram('worker.js');
 
 const BACKOFF_FIRST_MS = 100;
 const BACKOFF_MAX_MS = 10_000;

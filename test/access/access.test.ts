@@ -22,7 +22,7 @@ import { Client } from '../helpers/client';
 import { ENGINES, logLines, re, waitWorkers, withProxy, type Proxy } from '../helpers/daemon';
 import { handler, unusableByOthers } from '../helpers/fixtures';
 import { freePort, freePortOn } from '../helpers/ports';
-import { readStat, serverEnd } from '../helpers/proc';
+import { resumeProcess, resumeStopped, serverEnd, stopProcess } from '../helpers/proc';
 import { requireRoot } from '../helpers/root';
 import { digestOf, echoServer, payload, StreamHash, type Upstream } from '../helpers/servers';
 import { cleanUpAfterEach, useHandlerFixtures, useTempDir } from '../helpers/setup';
@@ -45,29 +45,8 @@ beforeAll(() => {
   const problem = unusableByOthers(records.path);
   if (problem !== null) throw new Error(`the ACP cannot write its record: ${problem}`);
 });
-const stopped: number[] = [];
-cleanUpAfterEach(() => {
-  // A worker a test stopped and did not resume (it failed meanwhile).
-  for (const pid of stopped.splice(0)) {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // gone
-    }
-  }
-});
+cleanUpAfterEach(resumeStopped);
 
-/** SIGSTOPs `pid` and waits until it is stopped (state T); the cleanup resumes it if the test does not. */
-async function stop(pid: number): Promise<void> {
-  stopped.push(pid);
-  process.kill(pid, 'SIGSTOP');
-  await until(() => readStat(pid)?.state === 'T', `worker ${pid} to stop`, 5000);
-}
-
-function resume(pid: number): void {
-  process.kill(pid, 'SIGCONT');
-  stopped.splice(stopped.indexOf(pid), 1);
-}
 
 /** One client of a matrix: where it connects, from where, and what must happen. */
 interface Probe {
@@ -357,14 +336,14 @@ describe.each(ENGINES)('%s engine', (engine) => {
       // be reset too, whatever was read: hence the order.) The worker is stopped meanwhile, for
       // far less than the master's silence limit.
       const sent = 'bytes a refused client sent before the proxy got to it\n';
-      await stop(pid);
+      await stopProcess(pid);
       let c: Client;
       try {
         c = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.7' });
         c.socket.write(sent);
         await until(() => serverEnd(port, { host: c.local.address, port: c.local.port })?.rxQueue === sent.length, 'the bytes queued on the proxy\'s side, not accepted yet', 5000);
       } finally {
-        resume(pid);
+        resumeProcess(pid);
       }
       await c.waitClosed(5000);
       expect({ bytes: c.received, end: howEnded(c) }).toEqual({ bytes: 0, end: 'ECONNRESET' });

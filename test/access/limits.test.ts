@@ -17,7 +17,7 @@ import { clientText, echoThrough, howEnded, linesAbout, refusalLine, refusals, w
 import { Client } from '../helpers/client';
 import { ENGINES, logLines, waitWorkers, withProxy, type Proxy } from '../helpers/daemon';
 import { freePort } from '../helpers/ports';
-import { holdersOfConnection, readStat, serverEnd, TCP_ESTABLISHED } from '../helpers/proc';
+import { holdersOfConnection, resumeProcess, resumeStopped, serverEnd, stopProcess, TCP_ESTABLISHED } from '../helpers/proc';
 import { requireRoot } from '../helpers/root';
 import { digestOf, echoServer, payload, startServer } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
@@ -28,17 +28,7 @@ const MiB = 1024 * KiB;
 
 beforeAll(requireRoot);
 const tmp = useTempDir('tcpproxy-limits-');
-const stopped: number[] = [];
-cleanUpAfterEach(() => {
-  // A worker a test stopped (SIGSTOP) and did not resume: SIGCONT before anything else, so it can be stopped cleanly.
-  for (const pid of stopped.splice(0)) {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      // gone
-    }
-  }
-});
+cleanUpAfterEach(resumeStopped);
 
 /** Sends `text` and waits for its echo. */
 async function roundTrip(c: Client, text: string): Promise<void> {
@@ -90,16 +80,33 @@ function waitLines(p: Proxy, key: string): string[] {
   return logLines(p.stderr()).filter((l) => l.startsWith(`service ${key}: `) && / reached: new connections wait$|: accepting again$/.test(l));
 }
 
-/** SIGSTOPs `pid` and waits until it is stopped (state T); the cleanup resumes it if the test does not. */
-async function stop(pid: number): Promise<void> {
-  stopped.push(pid);
-  process.kill(pid, 'SIGSTOP');
-  await until(() => readStat(pid)?.state === 'T', `worker ${pid} to stop`, 5000);
-}
 
-function resume(pid: number): void {
-  process.kill(pid, 'SIGCONT');
-  stopped.splice(stopped.indexOf(pid), 1);
+/**
+ * 20 clients at once through a `rate 5` service on `port` whose upstream
+ * records its accept times in `accepted`: every one served in full, and
+ * spread as one bucket of 5 refilled at 5 a second spreads them (5 at once,
+ * then one every 200 ms: the 20th at 15 × 200 = 3000 ms, the k-th from 0 not
+ * before (k - 4) × 200 ms; 100 ms allowed for measuring here). Returns the
+ * accept times from the first.
+ */
+async function rateBurst(port: number, accepted: number[], seed: string): Promise<number[]> {
+  const n = 20;
+  const datas = Array.from({ length: n }, (_, i) => payload(16 * KiB, `${seed}-${i}`));
+  const clients = await Promise.all(datas.map(() => Client.connect('127.0.0.1', port, { keep: false, timeoutMs: 10000 })));
+  for (const [i, c] of clients.entries()) c.socket.end(datas[i] ?? Buffer.alloc(0));
+  await until(() => clients.every((c) => c.ended || c.closed), () => `all ${n} served (${accepted.length} upstream connections)`, 15000);
+  const wrong = clients.flatMap((c, i) => {
+    const ok = howEnded(c) === 'eof' && c.digest().sha256 === digestOf(datas[i] ?? Buffer.alloc(0)).sha256;
+    return ok ? [] : [`client ${i}: ${c.received} bytes, ${howEnded(c)}`];
+  });
+  expect(wrong).toEqual([]);
+  expect(accepted).toHaveLength(n);
+  const t = [...accepted].sort((x, y) => x - y).map((x) => x - (accepted[0] ?? 0));
+  const spreadMs = (t[n - 1] ?? 0) - (t[0] ?? 0);
+  expect({ spreadMs, atLeast3s: spreadMs >= 2900, under6s: spreadMs < 6000 }).toEqual({ spreadMs, atLeast3s: true, under6s: true });
+  const early = t.flatMap((ms, k) => (k >= 5 && ms < (k - 4) * 200 - 100 ? [`session ${k} at ${ms} ms`] : []));
+  expect(early).toEqual([]);
+  return t;
 }
 
 describe.each(ENGINES)('%s engine', (engine) => {
@@ -266,25 +273,7 @@ describe.each(ENGINES)('%s engine', (engine) => {
     const port = await freePort();
     const key = `127.0.0.1:${port}`;
     await withProxy(['-s', '-f', limitConf(port, up.port, ['rate 5'])], { env }, async (p) => {
-      const n = 20;
-      const datas = Array.from({ length: n }, (_, i) => payload(16 * KiB, `rate-${engine}-${i}`));
-      const clients = await Promise.all(datas.map(() => Client.connect('127.0.0.1', port, { keep: false, timeoutMs: 10000 })));
-      for (const [i, c] of clients.entries()) c.socket.end(datas[i] ?? Buffer.alloc(0));
-      await until(() => clients.every((c) => c.ended || c.closed), () => `all ${n} served (${accepted.length} upstream connections)`, 15000);
-      const wrong = clients.flatMap((c, i) => {
-        const ok = howEnded(c) === 'eof' && c.digest().sha256 === digestOf(datas[i] ?? Buffer.alloc(0)).sha256;
-        return ok ? [] : [`client ${i}: ${c.received} bytes, ${howEnded(c)}`];
-      });
-      expect(wrong).toEqual([]);
-      expect(accepted).toHaveLength(n);
-
-      const t = [...accepted].sort((x, y) => x - y).map((x) => x - (accepted[0] ?? 0));
-      const spreadMs = (t[n - 1] ?? 0) - (t[0] ?? 0);
-      // 5 tokens at once, then one every 200 ms: the 20th at 15 × 200 = 3000 ms (100 ms allowed for measuring here).
-      expect({ spreadMs, atLeast3s: spreadMs >= 2900, under6s: spreadMs < 6000 }).toEqual({ spreadMs, atLeast3s: true, under6s: true });
-      // A bucket of 5 refilled at 5 a second: the k-th session (from 0) not before (k - 4) × 200 ms.
-      const early = t.flatMap((ms, k) => (k >= 5 && ms < (k - 4) * 200 - 100 ? [`session ${k} at ${ms} ms`] : []));
-      expect(early).toEqual([]);
+      const t = await rateBurst(port, accepted, `rate-${engine}`);
       // The burst: the first five at once.
       expect(t[4] ?? Infinity).toBeLessThan(500);
 
@@ -332,11 +321,11 @@ describe.each(ENGINES)('%s engine', (engine) => {
         const holderA = await holderOf(workers, port, a);
         const other = workers.find((w) => w !== holderA) ?? 0;
         // With A's worker stopped, only the other one can take b: one session in each worker.
-        await stop(holderA);
+        await stopProcess(holderA);
         const b = await Client.connect('127.0.0.1', port);
         await roundTrip(b, 'b\n');
         expect(await holderOf(workers, port, b)).toBe(other);
-        resume(holderA);
+        resumeProcess(holderA);
         await roundTrip(a, 'a again\n');
 
         // Counted per worker, each would still have room for one of these. They send and
@@ -383,25 +372,9 @@ describe.each(ENGINES)('%s engine', (engine) => {
       const key = `127.0.0.1:${port}`;
       await withProxy(['-s', '-f', limitConf(port, up.port, ['rate 5'], ['workers 2'])], { env }, async (p) => {
         await twoWorkers(p);
-        const n = 20;
-        const datas = Array.from({ length: n }, (_, i) => payload(16 * KiB, `workers-rate-${engine}-${i}`));
-        const clients = await Promise.all(datas.map(() => Client.connect('127.0.0.1', port, { keep: false, timeoutMs: 10000 })));
-        for (const [i, c] of clients.entries()) c.socket.end(datas[i] ?? Buffer.alloc(0));
-        await until(() => clients.every((c) => c.ended || c.closed), () => `all ${n} served (${accepted.length} upstream connections)`, 15000);
-        const wrong = clients.flatMap((c, i) => {
-          const ok = howEnded(c) === 'eof' && c.digest().sha256 === digestOf(datas[i] ?? Buffer.alloc(0)).sha256;
-          return ok ? [] : [`client ${i}: ${c.received} bytes, ${howEnded(c)}`];
-        });
-        expect(wrong).toEqual([]);
-        expect(accepted).toHaveLength(n);
-
-        const t = [...accepted].sort((x, y) => x - y).map((x) => x - (accepted[0] ?? 0));
-        const spreadMs = (t[n - 1] ?? 0) - (t[0] ?? 0);
-        // One bucket: the 20th at 15 × 200 = 3000 ms, as with one worker. A bucket per worker
-        // would let 10 through at once and the rest at 10 a second: about 1 s.
-        expect({ spreadMs, atLeast3s: spreadMs >= 2900, under6s: spreadMs < 6000 }).toEqual({ spreadMs, atLeast3s: true, under6s: true });
-        const early = t.flatMap((ms, k) => (k >= 5 && ms < (k - 4) * 200 - 100 ? [`session ${k} at ${ms} ms`] : []));
-        expect(early).toEqual([]);
+        // One bucket, as with one worker. A bucket per worker would let 10 through at once
+        // and the rest at 10 a second: about 1 s.
+        await rateBurst(port, accepted, `workers-rate-${engine}`);
         expect(refusals(p.stderr(), key)).toEqual({ lines: [], summaries: [] });
         expect(logLines(p.stderr()).filter((l) => /^worker .* ended with /.test(l))).toEqual([]);
       });
@@ -417,7 +390,7 @@ describe.each(ENGINES)('%s engine', (engine) => {
         await roundTrip(first, 'first\n');
         const holder = await holderOf(workers, port, first);
         // Only the other worker accepts now: counted per worker, it would serve the second .7.
-        await stop(holder);
+        await stopProcess(holder);
         const second = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.7' });
         await second.waitClosed(5000);
         expect({ bytes: second.received, end: howEnded(second) }).toEqual({ bytes: 0, end: expect.stringMatching(/^(eof|ECONNRESET)$/) as unknown });
@@ -427,7 +400,7 @@ describe.each(ENGINES)('%s engine', (engine) => {
         const eight = await Client.connect('127.0.0.1', port, { localAddress: '127.0.0.8', keep: false });
         const data = payload(64 * KiB, `workers-per-source-${engine}`);
         expect(await echoThrough(eight, data)).toEqual(digestOf(data));
-        resume(holder);
+        resumeProcess(holder);
         await roundTrip(first, 'resumed\n');
         await finish(first);
         expect(up.sockets).toHaveLength(2);

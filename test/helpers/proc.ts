@@ -586,3 +586,29 @@ export function describeSocket(inode: number): string {
   }
   return `inode ${inode}: not in /proc/net`;
 }
+
+/** Processes stopProcess stopped and resumeProcess has not resumed yet. */
+const stoppedPids: number[] = [];
+
+/** SIGSTOPs `pid` and waits until it is stopped (state T); resumeStopped (a cleanup) resumes it if the test does not. */
+export async function stopProcess(pid: number): Promise<void> {
+  stoppedPids.push(pid);
+  process.kill(pid, 'SIGSTOP');
+  await until(() => readStat(pid)?.state === 'T', `process ${pid} to stop`, 5000);
+}
+
+export function resumeProcess(pid: number): void {
+  process.kill(pid, 'SIGCONT');
+  stoppedPids.splice(stoppedPids.indexOf(pid), 1);
+}
+
+/** SIGCONTs every process a test stopped and did not resume (it failed meanwhile), so it can be stopped cleanly. */
+export function resumeStopped(): void {
+  for (const pid of stoppedPids.splice(0)) {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // gone
+    }
+  }
+}

@@ -17,6 +17,7 @@ import { clientText, echoThrough } from '../helpers/access';
 import { Client } from '../helpers/client';
 import { ENGINES, re, runCli, runToExit, waitLog, withProxy, type Proxy } from '../helpers/daemon';
 import { freePort } from '../helpers/ports';
+import { alive } from '../helpers/proc';
 import { requireRoot } from '../helpers/root';
 import { digestOf, echoServer, payload } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
@@ -60,15 +61,6 @@ function get(port: number, urlPath: string, opts: { method?: string; headers?: R
     req.end();
   });
 }
-
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 async function connectionOf(p: Proxy, c: Client): Promise<number> {
   const m = await waitLog(p.stderr, new RegExp(`^connection (\\d+): client ${re(clientText(c))} on `));

@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { Client } from '../helpers/client';
 import { ENGINES, logLines, packageWithWorker, ROOT, runCli, startDaemon, startProxy, waitLog, type Proxy } from '../helpers/daemon';
 import { freePort } from '../helpers/ports';
+import { alive } from '../helpers/proc';
 import { requireRoot } from '../helpers/root';
 import { digestOf, echoServer, payload, sha256 } from '../helpers/servers';
 import { cleanUpAfterEach, useTempDir } from '../helpers/setup';
@@ -27,14 +28,6 @@ beforeAll(requireRoot);
 const tmp = useTempDir('tcpproxy-upgrade-');
 /** New masters' pids: their process groups are killed after each test. */
 const successors: number[] = [];
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 cleanUpAfterEach(async () => {
   for (const pid of successors.splice(0)) {
     try {
@@ -90,16 +83,22 @@ function pidIn(file: string): number {
   return Number(fs.readFileSync(file, 'utf8').trim());
 }
 
-async function daemon(name: string, engine: string): Promise<{ p: Proxy; port: number; conf: string; pidfile: string; sock: string }> {
+/** A config of one service forwarding to a fresh echo upstream, and where its pid file and control socket go. */
+async function forwardSetup(name: string): Promise<{ port: number; conf: string; pidfile: string; sock: string; args: string[] }> {
   const up = await echoServer();
   const port = await freePort();
   const conf = path.join(tmp.path, `${name}.conf`);
   fs.writeFileSync(conf, `port ${port}\n  interface 127.0.0.1\n    server 127.0.0.1:${up.port}\n`, { mode: 0o600 });
   const pidfile = path.join(tmp.path, `${name}.pid`);
   const sock = path.join(tmp.path, `${name}.sock`);
-  const p = await startProxy(['-f', conf, '-pp', pidfile, '-S', sock], { TCPPROXY_ENGINE: engine });
+  return { port, conf, pidfile, sock, args: ['-f', conf, '-pp', pidfile, '-S', sock] };
+}
+
+async function daemon(name: string, engine: string): Promise<{ p: Proxy; port: number; conf: string; pidfile: string; sock: string }> {
+  const s = await forwardSetup(name);
+  const p = await startProxy(s.args, { TCPPROXY_ENGINE: engine });
   await waitLog(p.stderr, /^worker uid \d+ gid \d+ ready, pid \d+$/);
-  return { p, port, conf, pidfile, sock };
+  return { p, ...s };
 }
 
 describe.each(ENGINES)('%s engine', (engine) => {
@@ -182,15 +181,10 @@ describe('an upgrade that fails', () => {
     const dir = path.join(tmp.path, `${name}-pkg`);
     fs.mkdirSync(dir);
     const cli = packageWithWorker(dir, path.join(ROOT, 'dist', 'src', 'process', 'worker.js'));
-    const up = await echoServer();
-    const port = await freePort();
-    const conf = path.join(tmp.path, `${name}.conf`);
-    fs.writeFileSync(conf, `port ${port}\n  interface 127.0.0.1\n    server 127.0.0.1:${up.port}\n`, { mode: 0o600 });
-    const pidfile = path.join(tmp.path, `${name}.pid`);
-    const sock = path.join(tmp.path, `${name}.sock`);
-    const p = await startDaemon({ cli, args: ['-f', conf, '-pp', pidfile, '-S', sock], detached: false });
+    const s = await forwardSetup(name);
+    const p = await startDaemon({ cli, args: s.args, detached: false });
     await waitLog(p.stderr, /^worker uid \d+ gid \d+ ready, pid \d+$/);
-    return { p, port, pidfile, sock, worker: path.join(dir, 'dist', 'src', 'process', 'worker.js') };
+    return { p, port: s.port, pidfile: s.pidfile, sock: s.sock, worker: path.join(dir, 'dist', 'src', 'process', 'worker.js') };
   }
 
   it('to an install whose workers cannot start: the old master goes on serving and gets its control socket back', async () => {
