@@ -17,6 +17,7 @@
         "native/process.cc",
         "native/proxy.cc",
         "native/pump.cc",
+        "native/reactor.cc",
         "native/sandbox.cc",
         "native/serve.cc",
         "native/spawn.cc",

@@ -47,7 +47,7 @@ import { measureStartup, startupLines, summarizeStartup, type StartupRound } fro
 import { ACL_PREFIXES, ACL_VARIANTS, HANDLER_VARIANTS, Instance, PROXY_VARIANTS, VARIANT_LABELS, type InstanceKind, type VariantName } from './variants';
 
 const GIB = 1024 ** 3;
-const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat', 'inetd', 'acl', 'sendproxy', 'acceptproxy'];
+const ALL_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'base', 'js', 'haproxy', 'socat', 'inetd', 'acl', 'sendproxy', 'acceptproxy'];
 
 interface Options {
   readonly quick: boolean;
@@ -68,6 +68,8 @@ interface Options {
   readonly keepTmp: boolean;
   /** inetd start-up samples per command per round (bench/startup.ts); 0: none. */
   readonly startup: number;
+  /** dist/src/bin/tcpproxy.js of another build (--base DIR), for the base variant; null: none. */
+  readonly base: string | null;
 }
 
 const USAGE = `usage: npm run bench [-- options]
@@ -80,6 +82,8 @@ const USAGE = `usage: npm run bench [-- options]
   --load-cpu N       CPU for upstreams and load (default 1)
   --keep-tmp         keep the temp dir (proxy logs, haproxy and inetd configs)
   --startup N        inetd start-up samples per command and round (default 30, --quick 10; 0: none)
+  --base DIR         another build of tcpproxy (a built checkout), measured side by side as the
+                     base variant (tcpproxy splice of DIR); in the default variants when given
 `;
 
 function parseOptions(argv: string[]): Options {
@@ -95,6 +99,7 @@ function parseOptions(argv: string[]): Options {
       'load-cpu': { type: 'string' },
       'keep-tmp': { type: 'boolean', default: false },
       startup: { type: 'string' },
+      base: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
   });
@@ -109,8 +114,15 @@ function parseOptions(argv: string[]): Options {
     if (!Number.isInteger(n) || n < 0) throw new Error(`--${name}: not a whole number: ${s}`);
     return n;
   };
-  const variants = (values.variants ?? ALL_VARIANTS.join(',')).split(',').map((v) => {
+  let base: string | null = null;
+  if (values.base !== undefined) {
+    base = path.resolve(values.base, 'dist/src/bin/tcpproxy.js');
+    if (!fs.existsSync(base)) throw new Error(`--base: ${base} is missing: build that checkout first`);
+  }
+  const defaults = ALL_VARIANTS.filter((v) => v !== 'base' || base !== null);
+  const variants = (values.variants ?? defaults.join(',')).split(',').map((v) => {
     if (!(ALL_VARIANTS as readonly string[]).includes(v)) throw new Error(`--variants: unknown variant ${v}`);
+    if (v === 'base' && base === null) throw new Error('--variants: base needs --base DIR');
     return v as VariantName;
   });
   const idleList = (values.idle ?? (quick ? '100,500' : '1000,9000')).split(',').map((s) => int(s, 0, 'idle'));
@@ -134,6 +146,7 @@ function parseOptions(argv: string[]): Options {
     loadCpu: int(values['load-cpu'], cpus > 1 ? 1 : 0, 'load-cpu'),
     keepTmp: values['keep-tmp'] === true,
     startup: int(values.startup, quick ? 10 : 30, 'startup'),
+    base,
   };
 }
 
@@ -262,7 +275,7 @@ class Bench {
   // ---- proxies -----------------------------------------------------------
 
   private startContext() {
-    return { proxyCpu: this.opts.proxyCpu, tmpDir: this.tmpDir, tcpproxy: TCPPROXY, maxConns: this.opts.idle[1] };
+    return { proxyCpu: this.opts.proxyCpu, tmpDir: this.tmpDir, tcpproxy: TCPPROXY, baseTcpproxy: this.opts.base, maxConns: this.opts.idle[1] };
   }
 
   /** The instances of `v`: in front of each upstream (forwarding variants), running the handler (handler variants). */
@@ -678,9 +691,10 @@ async function main(): Promise<number> {
 
   for (const [key, paths] of Object.entries(bench.forwardPaths)) {
     const [engine, kind] = key.split('/');
-    // The acl and PROXY variants run the splice engine.
-    const usual = kind === 'handler' ? 'handler exit 0' : ACL_VARIANTS.includes(engine as VariantName) ? 'splice' : engine;
-    const other = Object.entries(paths).filter(([p]) => p !== usual);
+    // The acl, PROXY and base variants run the splice engine, which ends small sessions on copy (splice-auto).
+    const spliceEngine = engine === 'splice' || engine === 'base' || ACL_VARIANTS.includes(engine as VariantName);
+    const usual = kind === 'handler' ? ['handler exit 0'] : spliceEngine ? ['splice', 'copy'] : [engine];
+    const other = Object.entries(paths).filter(([p]) => !usual.includes(p));
     if (other.length === 0) continue;
     const list = other.map(([p, n]) => `${n} ${kind === 'handler' ? `ended ${p}` : `on ${p}`}`).join(', ');
     bench.note(kind === 'handler' ? `${key}: handler connections that did not end with exit 0: ${list}` : `${key}: connections not forwarded by ${engine}: ${list}`);

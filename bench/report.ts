@@ -154,7 +154,7 @@ export function evaluateTargets(defs: readonly MetricDef[], med: Medians, varian
   for (const d of defs) {
     if (!d.target || !variants.includes(d.ref)) continue;
     const t = d.target;
-    for (const v of ['splice', 'js'] as const) {
+    for (const v of ['splice', 'base', 'js'] as const) {
       if (!variants.includes(v)) continue;
       const ratio = ratioOf(med, d.key, v, d.ref);
       let met = ratio === null ? null : t.op === '>=' ? ratio >= t.factor : ratio <= t.factor;
@@ -188,7 +188,7 @@ export function markdownTable(
   targets: readonly TargetResult[],
   rounds: number,
 ): string {
-  const engines = (['splice', 'js'] as const).filter((v) => variants.includes(v));
+  const engines = (['splice', 'base', 'js'] as const).filter((v) => variants.includes(v));
   const hasRef = variants.includes('haproxy') || variants.includes('inetd');
   const hasD = variants.includes('direct');
   const head = ['metric', ...variants.map((v) => VARIANT_LABELS[v])];

@@ -16,11 +16,12 @@ import { alive, isListening, listensOn } from '../test/helpers/proc';
 import { until } from '../test/helpers/until';
 import { killTree, pinned } from './children';
 
-export type VariantName = 'direct' | 'splice' | 'js' | 'haproxy' | 'socat' | 'inetd' | 'acl' | 'sendproxy' | 'acceptproxy';
+export type VariantName = 'direct' | 'splice' | 'base' | 'js' | 'haproxy' | 'socat' | 'inetd' | 'acl' | 'sendproxy' | 'acceptproxy';
 
 export const VARIANT_LABELS: Record<VariantName, string> = {
   direct: 'direct',
   splice: 'tcpproxy splice',
+  base: 'tcpproxy splice, --base build',
   js: 'tcpproxy js',
   haproxy: 'haproxy splice',
   socat: 'socat',
@@ -31,7 +32,7 @@ export const VARIANT_LABELS: Record<VariantName, string> = {
 };
 
 /** The variants in front of the echo and iperf3 upstreams. */
-export const PROXY_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'js', 'haproxy', 'socat'];
+export const PROXY_VARIANTS: readonly VariantName[] = ['direct', 'splice', 'base', 'js', 'haproxy', 'socat'];
 /**
  * The variants measured for a cost against plain splice, connection rate
  * only: an access list, a PROXY v2 header written to the upstream (the echo
@@ -63,6 +64,8 @@ export interface StartContext {
   readonly tmpDir: string;
   /** dist/src/tcpproxy.js */
   readonly tcpproxy: string;
+  /** The same file of another build (`--base DIR`), run by the base variant; null without --base. */
+  readonly baseTcpproxy: string | null;
   /** Most idle connections a test will hold (haproxy's maxconn). */
   readonly maxConns: number;
 }
@@ -152,7 +155,7 @@ export class Instance {
     this.logOffset = 0;
     const logFd = fs.openSync(this.logFile, 'w');
     try {
-      if (this.variant === 'splice' || this.variant === 'js') await this.startTcpproxy(ctx, logFd);
+      if (this.variant === 'splice' || this.variant === 'js' || this.variant === 'base') await this.startTcpproxy(ctx, logFd);
       else if (this.variant === 'acl') await this.startTcpproxyAcl(ctx, tag, logFd);
       else if (this.variant === 'sendproxy') await this.startTcpproxyConf(ctx, tag, logFd, ['  send-proxy v2']);
       else if (this.variant === 'acceptproxy') await this.startTcpproxyConf(ctx, tag, logFd, ['  accept-proxy 127.0.0.1/32']);
@@ -181,11 +184,13 @@ export class Instance {
   }
 
   private async startTcpproxy(ctx: StartContext, logFd: number): Promise<void> {
+    const base = this.variant === 'base';
+    if (base && ctx.baseTcpproxy === null) throw new Error('the base variant needs --base DIR');
     this.child = pinned(
       ctx.proxyCpu,
       process.execPath,
-      [ctx.tcpproxy, '-D', '-b', '127.0.0.1:0', this.kind === 'handler' ? HANDLER : `127.0.0.1:${this.upstreamPort}`],
-      { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, TCPPROXY_ENGINE: this.variant } },
+      [base ? (ctx.baseTcpproxy as string) : ctx.tcpproxy, '-D', '-b', '127.0.0.1:0', this.kind === 'handler' ? HANDLER : `127.0.0.1:${this.upstreamPort}`],
+      { stdio: ['ignore', 'ignore', logFd], env: { ...process.env, TCPPROXY_ENGINE: base ? 'splice' : this.variant } },
     );
     const file = this.logFile as string;
     let text = '';

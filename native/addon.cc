@@ -24,6 +24,7 @@ Napi::Object Register(Napi::Env env, Napi::Object exports) {
   InitFd(env, exports);
   InitSyslog(env, exports);
   InitProcess(env, exports);
+  InitReactor(env, exports);
   InitPump(env, exports);
   InitListen(env, exports);
   InitServe(env, exports);

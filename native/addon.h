@@ -21,6 +21,7 @@ struct Addon {
   Napi::FunctionReference check_error;  // its PrivilegeCheckError
   PumpState* pump = nullptr;            // owned by pump.cc's env cleanup hook
   void* serve = nullptr;                // serve.cc's ServeState, owned by its cleanup hook
+  void* reactor = nullptr;              // reactor.cc's epoll set, owned by its cleanup hook
   void* proxy = nullptr;                // proxy.cc's pending proxyRead calls, owned by its cleanup hook
   static Addon& From(Napi::Env env) { return *env.GetInstanceData<Addon>(); }
 };
@@ -51,6 +52,10 @@ constexpr int kKeepaliveIdleS = 300;
 constexpr int kKeepaliveIntervalS = 30;
 constexpr int kKeepaliveProbes = 4;
 int Keepalive(int fd);
+int KeepaliveOff(int fd);
+// A socket accepted from a listening socket starts with the listener's
+// keepalive options (SO_KEEPALIVE and the three timings): the fast path sets
+// them once on its listeners, and spares every client its four setsockopt.
 
 // sandbox.cc: what a handler or ACP gets before its exec (see Sandbox in
 // src/table/service.ts): PR_SET_NO_NEW_PRIVS and up to four rlimits.
@@ -86,9 +91,15 @@ struct PumpOutcome {
 };
 using PumpDone = std::function<void(const PumpOutcome&)>;
 // Forwards client <-> server on the env's loop; owns both fds from now on,
-// on every path. `done` runs once on the JS thread (never after env teardown).
-// Returns 0 and the session's id, or a negative libuv error.
-int StartPump(Napi::Env env, int client, int server, uint64_t idle_ms, bool copy, PumpDone done, uint64_t* id);
+// on every path. `registered`: both are in the reactor's set already (the
+// fast path's sockets; see reactor.h), and non-blocking. `automatic`:
+// splice-auto (pump.cc), else splice from the first byte (unless `copy`:
+// read/write only). `done` runs once on
+// the JS thread (never after env teardown). Returns 0 and the session's id,
+// or an errno and, in `syscall`, the call it is of (epoll_ctl; epoll_create1
+// when the set could not be made; pump: no loop or the env is going away).
+int StartPump(Napi::Env env, int client, int server, uint64_t idle_ms, bool copy, bool automatic, bool registered,
+              PumpDone done, uint64_t* id, const char** syscall = nullptr);
 // Resets a live session; nothing once it has ended.
 void AbortPump(Napi::Env env, uint64_t id);
 // A live session's bytes so far, and how long it has been idle and open; false once it has ended.
@@ -102,6 +113,7 @@ bool PumpSnapshot(Napi::Env env, uint64_t id, PumpLive* out);
 
 void InitFd(Napi::Env env, Napi::Object exports);
 void InitSyslog(Napi::Env env, Napi::Object exports);
+void InitReactor(Napi::Env env, Napi::Object exports);
 void InitPump(Napi::Env env, Napi::Object exports);
 void InitProcess(Napi::Env env, Napi::Object exports);
 void InitListen(Napi::Env env, Napi::Object exports);

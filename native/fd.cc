@@ -101,10 +101,11 @@ Napi::Value CloexecFromJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// setKeepalive(fd): see Keepalive.
+// setKeepalive(fd, on = true): see Keepalive; off: SO_KEEPALIVE 0.
 Napi::Value SetKeepaliveJs(const Napi::CallbackInfo& info) {
-  int fd = IntArg(info, 0, "setKeepalive(fd): fd must be a number");
-  int err = Keepalive(fd);
+  int fd = IntArg(info, 0, "setKeepalive(fd, on): fd must be a number");
+  bool on = info.Length() < 2 || info[1].IsUndefined() || info[1].ToBoolean().Value();
+  int err = on ? Keepalive(fd) : KeepaliveOff(fd);
   if (err != 0) ThrowErrno(info.Env(), "setsockopt", err);
   return info.Env().Undefined();
 }
@@ -121,6 +122,11 @@ int Keepalive(int fd) {
   if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) < 0) return errno;
   if (setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count) < 0) return errno;
   return 0;
+}
+
+int KeepaliveOff(int fd) {
+  int off = 0;
+  return setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &off, sizeof off) < 0 ? errno : 0;
 }
 
 int CloexecFrom(unsigned first) {

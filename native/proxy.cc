@@ -1,7 +1,7 @@
 // The PROXY protocol (proxy.h): the v1 and v2 parser, the builder, the
 // reader that takes a header off a socket and not a byte more, and their JS
 // bindings (proxyParse, proxyBuild, proxyRead). proxyRead polls the socket on
-// Node's loop (uv_poll + uv_timer), as serve.cc's connect phase does, and
+// Node's loop (uv_poll + uv_timer), as serve.cc's header reads do, and
 // calls back once. See haproxy's doc/proxy-protocol.txt, recv(2).
 #include "proxy.h"
 

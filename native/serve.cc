@@ -2,10 +2,13 @@
 // batches), connect upstream (non-blocking connect(2), 10 s bound) and hand
 // both sockets to the pump, all on Node's loop with no JS object per
 // connection. JS compiles the policy (which listener serves what) and gets
-// the log lines back in one call per loop turn, from a uv_idle handle: an
-// active idle handle makes the next poll return at once, so lines queued by
-// a close callback (the pump's end) are not left waiting for the next event,
-// as they would be with a uv_check handle.
+// the log lines back in one call per loop turn: from a uv_check handle, right
+// after the poll phase that queued them (events, timers), or from a uv_idle
+// handle at the start of the next turn for lines queued after the check
+// (close callbacks: a pump aborted by JS). Whichever runs first stops both;
+// the idle handle, while active, makes the next poll return at once, so no
+// line waits for the next event, and the check spares the common case that
+// extra turn of the loop.
 //
 // A listener whose accept fails for lack of descriptors or memory (EMFILE,
 // ENFILE, ENOBUFS, ENOMEM) stops polling for kPauseMs: the clients wait in
@@ -24,6 +27,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
@@ -40,6 +44,7 @@
 #include "addon.h"
 #include "limits.h"
 #include "proxy.h"
+#include "reactor.h"
 
 namespace tcpproxy {
 
@@ -142,7 +147,11 @@ struct Listener {
   int fd = -1;
   std::shared_ptr<const FastService> service;
   std::shared_ptr<Group> group;  // of service's servers; a new one when they change
-  int reads = 0;                 // PROXY headers being read from its clients (they outlive a close)
+  // Where its clients connected to, when the socket is bound to one address
+  // (not a wildcard): then no getsockname per client.
+  sockaddr_storage local{};
+  bool local_known = false;
+  int reads = 0;  // PROXY headers being read from its clients (they outlive a close)
   uv_poll_t poll;
   uv_timer_t pause;
   uv_timer_t wait;     // maxconn recheck, or the next rate token
@@ -162,8 +171,13 @@ struct Listener {
 };
 
 // A client waiting for its upstream connection: the servers in the order
-// to try them, one attempt at a time (a poll handle each).
-struct Conn {
+// to try them, one attempt at a time. Both sockets are in the reactor's set
+// from the start (the client's events are only remembered, for the pump),
+// and stay there when the pump takes them over.
+void OnConnectEvents(struct Conn* c, uint32_t events);
+struct Conn : Watcher {
+  void OnEvents(int, uint32_t events) override { OnConnectEvents(this, events); }
+
   ServeState* st = nullptr;
   double id = 0;
   int client = -1;
@@ -174,9 +188,8 @@ struct Conn {
   size_t attempt = 0;
   sockaddr_storage peer{};   // the client (a PROXY header's source when there was one)
   sockaddr_storage local{};  // where it connected to
-  uv_poll_t* poll = nullptr;
+  bool attempting = false;   // a connect of `server` is in progress
   uv_timer_t timer;
-  int open_handles = 0;
   bool closing = false;
   Admission adm;
   bool adm_live = false;   // still this Conn's to give back
@@ -213,6 +226,7 @@ struct ServeState {
   std::unique_ptr<Napi::AsyncContext> async;
   uv_loop_t* loop = nullptr;
   uv_idle_t flush;
+  uv_check_t flush_check;
   bool flush_started = false;
   std::vector<std::string> lines;
   std::deque<std::pair<double, double>> ids;  // blocks: first, count
@@ -235,6 +249,7 @@ struct ServeState {
     if (!flush_started && !detached) {
       flush_started = true;
       uv_idle_start(&flush, OnFlush);
+      uv_check_start(&flush_check, OnFlushCheck);
     }
   }
 
@@ -250,9 +265,13 @@ struct ServeState {
     return id;
   }
 
-  static void OnFlush(uv_idle_t* h) {
-    auto* st = static_cast<ServeState*>(h->data);
-    uv_idle_stop(h);
+  static void OnFlushCheck(uv_check_t* h) { Flush(static_cast<ServeState*>(h->data)); }
+
+  static void OnFlush(uv_idle_t* h) { Flush(static_cast<ServeState*>(h->data)); }
+
+  static void Flush(ServeState* st) {
+    uv_idle_stop(&st->flush);
+    uv_check_stop(&st->flush_check);
     st->flush_started = false;
     if (st->detached || st->on_batch.IsEmpty()) {
       st->lines.clear();
@@ -306,25 +325,27 @@ void GiveBack(ServeState* st, const Admission& adm) {
 // ---------------------------------------------------------------- connect
 
 void OnConnClosed(uv_handle_t* h) {
-  auto* c = static_cast<Conn*>(h->data);
-  if (--c->open_handles > 0) return;
-  delete c;
+  delete static_cast<Conn*>(h->data);
 }
 
-void OnAttemptClosed(uv_handle_t* h) {
-  auto* c = static_cast<Conn*>(h->data);
-  delete reinterpret_cast<uv_poll_t*>(h);
-  if (--c->open_handles > 0) return;
-  delete c;
+Reactor* ReactorOfState(ServeState* st) {
+  return ReactorOf(st->env);
 }
 
-// Closes the poll handle of the attempt in progress. uv_close stops it at
-// once (its one EPOLL_CTL_DEL), so the fd may be closed, or given to the
-// pump, right after.
+// The attempt in progress sends no more events here: its socket may be
+// closed, or given to the pump (which takes its events over), right after.
 void StopAttempt(Conn* c) {
-  if (c->poll == nullptr) return;
-  uv_close(reinterpret_cast<uv_handle_t*>(c->poll), OnAttemptClosed);
-  c->poll = nullptr;
+  if (!c->attempting) return;
+  c->attempting = false;
+  if (c->server >= 0) ReactorForget(ReactorOfState(c->st), c->server, false);
+}
+
+// Closes the client, which is in the set.
+void CloseClient(Conn* c) {
+  if (c->client < 0) return;
+  ReactorForget(ReactorOfState(c->st), c->client, false);
+  close(c->client);
+  c->client = -1;
 }
 
 // Ends the connect phase: the handles close (the Conn is freed on the last
@@ -439,9 +460,10 @@ void Connected(Conn* c) {
     if (n != static_cast<ssize_t>(header.size())) {
       std::string why = n < 0 ? ErrName(errno) : "short write";
       st->Log(kError, tag + ": " + Current(c).text + ": cannot send the PROXY header: " + why);
+      StopAttempt(c);
       close(c->server);
-      close(c->client);
-      c->server = c->client = -1;
+      c->server = -1;
+      CloseClient(c);
       EndConnect(c);
       return;
     }
@@ -453,14 +475,16 @@ void Connected(Conn* c) {
   c->adm_live = false;
   c->client = c->server = -1;
   c->forwarded = true;
-  // EndConnect's uv_close has taken the fd out of epoll: the pump may poll it at once.
+  // The sockets stay in the set; the pump takes their events from here on.
+  c->attempting = false;
   EndConnect(c);
   auto pump_id = std::make_shared<uint64_t>(0);
+  const char* failed = "pump";
   FastSession info{c->id, c->peer, c->service, c->start_ms};
   uint32_t slot = c->service->slot;
   uint64_t accepted = c->start_ms;
   int err = StartPump(
-      st->env, client, server, c->service->idle_ms, false,
+      st->env, client, server, c->service->idle_ms, false, true, true,
       [st, tag, route, pump_id, adm, adm_live, level, slot, accepted](const PumpOutcome& o) {
         st->pumps.erase(*pump_id);
         if (adm_live) Leave(st, adm);
@@ -482,9 +506,9 @@ void Connected(Conn* c) {
                              std::to_string(static_cast<uint64_t>(o.duration_ms)) + " ms, " + why + ", " +
                              (o.copy ? "copy" : "splice"));
       },
-      pump_id.get());
-  if (err < 0) {
-    st->Log(kError, tag + ": cannot forward: uv_poll_init " + ErrName(-err));
+      pump_id.get(), &failed);
+  if (err != 0) {
+    st->Log(kError, tag + ": cannot forward: " + std::string(failed) + " " + ErrName(err));
     if (adm_live) Leave(st, adm);
     StatsEnd(slot, 0, 0, uv_now(st->loop) - accepted);
     return;
@@ -492,21 +516,27 @@ void Connected(Conn* c) {
   st->pumps.emplace(*pump_id, std::move(info));
 }
 
-void OnConnectPoll(uv_poll_t* h, int status, int) {
-  auto* c = static_cast<Conn*>(h->data);
-  if (c->closing || h != c->poll) return;
+// An event of the socket being connected: writable without an error is
+// connected (the kernel raises EPOLLERR and EPOLLHUP for a connect that
+// failed, so SO_ERROR is read only then, to name the error).
+void OnConnectEvents(Conn* c, uint32_t events) {
+  if (c->closing || !c->attempting) return;
+  if ((events & (EPOLLERR | EPOLLHUP)) == 0) {
+    if (events & EPOLLOUT) Connected(c);
+    return;
+  }
   int err = 0;
   socklen_t len = sizeof err;
   if (getsockopt(c->server, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-  if (err == 0 && status < 0) err = -status;
-  if (err == 0) return Connected(c);
+  // A hang-up with no error to read: the connection is gone all the same.
+  if (err == 0) err = ECONNRESET;
   AttemptFailed(c, "connect " + ErrName(err) + " " + Current(c).node, true);
   NextAttempt(c);
 }
 
 void OnConnectTimeout(uv_timer_t* t) {
   auto* c = static_cast<Conn*>(t->data);
-  if (c->closing || c->poll == nullptr) return;
+  if (c->closing || !c->attempting) return;
   AttemptFailed(c, "connect " + Current(c).bracket + ": timed out", true);
   NextAttempt(c);
 }
@@ -538,29 +568,23 @@ void NextAttempt(Conn* c) {
       AttemptFailed(c, "connect " + ErrName(errno) + " " + u.node, true);
       continue;
     }
-    auto* poll = new uv_poll_t();
-    int err = uv_poll_init(st->loop, poll, server);
-    if (err < 0) {
-      delete poll;
-      AttemptFailed(c, "uv_poll_init " + ErrName(-err), false);
+    // Edge-triggered: a connect already done by now raises its event on the next wait.
+    int err = ReactorAdd(ReactorOfState(st), server, c);
+    if (err != 0) {
+      AttemptFailed(c, "epoll_ctl " + ErrName(err), false);
       continue;
     }
-    poll->data = c;
-    c->poll = poll;
-    c->open_handles++;
-    if (r == 0) return Connected(c);
-    uv_poll_start(poll, UV_WRITABLE, OnConnectPoll);
+    c->attempting = true;
     uv_timer_start(&c->timer, OnConnectTimeout, kConnectTimeoutMs, 0);
     return;
   }
-  close(c->client);
-  c->client = -1;
+  CloseClient(c);
   EndConnect(c);
 }
 
+// The client has its keepalive options from the listener (ListenerKeepalive).
 void StartConnect(ServeState* st, double id, int client, const sockaddr_storage& peer, const sockaddr_storage& local,
                   std::shared_ptr<const FastService> svc, std::shared_ptr<Group> group, const Admission& adm) {
-  if (svc->keepalive) Keepalive(client);
   auto* c = new Conn();
   c->st = st;
   c->id = id;
@@ -575,8 +599,15 @@ void StartConnect(ServeState* st, double id, int client, const sockaddr_storage&
   c->start_ms = uv_now(st->loop);
   uv_timer_init(st->loop, &c->timer);
   c->timer.data = c;
-  c->open_handles = 1;
   st->connecting.insert(c);
+  int err = ReactorAdd(ReactorOfState(st), client, nullptr);
+  if (err != 0) {
+    st->Log(kError, "connection " + IdText(id) + ": cannot forward: epoll_ctl " + ErrName(err));
+    close(client);
+    c->client = -1;
+    EndConnect(c);
+    return;
+  }
   NextAttempt(c);
 }
 
@@ -685,9 +716,11 @@ void Serve(Listener* l, int fd, const sockaddr_storage& peer, const Admission& a
     return;
   }
   StatsSession(l->service->slot);
-  sockaddr_storage local{};
-  socklen_t llen = sizeof local;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
+  sockaddr_storage local = l->local;
+  if (!l->local_known) {
+    socklen_t llen = sizeof local;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&local), &llen);
+  }
   std::string from = HostPort(peer, true);
   if (via != nullptr) from += " via " + HostPort(*via, true);
   if (l->service->log_level >= 1)
@@ -1086,6 +1119,24 @@ bool SameServers(const FastService& a, const FastService& b) {
   return true;
 }
 
+// The listener's keepalive options, which its clients start with (addon.h):
+// every taker of a listening socket sets them (the session code's turns them
+// off, and sets them per client), so a socket that changes hands on a reload
+// never keeps the last one's.
+void ListenerKeepalive(Listener* l) {
+  if (l->service->keepalive) {
+    Keepalive(l->fd);
+  } else {
+    KeepaliveOff(l->fd);
+  }
+}
+
+bool IsWildcard(const sockaddr_storage& ss) {
+  if (ss.ss_family == AF_INET) return reinterpret_cast<const sockaddr_in&>(ss).sin_addr.s_addr == htonl(INADDR_ANY);
+  if (ss.ss_family == AF_INET6) return IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6&>(ss).sin6_addr);
+  return true;
+}
+
 ServeState& Ready(const Napi::CallbackInfo& info) {
   ServeState* st = StateOf(info.Env());
   if (st == nullptr || st->loop == nullptr) ThrowType(info.Env(), "serveInit(onBatch) first");
@@ -1104,6 +1155,9 @@ Napi::Value ServeInit(const Napi::CallbackInfo& info) {
   uv_idle_init(st->loop, &st->flush);
   st->flush.data = st;
   uv_unref(reinterpret_cast<uv_handle_t*>(&st->flush));
+  uv_check_init(st->loop, &st->flush_check);
+  st->flush_check.data = st;
+  uv_unref(reinterpret_cast<uv_handle_t*>(&st->flush_check));
   return env.Undefined();
 }
 
@@ -1135,6 +1189,9 @@ Napi::Value ServeListen(const Napi::CallbackInfo& info) {
   }
   l->poll.data = l;
   l->open_handles = 4;
+  socklen_t llen = sizeof l->local;
+  l->local_known = getsockname(fd, reinterpret_cast<sockaddr*>(&l->local), &llen) == 0 && !IsWildcard(l->local);
+  ListenerKeepalive(l);
   st.listeners[l->handle_id] = l;
   StartPolling(l);
   return Napi::Number::New(env, static_cast<double>(l->handle_id));
@@ -1155,7 +1212,9 @@ Napi::Value ServeUpdate(const Napi::CallbackInfo& info) {
   if (l == nullptr) return env.Undefined();
   // The servers' health and the rotation carry over while the group is the same.
   if (!SameServers(*l->service, *svc)) l->group = NewGroup(*svc);
+  bool keepalive = l->service->keepalive;
   l->service = std::move(svc);
+  if (l->service->keepalive != keepalive) ListenerKeepalive(l);
   return env.Undefined();
 }
 
@@ -1198,9 +1257,10 @@ Napi::Value ServeAbortAll(const Napi::CallbackInfo& info) {
   for (Conn* c : conns) {
     if (c->service->log_level >= 1)
       st.Log(kInfo, "connection " + IdText(c->id) + ": end: aborted while connecting to the server");
-    close(c->server);
-    close(c->client);
-    c->server = c->client = -1;
+    StopAttempt(c);
+    if (c->server >= 0) close(c->server);
+    c->server = -1;
+    CloseClient(c);
     EndConnect(c);
   }
   std::vector<uint64_t> pumps;

@@ -530,6 +530,9 @@ export function runWorker(): void {
   const listenJs = (a: Accepting): void => {
     if (draining || a.owner !== null) return;
     const key = a.key;
+    // The fast path may have left its keepalive options on the socket, which
+    // its clients would start with: the session code sets them per client.
+    native().setKeepalive(a.fd, false);
     const server = net.createServer({ pauseOnConnect: true, allowHalfOpen: true }, (sock) => admit(a, sock));
     // libuv retries accept errors (EMFILE sheds the oldest pending connection): log, do not die,
     // and at most one line a second (with the count of the others), so a flood cannot flood the log.

@@ -18,7 +18,7 @@ export interface PumpResult {
   /** Bytes moved server → client. */
   readonly bytesDown: number;
   readonly durationMs: number;
-  /** Which path moved the bytes: `splice` (kernel pipes) or `copy` (read/write fallback). */
+  /** Which path moved the bytes: `splice` (kernel pipes: any byte went through one) or `copy` (read/write only: the fallback, or a small session under splice-auto). */
   readonly path: 'splice' | 'copy';
   /**
    * For `reset` and `error`: the failed call, its errno as the kernel gave it.
@@ -39,6 +39,11 @@ export interface PumpRequest {
   readonly idleMs: number;
   /** Use the read/write path from the start (tests, transcripts). */
   readonly copy?: boolean;
+  /**
+   * splice-auto (default true): each direction copies through a buffer until one read fills it,
+   * then splices; false: splice from the first byte (tests of the splice path).
+   */
+  readonly auto?: boolean;
 }
 
 export interface PumpHandle {
@@ -240,8 +245,11 @@ export interface Addon {
   userByName(name: string): { uid: number; gid: number } | null;
   /** The group `name` in the system's group database (getgrnam_r): its gid, or null; a SysError as userByName. */
   groupByName(name: string): number | null;
-  /** TCP keepalive with tcpproxy's timing (native/addon.h: about 7 minutes to declare a peer dead). */
-  setKeepalive(fd: number): void;
+  /**
+   * TCP keepalive with tcpproxy's timing (native/addon.h: about 7 minutes to declare a peer dead);
+   * `on` false turns it off. On a listening socket: what the sockets accepted from it start with.
+   */
+  setKeepalive(fd: number, on?: boolean): void;
   /**
    * A listening TCP socket (SO_REUSEADDR, SO_REUSEPORT, non-blocking,
    * close-on-exec) on an IP literal, or on the dual-stack wildcard for null.

@@ -81,3 +81,59 @@ describe.each(ENGINES)('keepalive no (%s engine)', (engine) => {
     c.socket.destroy();
   });
 });
+
+// The fast path sets the keepalive options once on its listening socket and
+// its clients start with them (addon.h); a reload that turns keepalive off,
+// or gives the socket to the session code, must leave no client with the
+// options of the socket's last taker.
+describe.each(ENGINES)('keepalive across reloads (%s engine)', (engine) => {
+  test('yes, then no with a host name (the session code), yes again, then no: each client gets what its service says', async () => {
+    const up = await echoServer();
+    const port = await freePort();
+    const conf = writeConfig(tmp.path, `ka-reload-${engine}.conf`, '');
+    const write = (keepalive: 'yes' | 'no', host: string): void =>
+      fs.writeFileSync(conf, `keepalive ${keepalive}\ntimeout 0\nport ${port}\n  interface 127.0.0.1\n  server ${host}:${up.port}\n`);
+    write('yes', '127.0.0.1');
+    const p = await startProxy(['-s', '-f', conf], { TCPPROXY_ENGINE: engine });
+    await until(() => readyWorkers(p.stderr()).length === 1, 'the ready line');
+    const worker = readyWorkers(p.stderr())[0]?.pid ?? 0;
+    let reloads = 0;
+    const reload = async (keepalive: 'yes' | 'no', host: string): Promise<void> => {
+      write(keepalive, host);
+      reloads++;
+      p.child.kill('SIGHUP');
+      await until(
+        () => p.stderr().split('SIGHUP: configuration reloaded').length - 1 === reloads,
+        () => `reload ${reloads}; stderr:\n${p.stderr()}`,
+        10000,
+      );
+    };
+    // The keepalive timer (tr 2, or 0 for none) of the proxy's socket to this client and of the one to the server.
+    const timers = async (): Promise<{ client: number; server: number }> => {
+      const c = await Client.connect('127.0.0.1', port);
+      c.socket.write('x');
+      await c.waitBytes(1);
+      const local = c.socket.localPort ?? 0;
+      let found: { client: number; server: number } | null = null;
+      await until(() => {
+        const inodes = socketInodesOf(worker);
+        const mine = tcpSockets().filter((t) => inodes.has(t.inode) && t.state === TCP_ESTABLISHED);
+        const toClient = mine.find((t) => t.remotePort === local);
+        const toServer = mine.find((t) => t.remotePort === up.port);
+        if (toClient === undefined || toServer === undefined || mine.length !== 2) return false;
+        found = { client: toClient.timer, server: toServer.timer };
+        return true;
+      }, 'the proxy sockets of this client', 5000);
+      c.socket.destroy();
+      await until(() => tcpSockets().filter((t) => socketInodesOf(worker).has(t.inode) && t.state === TCP_ESTABLISHED).length === 0, 'the sockets to close', 5000);
+      return found ?? { client: -1, server: -1 };
+    };
+    expect(await timers()).toEqual({ client: 2, server: 2 });
+    await reload('no', 'localhost');
+    expect(await timers()).toEqual({ client: 0, server: 0 });
+    await reload('yes', '127.0.0.1');
+    expect(await timers()).toEqual({ client: 2, server: 2 });
+    await reload('no', '127.0.0.1');
+    expect(await timers()).toEqual({ client: 0, server: 0 });
+  });
+});

@@ -1,7 +1,7 @@
 /**
  * Hardening, each fd closed exactly once: a forwarding whose pump cannot
- * start (here the "client" is a regular file, which epoll refuses, so
- * uv_poll_init fails with EPERM) ends that connection with its line, and
+ * start (here the "client" is a regular file, which epoll refuses:
+ * epoll_ctl fails with EPERM) ends that connection with its line, and
  * the fd numbers it had are not closed a second time. Between the pump's
  * failure and the session's clean-up the fd number is free, and the next
  * open in this process (here the log's) takes it: a second close would
@@ -30,7 +30,7 @@ cleanUpAfterEach(() => {
   }
 });
 
-test('a pump that cannot start (uv_poll_init EPERM) closes the client fd once: a file that took its number stays open', async () => {
+test('a pump that cannot start (epoll_ctl EPERM) closes the client fd once: a file that took its number stays open', async () => {
   const up = await echoServer();
   const client = fs.openSync(path.join(tmp.path, 'not-a-socket'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
   opened.push(client);
@@ -68,7 +68,7 @@ test('a pump that cannot start (uv_poll_init EPERM) closes the client fd once: a
     many: () => {},
   };
   const end = await runSession({ id: 3, client: held, service, engine: spliceEngine, log, clearEnv: false, ids: { uid: 0, gid: 0 } });
-  expect({ end, errors }).toEqual({ end: { result: null, ok: false }, errors: ['connection 3: cannot forward: uv_poll_init EPERM'] });
+  expect({ end, errors }).toEqual({ end: { result: null, ok: false }, errors: ['connection 3: cannot forward: epoll_ctl EPERM'] });
   // The pump closed the client's number; the victim got it, and still has it.
   expect(victim).toBe(client);
   let still: string;

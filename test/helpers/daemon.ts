@@ -44,6 +44,14 @@ export const CLI = ((): string => {
 /** The forwarding engines; the proxy picks one from TCPPROXY_ENGINE. */
 export const ENGINES = ['js', 'splice'] as const;
 export type Engine = (typeof ENGINES)[number];
+/**
+ * The path an end line names for a session of small messages (a few KiB,
+ * no stream): the splice engine's splice-auto copies them (no pipe), the js
+ * engine is js.
+ */
+export function smallPath(engine: Engine): 'copy' | 'js' {
+  return engine === 'splice' ? 'copy' : 'js';
+}
 
 /** Fails with the fix when the CLI has not been built. */
 export function assertBuilt(): void {

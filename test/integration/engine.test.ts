@@ -2,8 +2,10 @@
  * What the engine issue adds to the forwarding suite, on both engines:
  * back-pressure against a slow reader (the proxy's memory stays bounded and
  * every byte arrives), fds back to their baseline after 1,000 connections,
- * and the end record naming the path that moved the bytes (splice is used).
+ * and the end record naming the path that moved the bytes (splice engine:
+ * copy for a small session under splice-auto, splice for a stream).
  */
+import * as crypto from 'node:crypto';
 import type * as net from 'node:net';
 import { Client } from '../helpers/client';
 import { assertBuilt, ENGINES, type Proxy, startProxy, waitWorkers } from '../helpers/daemon';
@@ -133,15 +135,24 @@ describe.each(ENGINES)('%s engine', (engine) => {
     if (engine === 'js') expect(after.pipes).toBe(base.pipes);
   }, 120000);
 
-  it('says in the end record which path moved the bytes', async () => {
+  it('says in the end record which path moved the bytes (splice engine: copy for a small session, splice for a stream)', async () => {
     const upstream = await echoServer();
     const proxy = await startProxy(['-b', '127.0.0.1:0', `127.0.0.1:${upstream.port}`], env);
     const [addr] = proxy.addresses;
     const c = await Client.connect('127.0.0.1', addr?.port ?? 0);
     c.socket.end('ping');
     await c.waitBytes(4);
-    await until(() => /connection 1: end: /.test(proxy.stderr()), 'the end line');
-    const line = /^\S+Z tcpproxy: connection 1: end: (.*)$/m.exec(proxy.stderr())?.[1] ?? '';
-    expect(line).toMatch(new RegExp(`^client \\S+ on \\S+, server \\S+ from \\S+, 4 bytes up, 4 down, \\d+ ms, eof, ${engine}$`));
+    await until(() => /connection \d+: end: /.test(proxy.stderr()), 'the end line');
+    const ends = (): string[] => [...proxy.stderr().matchAll(/^\S+Z tcpproxy: connection \d+: end: (.*)$/gm)].map((m) => m[1] ?? '');
+    // splice-auto: four bytes each way never fill a read's buffer, so no pipe moved them.
+    const small = engine === 'splice' ? 'copy' : 'js';
+    expect(ends()[0]).toMatch(new RegExp(`^client \\S+ on \\S+, server \\S+ from \\S+, 4 bytes up, 4 down, \\d+ ms, eof, ${small}$`));
+    const big = crypto.randomBytes(4 * 1024 * 1024);
+    const s = await Client.connect('127.0.0.1', addr?.port ?? 0);
+    s.socket.write(big);
+    await s.waitBytes(big.length);
+    s.socket.end();
+    await until(() => ends().length === 2, 'the second end line');
+    expect(ends()[1]).toMatch(new RegExp(`^client \\S+ on \\S+, server \\S+ from \\S+, ${big.length} bytes up, ${big.length} down, \\d+ ms, eof, ${engine}$`));
   });
 });

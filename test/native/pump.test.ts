@@ -11,6 +11,7 @@ import { until } from '../helpers/until';
 import { PumpRig, fdSnapshot, sink } from './helpers/pump-rig';
 
 type PumpStats = ReturnType<Addon['pumpStats']>;
+type PumpResult = Parameters<Parameters<Addon['pump']>[1]>[0];
 
 const MiB = 1024 * 1024;
 const addon: Addon = native();
@@ -45,26 +46,32 @@ async function wakeupsWhileStalled(): Promise<number> {
   return pumpStats().wakeups - before;
 }
 
+/** A session that moves 8 MiB of random bytes each way at once; checks both arrive byte-exact. */
+async function eightMiBEachWay(opts: { readonly auto?: boolean; readonly copy?: boolean }): Promise<{ r: PumpResult; doneCalls: () => number }> {
+  const s = await rig.open(opts);
+  const up = crypto.randomBytes(8 * MiB);
+  const down = crypto.randomBytes(8 * MiB);
+  const atUpstream = sink(s.upstream);
+  const atClient = sink(s.client);
+  s.client.end(up);
+  s.upstream.end(down);
+  const [u, c, r] = await Promise.all([atUpstream, atClient, s.result]);
+  expect({ up: u.sha256, down: c.sha256 }).toEqual({ up: sha256(up), down: sha256(down) });
+  return { r, doneCalls: () => s.doneCalls() };
+}
+
 describe.each([
   ['splice', false],
   ['copy', true],
 ] as const)('%s path', (pathName, copy) => {
   test('moves 8 MiB each way at once, byte-exact', async () => {
-    const s = await rig.open({ copy });
-    const up = crypto.randomBytes(8 * MiB);
-    const down = crypto.randomBytes(8 * MiB);
-    const atUpstream = sink(s.upstream);
-    const atClient = sink(s.client);
-    s.client.end(up);
-    s.upstream.end(down);
-    const [u, c, r] = await Promise.all([atUpstream, atClient, s.result]);
-    expect(u.sha256).toBe(sha256(up));
-    expect(c.sha256).toBe(sha256(down));
+    const { r, doneCalls } = await eightMiBEachWay({ auto: false, copy });
     expect(r).toMatchObject({ end: 'eof', bytesUp: 8 * MiB, bytesDown: 8 * MiB, path: pathName });
     expect(r.error).toBeUndefined();
     expect(r.side).toBeUndefined();
     expect(r.durationMs).toBeGreaterThanOrEqual(0);
-    expect(s.doneCalls()).toBe(1);    // A stream grows into the big pipes (1 MiB), a bounded few of them.
+    expect(doneCalls()).toBe(1);
+    // A stream grows into the big pipes (1 MiB), a bounded few of them.
     if (!copy) expect(pumpStats().pipesBig).toBeGreaterThanOrEqual(1);
     expect(pumpStats().pipesBig).toBeLessThanOrEqual(8);
   });
@@ -72,6 +79,7 @@ describe.each([
   test('upstream speaks first: a banner queued before the hand-off reaches the client', async () => {
     const s = await rig.open({
       copy,
+      auto: false,
       beforePump: (u) => new Promise<void>((resolve) => u.write('220 ready\r\n', () => resolve())),
     });
     const atUpstream = sink(s.upstream);
@@ -85,7 +93,7 @@ describe.each([
   });
 
   test('client half-close: the upstream answers 1 MiB after the EOF and all of it arrives', async () => {
-    const s = await rig.open({ copy });
+    const s = await rig.open({ auto: false, copy });
     const reply = crypto.randomBytes(MiB);
     const atUpstream = sink(s.upstream);
     const atClient = sink(s.client);
@@ -98,7 +106,7 @@ describe.each([
   });
 
   test('upstream reset: the client sees ECONNRESET, the result says reset by the server', async () => {
-    const s = await rig.open({ copy });
+    const s = await rig.open({ auto: false, copy });
     s.client.resume();
     s.upstream.write('partial');
     await until(() => s.client.bytesRead === 7, 'the first bytes');
@@ -112,7 +120,7 @@ describe.each([
   });
 
   test('client reset: the upstream sees ECONNRESET, the result says reset by the client', async () => {
-    const s = await rig.open({ copy });
+    const s = await rig.open({ auto: false, copy });
     s.upstream.resume();
     s.client.write('partial');
     await until(() => s.upstream.bytesRead === 7, 'the first bytes');
@@ -125,7 +133,7 @@ describe.each([
   });
 
   test('idle timeout: both ends are reset after 300 ms without traffic', async () => {
-    const s = await rig.open({ copy, idleMs: 300 });
+    const s = await rig.open({ auto: false, copy, idleMs: 300 });
     s.client.resume();
     s.upstream.resume();
     const r = await s.result;
@@ -139,7 +147,7 @@ describe.each([
   });
 
   test('abort(): both ends are reset, done runs once with aborted, abort stays idempotent', async () => {
-    const s = await rig.open({ copy });
+    const s = await rig.open({ auto: false, copy });
     s.client.resume();
     s.upstream.resume();
     s.handle.abort();
@@ -157,7 +165,7 @@ describe.each([
   test('a stalled session does not spin: upstream not reading, all buffers full', async () => {
     // Far more than every buffer on the way holds (socket buffers autotune to several MiB each, plus 1 MiB pipes).
     const STALL_TOTAL = 256 * MiB;
-    const s = await rig.open({ copy });
+    const s = await rig.open({ auto: false, copy });
     const chunk = crypto.randomBytes(MiB);
     let sent = 0;
     const writer = (async () => {
@@ -178,7 +186,7 @@ describe.each([
   });
 
   test('a half-closed session waiting for its upstream does not spin', async () => {
-    const s = await rig.open({ copy });
+    const s = await rig.open({ auto: false, copy });
     const atClient = sink(s.client);
     const upstreamEnd = new Promise((resolve) => s.upstream.once('end', resolve));
     s.upstream.resume();
@@ -192,7 +200,7 @@ describe.each([
   });
 
   test('1-byte ping-pong, 200 rounds, has no per-message stall', async () => {
-    const s = await rig.open({ copy });
+    const s = await rig.open({ auto: false, copy });
     s.upstream.on('data', (b: Buffer) => s.upstream.write(b));
     const started = Date.now();
     await new Promise<void>((resolve) => {
@@ -210,6 +218,81 @@ describe.each([
     s.client.end();
     s.upstream.end();
     expect(await s.result).toMatchObject({ end: 'eof', bytesUp: 200, bytesDown: 200 });
+  });
+});
+
+// splice-auto, the pump's default: small messages go by read/write (a read
+// that comes back short proves the socket empty, with no call that says
+// EAGAIN), a direction whose read fills its buffer splices from then on.
+describe('splice-auto (the default)', () => {
+  test('a 64 B request and its answer go by read/write: path copy', async () => {
+    const s = await rig.open();
+    const req = crypto.randomBytes(64);
+    const answer = crypto.randomBytes(64);
+    const atUpstream = sink(s.upstream);
+    const atClient = sink(s.client);
+    s.upstream.once('data', () => s.upstream.end(answer));
+    s.client.write(req);
+    s.client.once('data', () => s.client.end());
+    const [u, c, r] = await Promise.all([atUpstream, atClient, s.result]);
+    expect({ up: u.sha256, down: c.sha256 }).toEqual({ up: sha256(req), down: sha256(answer) });
+    expect(r).toMatchObject({ end: 'eof', bytesUp: 64, bytesDown: 64, path: 'copy' });
+  });
+
+  test('8 MiB each way at once: byte-exact, and the streams move over to splice', async () => {
+    const { r } = await eightMiBEachWay({});
+    expect(r).toMatchObject({ end: 'eof', bytesUp: 8 * MiB, bytesDown: 8 * MiB, path: 'splice' });
+  });
+
+  test('bytes and the FIN already queued when the pump starts: both arrive, the FIN is not lost behind a short read', async () => {
+    for (let i = 0; i < 20; i++) {
+      const p = await rig.pair();
+      const atUpstream = sink(p.upstream);
+      const atClient = sink(p.client);
+      // On loopback the segments are in the proxy's socket by the time the write and shutdown return.
+      await new Promise<void>((resolve) => p.client.end(`request ${i}`, resolve));
+      p.upstream.once('end', () => p.upstream.end(`answer ${i}`));
+      const result = new Promise<PumpResult>((resolve) => addon.pump({ client: p.clientFd, server: p.serverFd, idleMs: 0 }, resolve));
+      const [u, c, r] = await Promise.all([atUpstream, atClient, result]);
+      expect({ u: u.text, c: c.text, end: r.end, path: r.path }).toEqual({ u: `request ${i}`, c: `answer ${i}`, end: 'eof', path: 'copy' });
+    }
+  });
+
+  test('1-byte ping-pong, 200 rounds, then a 1 MiB burst and ping-pong again: no stall in either mode', async () => {
+    const s = await rig.open();
+    s.upstream.on('data', (b: Buffer) => s.upstream.write(b));
+    const pingPong = (rounds: number): Promise<void> =>
+      new Promise<void>((resolve) => {
+        let n = 0;
+        const onData = (): void => {
+          n++;
+          if (n < rounds) {
+            s.client.write('x');
+            return;
+          }
+          s.client.off('data', onData);
+          resolve();
+        };
+        s.client.on('data', onData);
+        s.client.write('x');
+      });
+    await pingPong(200);
+    const burst = crypto.randomBytes(MiB);
+    let echoed = 0;
+    await new Promise<void>((resolve) => {
+      const onData = (b: Buffer): void => {
+        echoed += b.length;
+        if (echoed < MiB) return;
+        s.client.off('data', onData);
+        resolve();
+      };
+      s.client.on('data', onData);
+      s.client.write(burst);
+    });
+    await pingPong(200);
+    s.client.end();
+    s.upstream.end();
+    expect(await s.result).toMatchObject({ end: 'eof', bytesUp: 400 + MiB, bytesDown: 400 + MiB, path: 'splice' });
   });
 });
 

@@ -85,7 +85,7 @@ async function pumpWithoutFds() {
     full.release();
     throw new Error(`the fd table did not fill up: ${String(full.error)}`);
   }
-  const result = await new Promise((resolve) => addon.pump({ client: a.fd, server: b.fd, idleMs: 0 }, resolve));
+  const result = await new Promise((resolve) => addon.pump({ client: a.fd, server: b.fd, idleMs: 0, auto: false }, resolve));
   full.release();
   a.client.destroy();
   b.client.destroy();

@@ -66,6 +66,8 @@ export interface Pair {
 export interface OpenOptions {
   readonly idleMs?: number;
   readonly copy?: boolean;
+  /** splice-auto (the pump's default when left out). */
+  readonly auto?: boolean;
   /** Runs (and is awaited) once the upstream connection exists, before pump() starts. */
   readonly beforePump?: (upstream: net.Socket) => Promise<void> | void;
 }
@@ -177,7 +179,12 @@ export class PumpRig {
     const base = { client: p.clientFd, server: p.serverFd, idleMs: opts.idleMs ?? 0 };
     const pump = this.addon.pump;
     if (!pump) throw new Error('addon has no pump()');
-    const handle = pump(opts.copy === undefined ? base : { ...base, copy: opts.copy }, (r) => {
+    const req = {
+      ...base,
+      ...(opts.copy === undefined ? {} : { copy: opts.copy }),
+      ...(opts.auto === undefined ? {} : { auto: opts.auto }),
+    };
+    const handle = pump(req, (r) => {
       calls++;
       settled = true;
       resolveResult(r);
